@@ -1,0 +1,54 @@
+//! `tailguard`: adversarially robust training on long-tailed data.
+
+mod backend;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Adversarially robust image classifiers for long-tailed data (TAET, RobustLT and their baselines) on Burn.
+#[derive(Debug, Parser)]
+#[command(name = "tailguard", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  tailguard data --dataset cifar10 --imbalance 100\n  \
+    tailguard model --arch resnet18 --classes 10")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Per-class counts of a long-tailed training split (and a shareable split file).
+    Data(commands::data::DataArgs),
+    /// Parameter count and output shape of an architecture.
+    Model(commands::model::ModelArgs),
+}
+
+fn main() -> ExitCode {
+    // A bug should still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error{location}: {}", message.replace('\n', " "));
+    }));
+
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(args) => commands::data::run(args),
+        Command::Model(args) => commands::model::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

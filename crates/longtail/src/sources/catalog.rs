@@ -1,0 +1,105 @@
+//! The datasets the program knows by name, and where their files are looked for.
+
+use std::path::Path;
+
+use crate::dataset::ImageDataset;
+use crate::error::{DataError, DataResult};
+use crate::sources::cifar::{CifarVariant, Split, load_cifar};
+use crate::sources::image_folder::{ImageFolderOptions, load_image_folder};
+
+/// A dataset by name: `cifar10`, `cifar100` or `imagefolder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    Cifar10,
+    Cifar100,
+    ImageFolder,
+}
+
+impl std::str::FromStr for DatasetKind {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> DataResult<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cifar10" | "cifar-10" => Ok(Self::Cifar10),
+            "cifar100" | "cifar-100" => Ok(Self::Cifar100),
+            "imagefolder" | "image-folder" => Ok(Self::ImageFolder),
+            other => Err(DataError::invalid(format!(
+                "unknown dataset '{other}' (expected cifar10, cifar100 or imagefolder)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cifar10 => "cifar10",
+            Self::Cifar100 => "cifar100",
+            Self::ImageFolder => "imagefolder",
+        })
+    }
+}
+
+impl DatasetKind {
+    fn cifar(self) -> Option<CifarVariant> {
+        match self {
+            Self::Cifar10 => Some(CifarVariant::Cifar10),
+            Self::Cifar100 => Some(CifarVariant::Cifar100),
+            Self::ImageFolder => None,
+        }
+    }
+
+    /// Images per class of the standard release, when the dataset has one.
+    pub fn standard_class_size(self, split: Split) -> Option<usize> {
+        self.cifar().map(|v| match split {
+            Split::Train => v.train_images_per_class(),
+            Split::Test => v.test_images_per_class(),
+        })
+    }
+
+    /// Class names of the standard release, when the dataset has one.
+    pub fn standard_classes(self) -> Option<Vec<String>> {
+        use crate::sources::cifar::{CIFAR10_CLASSES, CIFAR100_CLASSES};
+        match self {
+            Self::Cifar10 => Some(CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()),
+            Self::Cifar100 => Some(CIFAR100_CLASSES.iter().map(|s| s.to_string()).collect()),
+            Self::ImageFolder => None,
+        }
+    }
+
+    /// Loads `split` from `dir`.
+    ///
+    /// For CIFAR, `dir` may hold the binary release (`cifar-10-batches-bin/`, `cifar-100-binary/`, or their files
+    /// directly) or the same images as an image folder (`train/<class>/*.png|jpg`); the class order is CIFAR's.
+    pub fn load(self, dir: &Path, split: Split) -> DataResult<ImageDataset> {
+        if !dir.is_dir() {
+            return Err(DataError::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "data folder not found"),
+            ));
+        }
+        match self.cifar() {
+            Some(variant) => {
+                let has_binary = dir.join(crate::sources::cifar::expected_layout(variant, split)).exists()
+                    || dir
+                        .join(
+                            crate::sources::cifar::expected_layout(variant, split)
+                                .file_name()
+                                .unwrap_or_default(),
+                        )
+                        .exists();
+                if !has_binary && dir.join(split.folder_name()).is_dir() {
+                    let options = ImageFolderOptions {
+                        classes: self.standard_classes(),
+                        ..Default::default()
+                    };
+                    load_image_folder(dir, split, &options)
+                } else {
+                    load_cifar(dir, variant, split)
+                }
+            }
+            None => load_image_folder(dir, split, &ImageFolderOptions::default()),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! CIFAR-10 and CIFAR-100 in their binary release format (`cifar-10-batches-bin`, `cifar-100-binary`).
+//!
+//! A CIFAR-10 record is 1 label byte then 3072 pixel bytes (1024 red, 1024 green, 1024 blue, rows top to bottom).
+//! A CIFAR-100 record has a coarse and a fine label byte before the pixels; tailguard uses the fine labels.
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{ImageDataset, ImageShape};
+use crate::error::{DataError, DataResult};
+
+/// Which part of a dataset to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    /// Folder name used by image-folder datasets.
+    pub fn folder_name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// CIFAR-10 class names in label order.
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+/// CIFAR-100 fine class names in label order.
+pub const CIFAR100_CLASSES: [&str; 100] = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest",
+    "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard",
+    "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum",
+    "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper",
+    "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
+    "woman", "worm",
+];
+
+/// The two CIFAR binary layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CifarVariant {
+    Cifar10,
+    Cifar100,
+}
+
+impl CifarVariant {
+    /// Label bytes before the pixels of each record.
+    fn label_bytes(self) -> usize {
+        match self {
+            CifarVariant::Cifar10 => 1,
+            CifarVariant::Cifar100 => 2,
+        }
+    }
+
+    fn record_len(self) -> usize {
+        self.label_bytes() + ImageShape::CIFAR.len()
+    }
+
+    fn format_name(self) -> &'static str {
+        match self {
+            CifarVariant::Cifar10 => "CIFAR-10 binary",
+            CifarVariant::Cifar100 => "CIFAR-100 binary",
+        }
+    }
+
+    fn default_classes(self) -> Vec<String> {
+        let names: &[&str] = match self {
+            CifarVariant::Cifar10 => &CIFAR10_CLASSES,
+            CifarVariant::Cifar100 => &CIFAR100_CLASSES,
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Images per class in the standard training set.
+    pub fn train_images_per_class(self) -> usize {
+        match self {
+            CifarVariant::Cifar10 => 5000,
+            CifarVariant::Cifar100 => 500,
+        }
+    }
+
+    /// Images per class in the standard test set.
+    pub fn test_images_per_class(self) -> usize {
+        match self {
+            CifarVariant::Cifar10 => 1000,
+            CifarVariant::Cifar100 => 100,
+        }
+    }
+
+    /// Number of classes.
+    pub fn num_classes(self) -> usize {
+        match self {
+            CifarVariant::Cifar10 => 10,
+            CifarVariant::Cifar100 => 100,
+        }
+    }
+
+    /// The files of a split, relative to the dataset folder (which may be the archive's top folder or its parent).
+    fn files(self, split: Split) -> (&'static str, Vec<&'static str>) {
+        match (self, split) {
+            (CifarVariant::Cifar10, Split::Train) => (
+                "cifar-10-batches-bin",
+                vec![
+                    "data_batch_1.bin",
+                    "data_batch_2.bin",
+                    "data_batch_3.bin",
+                    "data_batch_4.bin",
+                    "data_batch_5.bin",
+                ],
+            ),
+            (CifarVariant::Cifar10, Split::Test) => ("cifar-10-batches-bin", vec!["test_batch.bin"]),
+            (CifarVariant::Cifar100, Split::Train) => ("cifar-100-binary", vec!["train.bin"]),
+            (CifarVariant::Cifar100, Split::Test) => ("cifar-100-binary", vec!["test.bin"]),
+        }
+    }
+
+    /// Class names file shipped with the release, if any.
+    fn meta_file(self) -> &'static str {
+        match self {
+            CifarVariant::Cifar10 => "batches.meta.txt",
+            CifarVariant::Cifar100 => "fine_label_names.txt",
+        }
+    }
+}
+
+/// Loads a CIFAR split from `dir`, which is either the release folder (`cifar-10-batches-bin`) or its parent.
+pub fn load_cifar(dir: &Path, variant: CifarVariant, split: Split) -> DataResult<ImageDataset> {
+    let (folder, files) = variant.files(split);
+    let root = if dir.join(folder).is_dir() {
+        dir.join(folder)
+    } else {
+        dir.to_path_buf()
+    };
+    let classes = read_class_names(&root.join(variant.meta_file()), variant)?;
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for file in files {
+        let path = root.join(file);
+        let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        parse_records(&path, &bytes, variant, classes.len(), &mut pixels, &mut labels)?;
+    }
+    ImageDataset::new(pixels, labels, classes, ImageShape::CIFAR)
+}
+
+/// Reads the records of one CIFAR file into `pixels` and `labels`.
+pub fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    variant: CifarVariant,
+    num_classes: usize,
+    pixels: &mut Vec<u8>,
+    labels: &mut Vec<usize>,
+) -> DataResult<()> {
+    let record = variant.record_len();
+    let format_error = |reason: String| DataError::Format {
+        path: path.to_path_buf(),
+        format: variant.format_name(),
+        reason,
+    };
+    if bytes.is_empty() || bytes.len() % record != 0 {
+        return Err(format_error(format!(
+            "{} bytes is not a whole number of {record}-byte records (truncated or not CIFAR)",
+            bytes.len()
+        )));
+    }
+    pixels.reserve(bytes.len() / record * ImageShape::CIFAR.len());
+    for (index, chunk) in bytes.chunks_exact(record).enumerate() {
+        // CIFAR-100: byte 0 is the coarse label, byte 1 the fine label.
+        let label = chunk[variant.label_bytes() - 1] as usize;
+        if label >= num_classes {
+            return Err(format_error(format!(
+                "record {index} has label {label}, but there are only {num_classes} classes"
+            )));
+        }
+        labels.push(label);
+        pixels.extend_from_slice(&chunk[variant.label_bytes()..]);
+    }
+    Ok(())
+}
+
+fn read_class_names(path: &Path, variant: CifarVariant) -> DataResult<Vec<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.len() != variant.num_classes() {
+                return Err(DataError::Format {
+                    path: path.to_path_buf(),
+                    format: variant.format_name(),
+                    reason: format!(
+                        "lists {} class names, expected {}",
+                        names.len(),
+                        variant.num_classes()
+                    ),
+                });
+            }
+            Ok(names)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(variant.default_classes()),
+        Err(e) => Err(DataError::io(path, e)),
+    }
+}
+
+/// Writes `dataset` as one CIFAR binary file (CIFAR-100 records get coarse label 0). Written to a temporary name
+/// first, then renamed, so a reader never sees half a file.
+pub fn write_cifar(path: &Path, dataset: &ImageDataset, variant: CifarVariant) -> DataResult<()> {
+    if dataset.shape() != ImageShape::CIFAR {
+        return Err(DataError::invalid(format!(
+            "CIFAR files hold 3x32x32 images, this dataset has {}",
+            dataset.shape()
+        )));
+    }
+    if dataset.num_classes() > 256 {
+        return Err(DataError::invalid("CIFAR labels are single bytes: at most 256 classes"));
+    }
+    let mut bytes = Vec::with_capacity(dataset.len() * variant.record_len());
+    for index in 0..dataset.len() {
+        if variant == CifarVariant::Cifar100 {
+            bytes.push(0);
+        }
+        bytes.push(dataset.label(index) as u8);
+        bytes.extend_from_slice(dataset.image(index));
+    }
+    crate::atomic::write_atomically(path, &bytes)
+}
+
+/// Where the standard release keeps its files, to tell a user what was expected.
+pub fn expected_layout(variant: CifarVariant, split: Split) -> PathBuf {
+    let (folder, files) = variant.files(split);
+    Path::new(folder).join(files[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(n: usize) -> ImageDataset {
+        let pixels = (0..n * 3072).map(|i| (i % 251) as u8).collect();
+        let labels = (0..n).map(|i| i % 10).collect();
+        let classes = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+        ImageDataset::new(pixels, labels, classes, ImageShape::CIFAR).unwrap()
+    }
+
+    #[test]
+    fn cifar10_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(12);
+        write_cifar(&dir.path().join("test_batch.bin"), &data, CifarVariant::Cifar10).unwrap();
+        let loaded = load_cifar(dir.path(), CifarVariant::Cifar10, Split::Test).unwrap();
+        assert_eq!(loaded, data);
+    }
+
+    #[test]
+    fn cifar100_uses_fine_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cifar-100-binary");
+        std::fs::create_dir(&folder).unwrap();
+        let mut record = vec![3u8, 42u8];
+        record.extend(std::iter::repeat_n(7u8, 3072));
+        std::fs::write(folder.join("test.bin"), &record).unwrap();
+        let loaded = load_cifar(dir.path(), CifarVariant::Cifar100, Split::Test).unwrap();
+        assert_eq!(loaded.labels(), &[42]);
+        assert_eq!(loaded.classes()[42], "leopard");
+        assert_eq!(loaded.image(0)[0], 7);
+    }
+
+    #[test]
+    fn truncated_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test_batch.bin");
+        std::fs::write(&path, vec![0u8; 3073 * 2 - 5]).unwrap();
+        let err = load_cifar(dir.path(), CifarVariant::Cifar10, Split::Test).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("test_batch.bin") && text.contains("truncated"), "{text}");
+    }
+
+    #[test]
+    fn missing_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_cifar(dir.path(), CifarVariant::Cifar10, Split::Train).unwrap_err();
+        assert!(err.to_string().contains("data_batch_1.bin"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_label_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = vec![10u8];
+        record.extend(std::iter::repeat_n(0u8, 3072));
+        std::fs::write(dir.path().join("test_batch.bin"), &record).unwrap();
+        let err = load_cifar(dir.path(), CifarVariant::Cifar10, Split::Test).unwrap_err();
+        assert!(err.to_string().contains("label 10"), "{err}");
+    }
+}

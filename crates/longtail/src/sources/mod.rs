@@ -1,0 +1,9 @@
+//! Where images come from: CIFAR binary releases and image folders.
+
+pub mod catalog;
+pub mod cifar;
+pub mod image_folder;
+
+pub use catalog::DatasetKind;
+pub use cifar::{CifarVariant, Split, load_cifar, write_cifar};
+pub use image_folder::{ImageFolderOptions, load_image_folder};

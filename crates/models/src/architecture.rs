@@ -1,0 +1,211 @@
+//! Choosing an architecture at run time: [`Architecture`], [`ModelConfig`] and the [`Model`] that holds any of them.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::classifier::Classifier;
+use crate::linear_classifier::{LinearClassifier, LinearClassifierConfig};
+use crate::mode::Mode;
+use crate::normalization::{InputNormalization, InputNormalizationConfig};
+use crate::preact_resnet::{PreActResNet, PreActResNetConfig};
+use crate::resnet::{ResNet, ResNetConfig};
+use crate::small_cnn::{SmallCnn, SmallCnnConfig};
+use crate::wide_resnet::{WideResNet, WideResNetConfig};
+
+/// The architectures tailguard ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum Architecture {
+    /// CIFAR ResNet-18.
+    #[serde(rename = "resnet18")]
+    ResNet18,
+    /// Pre-activation ResNet-18 with final BN-ReLU.
+    #[serde(rename = "preact-resnet18")]
+    PreActResNet18,
+    /// WideResNet-depth-widen.
+    #[serde(rename = "wrn")]
+    WideResNet { depth: usize, widen: usize },
+    /// Three-layer CNN of the given base width.
+    SmallCnn { width: usize },
+    /// Linear classifier on pixels.
+    Linear,
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Architecture::ResNet18 => write!(f, "resnet18"),
+            Architecture::PreActResNet18 => write!(f, "preact-resnet18"),
+            Architecture::WideResNet { depth, widen } => write!(f, "wrn-{depth}-{widen}"),
+            Architecture::SmallCnn { width: 16 } => write!(f, "small-cnn"),
+            Architecture::SmallCnn { width } => write!(f, "small-cnn-{width}"),
+            Architecture::Linear => write!(f, "linear"),
+        }
+    }
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = String;
+
+    /// `resnet18`, `preact-resnet18`, `wrn-28-10`, `wrn-34-10` (any `wrn-D-K`), `small-cnn[-W]`, `linear`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let unknown = || {
+            format!(
+                "unknown architecture '{s}' (expected resnet18, preact-resnet18, wrn-28-10, wrn-34-10, wrn-D-K, \
+                 small-cnn, small-cnn-W or linear)"
+            )
+        };
+        match s {
+            "resnet18" | "resnet-18" => return Ok(Architecture::ResNet18),
+            "preact-resnet18" | "preact-resnet-18" => return Ok(Architecture::PreActResNet18),
+            "small-cnn" => return Ok(Architecture::SmallCnn { width: 16 }),
+            "linear" => return Ok(Architecture::Linear),
+            _ => {}
+        }
+        if let Some(rest) = s.strip_prefix("wrn-") {
+            let (depth, widen) = rest.split_once('-').ok_or_else(unknown)?;
+            let arch = Architecture::WideResNet {
+                depth: depth.parse().map_err(|_| unknown())?,
+                widen: widen.parse().map_err(|_| unknown())?,
+            };
+            arch.validate()?;
+            return Ok(arch);
+        }
+        if let Some(width) = s.strip_prefix("small-cnn-") {
+            let width: usize = width.parse().map_err(|_| unknown())?;
+            let arch = Architecture::SmallCnn { width };
+            arch.validate()?;
+            return Ok(arch);
+        }
+        Err(unknown())
+    }
+}
+
+impl Architecture {
+    /// Checks sizes that would make the network impossible.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Architecture::WideResNet { depth, widen } => WideResNetConfig::new(10)
+                .with_depth(depth)
+                .with_widen(widen)
+                .validate(),
+            Architecture::SmallCnn { width: 0 } => Err("small-cnn width must be at least 1".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Everything needed to rebuild a model: architecture, classes, input shape and normalisation.
+#[derive(Config, Debug)]
+pub struct ModelConfig {
+    pub arch: Architecture,
+    pub num_classes: usize,
+    /// Input channels, height and width (only the linear classifier depends on height and width).
+    #[config(default = "[3, 32, 32]")]
+    pub input_shape: [usize; 3],
+    /// Per-channel normalisation applied inside the model; inputs stay in [0, 1].
+    #[config(default = "None")]
+    pub normalization: Option<InputNormalizationConfig>,
+}
+
+impl ModelConfig {
+    /// Checks the configuration; the error is one readable line.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_classes == 0 {
+            return Err("a classifier needs at least one class".into());
+        }
+        if self.input_shape.contains(&0) {
+            return Err(format!("input shape {:?} has an empty dimension", self.input_shape));
+        }
+        if let Some(norm) = &self.normalization
+            && norm.mean.len() != self.input_shape[0]
+        {
+            return Err(format!(
+                "normalisation has {} channels but the input has {}",
+                norm.mean.len(),
+                self.input_shape[0]
+            ));
+        }
+        self.arch.validate()
+    }
+
+    /// Builds the model with fresh weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Model<B>, String> {
+        self.validate()?;
+        let classes = self.num_classes;
+        let channels = self.input_shape[0];
+        let network = match self.arch {
+            Architecture::ResNet18 => Network::ResNet(
+                ResNetConfig::new(classes).with_in_channels(channels).init(device),
+            ),
+            Architecture::PreActResNet18 => Network::PreActResNet(
+                PreActResNetConfig::new(classes).with_in_channels(channels).init(device),
+            ),
+            Architecture::WideResNet { depth, widen } => Network::WideResNet(
+                WideResNetConfig::new(classes)
+                    .with_depth(depth)
+                    .with_widen(widen)
+                    .with_in_channels(channels)
+                    .init(device),
+            ),
+            Architecture::SmallCnn { width } => Network::SmallCnn(
+                SmallCnnConfig::new(classes)
+                    .with_width(width)
+                    .with_in_channels(channels)
+                    .init(device),
+            ),
+            Architecture::Linear => Network::Linear(
+                LinearClassifierConfig::new(classes, self.input_shape.iter().product()).init(device),
+            ),
+        };
+        let normalization = match &self.normalization {
+            Some(config) => Some(config.init(device)?),
+            None => None,
+        };
+        Ok(Model {
+            normalization,
+            network,
+            num_classes: classes,
+        })
+    }
+}
+
+/// The network behind a [`Model`].
+#[derive(Module, Debug)]
+pub enum Network<B: Backend> {
+    ResNet(ResNet<B>),
+    PreActResNet(PreActResNet<B>),
+    WideResNet(WideResNet<B>),
+    SmallCnn(SmallCnn<B>),
+    Linear(LinearClassifier<B>),
+}
+
+/// Any of tailguard's architectures, with optional input normalisation in front.
+#[derive(Module, Debug)]
+pub struct Model<B: Backend> {
+    pub normalization: Option<InputNormalization<B>>,
+    pub network: Network<B>,
+    pub num_classes: usize,
+}
+
+impl<B: Backend> Classifier<B> for Model<B> {
+    /// (N, C, H, W) in [0, 1] -> (N, classes)
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let x = match &self.normalization {
+            Some(norm) => norm.forward(images),
+            None => images,
+        };
+        match &self.network {
+            Network::ResNet(net) => net.forward(x, mode),
+            Network::PreActResNet(net) => net.forward(x, mode),
+            Network::WideResNet(net) => net.forward(x, mode),
+            Network::SmallCnn(net) => net.forward(x, mode),
+            Network::Linear(net) => net.forward(x),
+        }
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+}

@@ -1,0 +1,91 @@
+//! BatchNorm whose mode is chosen per forward pass.
+
+use burn::config::Config;
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::mode::Mode;
+
+/// Configuration of a [`ModalBatchNorm`]; defaults are PyTorch's (`eps` 1e-5, momentum 0.1).
+#[derive(Config, Debug)]
+pub struct ModalBatchNormConfig {
+    pub num_features: usize,
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+    /// Weight of the new batch statistic in the running average (PyTorch convention).
+    #[config(default = 0.1)]
+    pub momentum: f64,
+}
+
+/// 2-D batch normalisation with an explicit [`Mode`].
+///
+/// In [`Mode::Train`] it normalises with the batch statistics and updates the running mean and the running
+/// *unbiased* variance as PyTorch does. In [`Mode::Inference`] it uses the running statistics as constants, leaves
+/// them untouched, and remains differentiable with respect to its input, which adversarial attacks need.
+#[derive(Module, Debug)]
+pub struct ModalBatchNorm<B: Backend> {
+    pub gamma: Param<Tensor<B, 1>>,
+    pub beta: Param<Tensor<B, 1>>,
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    pub running_var: RunningState<Tensor<B, 1>>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl ModalBatchNormConfig {
+    /// Scale 1, shift 0, running mean 0 and running variance 1.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ModalBatchNorm<B> {
+        let n = self.num_features;
+        ModalBatchNorm {
+            gamma: Param::from_tensor(Tensor::ones([n], device)),
+            beta: Param::from_tensor(Tensor::zeros([n], device)),
+            running_mean: RunningState::new(Tensor::zeros([n], device)),
+            running_var: RunningState::new(Tensor::ones([n], device)),
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl<B: Backend> ModalBatchNorm<B> {
+    /// (N, C, H, W) -> (N, C, H, W)
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        match mode {
+            Mode::Train => self.forward_train(x),
+            Mode::Inference => self.forward_inference(x),
+        }
+    }
+
+    fn forward_inference(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let device = x.device();
+        let mean = self.running_mean.value().to_device(&device);
+        let var = self.running_var.value().to_device(&device);
+        // Folded into one scale and one shift per channel: two element-wise passes over the activations.
+        let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
+        let shift = self.beta.val() - mean * scale.clone();
+        let channels = scale.dims()[0];
+        x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
+    }
+
+    fn forward_train(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [n, channels, h, w] = x.dims();
+        let count = (n * h * w) as f64;
+        let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3); // (1, C, 1, 1)
+        let centered = x - mean.clone();
+        let var = centered.clone().square().mean_dim(0).mean_dim(2).mean_dim(3); // biased, (1, C, 1, 1)
+
+        let device = centered.device();
+        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m)
+            + mean.detach().reshape([channels]).mul_scalar(m);
+        let running_var = self.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m)
+            + var.clone().detach().reshape([channels]).mul_scalar(m * unbiased);
+        self.running_mean.update(running_mean);
+        self.running_var.update(running_var);
+
+        let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
+        let scale = inv_std * self.gamma.val().reshape([1, channels, 1, 1]);
+        centered * scale + self.beta.val().reshape([1, channels, 1, 1])
+    }
+}

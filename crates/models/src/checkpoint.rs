@@ -1,0 +1,162 @@
+//! Checkpoints: a folder with the model record (`model.mpk`, burn's named MessagePack at full precision) and
+//! `checkpoint.json` (architecture, classes, normalisation, training configuration).
+//!
+//! A checkpoint is written into a temporary sibling folder and swapped into place with renames, so a crash never
+//! leaves a half-written checkpoint under the final name.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::Backend;
+
+use crate::architecture::{Model, ModelConfig};
+
+/// Name of the model record inside a checkpoint folder.
+pub const MODEL_FILE: &str = "model.mpk";
+/// Name of the metadata file inside a checkpoint folder.
+pub const META_FILE: &str = "checkpoint.json";
+const FORMAT: &str = "tailguard-checkpoint/1";
+
+/// What a checkpoint says about its model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    pub model: ModelConfig,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// The training configuration that produced the model (free-form JSON; `null` when unknown).
+    #[serde(default)]
+    pub training: serde_json::Value,
+    /// Epochs completed when the checkpoint was written.
+    #[serde(default)]
+    pub epoch: Option<usize>,
+}
+
+impl CheckpointMeta {
+    /// Metadata for `model` trained on `classes`.
+    pub fn new(model: ModelConfig, classes: Vec<String>) -> Self {
+        Self {
+            format: FORMAT.into(),
+            model,
+            classes,
+            training: serde_json::Value::Null,
+            epoch: None,
+        }
+    }
+}
+
+/// What can go wrong with a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot access checkpoint {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is invalid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sibling(dir: &Path, tag: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "checkpoint".into());
+    name.push(format!(".{tag}-{}", std::process::id()));
+    dir.with_file_name(name)
+}
+
+/// Writes `model` and `meta` to the folder `dir` (created or replaced as a whole).
+pub fn save_checkpoint<B: Backend>(
+    dir: &Path,
+    model: &Model<B>,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if meta.classes.len() != meta.model.num_classes {
+        return Err(invalid(format!(
+            "{} class names for a {}-class model",
+            meta.classes.len(),
+            meta.model.num_classes
+        )));
+    }
+    let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(model.clone().into_record(), ())
+        .map_err(|e| invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| invalid(e.to_string()))?;
+
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let staging = sibling(dir, "partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).map_err(io_error(&staging))?;
+    std::fs::write(staging.join(MODEL_FILE), &record).map_err(io_error(&staging))?;
+    std::fs::write(staging.join(META_FILE), &json).map_err(io_error(&staging))?;
+
+    let previous = sibling(dir, "previous");
+    let had_previous = dir.exists();
+    if had_previous {
+        let _ = std::fs::remove_dir_all(&previous);
+        std::fs::rename(dir, &previous).map_err(io_error(dir))?;
+    }
+    std::fs::rename(&staging, dir).map_err(io_error(dir))?;
+    if had_previous {
+        let _ = std::fs::remove_dir_all(&previous);
+    }
+    Ok(())
+}
+
+/// Reads only the metadata of the checkpoint in `dir`.
+pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+    let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if meta.format != FORMAT {
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: format!("format '{}', expected '{FORMAT}'", meta.format),
+        });
+    }
+    meta.model.validate().map_err(|reason| CheckpointError::Invalid {
+        path: dir.to_path_buf(),
+        reason,
+    })?;
+    Ok(meta)
+}
+
+/// Rebuilds the model stored in `dir` on `device`.
+pub fn load_checkpoint<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Model<B>, CheckpointMeta), CheckpointError> {
+    let meta = read_checkpoint_meta(dir)?;
+    let path = dir.join(MODEL_FILE);
+    let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: path.clone(),
+        reason,
+    };
+    let model = meta.model.init::<B>(device).map_err(invalid)?;
+    // Decoding a record of another architecture fails or panics inside burn; catch it as a readable error.
+    let record = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device)
+    }))
+    .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?
+    .map_err(|e| invalid(format!("cannot decode weights: {e}")))?;
+    let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record)))
+        .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?;
+    Ok((model, meta))
+}

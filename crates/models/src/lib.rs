@@ -1,0 +1,41 @@
+//! # tailguard-models
+//!
+//! CIFAR classifiers for adversarial training: ResNet-18, PreAct-ResNet-18, WideResNet-28-10/34-10, a small CNN and a
+//! linear classifier, all generic over the Burn backend. Every forward pass takes a [`Mode`]: in
+//! [`Mode::Inference`] BatchNorm uses (and never updates) its running statistics while staying differentiable with
+//! respect to the input, also on autodiff backends, which is what adversarial attacks need.
+//!
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::tensor::{Distribution, Tensor};
+//! use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let model = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10).init::<B>(&device).unwrap();
+//! let images = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device).require_grad();
+//! let logits = model.forward(images.clone(), Mode::Inference);
+//! assert_eq!(logits.dims(), [2, 10]);
+//! let grads = logits.sum().backward();
+//! assert!(images.grad(&grads).is_some()); // gradients reach the input in inference mode
+//! ```
+
+pub mod architecture;
+pub mod batch_norm;
+pub mod checkpoint;
+pub mod classifier;
+pub mod layers;
+pub mod linear_classifier;
+pub mod mode;
+pub mod normalization;
+pub mod preact_resnet;
+pub mod resnet;
+pub mod small_cnn;
+pub mod wide_resnet;
+
+pub use architecture::{Architecture, Model, ModelConfig, Network};
+pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
+pub use checkpoint::{CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint};
+pub use classifier::{Classifier, ParameterGroups};
+pub use mode::Mode;
+pub use normalization::{InputNormalization, InputNormalizationConfig};

@@ -1,0 +1,134 @@
+//! ResNet-18 for 32x32 inputs: 3x3 stem, no max-pool (the CIFAR variant used throughout the adversarial-training
+//! literature, e.g. kuangliu/pytorch-cifar). 11,173,962 parameters for 10 classes.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, Relu};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
+use crate::layers::{classifier_head, conv1x1, conv3x3};
+use crate::mode::Mode;
+
+/// Projection shortcut: 1x1 convolution then BatchNorm.
+#[derive(Module, Debug)]
+pub struct Projection<B: Backend> {
+    conv: Conv2d<B>,
+    bn: ModalBatchNorm<B>,
+}
+
+impl<B: Backend> Projection<B> {
+    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
+        Self {
+            conv: conv1x1(in_channels, out_channels, stride).init(device),
+            bn: ModalBatchNormConfig::new(out_channels).init(device),
+        }
+    }
+
+    /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        self.bn.forward(self.conv.forward(x), mode)
+    }
+}
+
+/// conv-BN-ReLU-conv-BN plus shortcut, then ReLU.
+#[derive(Module, Debug)]
+pub struct BasicBlock<B: Backend> {
+    conv1: Conv2d<B>,
+    bn1: ModalBatchNorm<B>,
+    conv2: Conv2d<B>,
+    bn2: ModalBatchNorm<B>,
+    shortcut: Option<Projection<B>>,
+    relu: Relu,
+}
+
+impl<B: Backend> BasicBlock<B> {
+    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
+        let needs_projection = stride != 1 || in_channels != out_channels;
+        Self {
+            conv1: conv3x3(in_channels, out_channels, stride).init(device),
+            bn1: ModalBatchNormConfig::new(out_channels).init(device),
+            conv2: conv3x3(out_channels, out_channels, 1).init(device),
+            bn2: ModalBatchNormConfig::new(out_channels).init(device),
+            shortcut: needs_projection.then(|| Projection::new(in_channels, out_channels, stride, device)),
+            relu: Relu::new(),
+        }
+    }
+
+    /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        let out = self.relu.forward(self.bn1.forward(self.conv1.forward(x.clone()), mode));
+        let out = self.bn2.forward(self.conv2.forward(out), mode);
+        let identity = match &self.shortcut {
+            Some(projection) => projection.forward(x, mode),
+            None => x,
+        };
+        self.relu.forward(out + identity)
+    }
+}
+
+/// Configuration of a CIFAR ResNet built from [`BasicBlock`]s.
+#[derive(Config, Debug)]
+pub struct ResNetConfig {
+    pub num_classes: usize,
+    /// Blocks per stage; `[2, 2, 2, 2]` is ResNet-18.
+    #[config(default = "[2, 2, 2, 2]")]
+    pub blocks: [usize; 4],
+    /// Channels of the first stage; later stages double it. 64 is the standard width.
+    #[config(default = 64)]
+    pub width: usize,
+    #[config(default = 3)]
+    pub in_channels: usize,
+}
+
+/// CIFAR ResNet: 3x3 stem, four stages, global average pooling, linear head.
+#[derive(Module, Debug)]
+pub struct ResNet<B: Backend> {
+    stem: Conv2d<B>,
+    stem_bn: ModalBatchNorm<B>,
+    stages: Vec<BasicBlock<B>>,
+    head: Linear<B>,
+    relu: Relu,
+}
+
+impl ResNetConfig {
+    /// Builds the network with Kaiming-normal convolutions.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
+        let w = self.width;
+        let mut stages = Vec::new();
+        let mut in_channels = w;
+        for (stage, &count) in self.blocks.iter().enumerate() {
+            let out_channels = w << stage;
+            for block in 0..count {
+                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                stages.push(BasicBlock::new(in_channels, out_channels, stride, device));
+                in_channels = out_channels;
+            }
+        }
+        ResNet {
+            stem: conv3x3(self.in_channels, w, 1).init(device),
+            stem_bn: ModalBatchNormConfig::new(w).init(device),
+            stages,
+            head: classifier_head(in_channels, self.num_classes).init(device),
+            relu: Relu::new(),
+        }
+    }
+}
+
+impl<B: Backend> ResNet<B> {
+    /// (N, C, H, W) -> (N, classes)
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let mut x = self.relu.forward(self.stem_bn.forward(self.stem.forward(x), mode));
+        for block in &self.stages {
+            x = block.forward(x, mode);
+        }
+        self.head.forward(global_average_pool(x))
+    }
+}
+
+/// (N, C, H, W) -> (N, C)
+pub fn global_average_pool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+    let [n, c, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([n, c])
+}

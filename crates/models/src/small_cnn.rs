@@ -1,0 +1,57 @@
+//! A small convolutional network for tests and quick CPU runs: three conv-BN-ReLU layers (the last two with stride
+//! 2), global average pooling and a linear head.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, Relu};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
+use crate::layers::{classifier_head, conv3x3};
+use crate::mode::Mode;
+use crate::resnet::global_average_pool;
+
+/// Configuration of a [`SmallCnn`].
+#[derive(Config, Debug)]
+pub struct SmallCnnConfig {
+    pub num_classes: usize,
+    /// Channels of the first layer; the next two have 2x and 4x.
+    #[config(default = 16)]
+    pub width: usize,
+    #[config(default = 3)]
+    pub in_channels: usize,
+}
+
+/// conv(w)-conv(2w, /2)-conv(4w, /2), each followed by BN and ReLU; pooling; linear head.
+#[derive(Module, Debug)]
+pub struct SmallCnn<B: Backend> {
+    convs: Vec<Conv2d<B>>,
+    norms: Vec<ModalBatchNorm<B>>,
+    head: Linear<B>,
+    relu: Relu,
+}
+
+impl SmallCnnConfig {
+    /// Builds the network.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SmallCnn<B> {
+        let w = self.width;
+        let layers = [(self.in_channels, w, 1), (w, 2 * w, 2), (2 * w, 4 * w, 2)];
+        SmallCnn {
+            convs: layers.iter().map(|&(i, o, s)| conv3x3(i, o, s).init(device)).collect(),
+            norms: layers.iter().map(|&(_, o, _)| ModalBatchNormConfig::new(o).init(device)).collect(),
+            head: classifier_head(4 * w, self.num_classes).init(device),
+            relu: Relu::new(),
+        }
+    }
+}
+
+impl<B: Backend> SmallCnn<B> {
+    /// (N, C, H, W) -> (N, classes)
+    pub fn forward(&self, mut x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        for (conv, norm) in self.convs.iter().zip(&self.norms) {
+            x = self.relu.forward(norm.forward(conv.forward(x), mode));
+        }
+        self.head.forward(global_average_pool(x))
+    }
+}

@@ -1,0 +1,212 @@
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::{Distribution, Tensor, TensorData};
+use tailguard_models::{
+    Architecture, CheckpointMeta, Classifier, InputNormalizationConfig, Mode, ModelConfig, load_checkpoint,
+    read_checkpoint_meta, save_checkpoint,
+};
+
+type B = Autodiff<Flex>;
+type Inner = Flex;
+
+fn params(arch: Architecture) -> usize {
+    ModelConfig::new(arch, 10).init::<Inner>(&Default::default()).unwrap().num_params()
+}
+
+#[test]
+fn parameter_counts_match_pytorch_references() {
+    assert_eq!(params(Architecture::ResNet18), 11_173_962);
+    assert_eq!(params(Architecture::PreActResNet18), 11_172_170);
+    assert_eq!(params(Architecture::WideResNet { depth: 28, widen: 10 }), 36_479_194);
+    assert_eq!(params(Architecture::WideResNet { depth: 34, widen: 10 }), 46_160_474);
+    // Linear on 3x32x32: 3072 * 10 weights + 10 biases.
+    assert_eq!(params(Architecture::Linear), 30_730);
+}
+
+#[test]
+fn every_architecture_gives_logits_of_the_right_shape() {
+    let device = Default::default();
+    for arch in ["resnet18", "preact-resnet18", "wrn-10-1", "small-cnn", "linear"] {
+        let arch: Architecture = arch.parse().unwrap();
+        let model = ModelConfig::new(arch, 7).init::<Inner>(&device).unwrap();
+        let x = Tensor::<Inner, 4>::random([2, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device);
+        assert_eq!(model.forward(x.clone(), Mode::Train).dims(), [2, 7], "{arch}");
+        assert_eq!(model.forward(x, Mode::Inference).dims(), [2, 7], "{arch}");
+    }
+}
+
+#[test]
+fn architecture_names_round_trip_and_reject_nonsense() {
+    for name in ["resnet18", "preact-resnet18", "wrn-28-10", "wrn-34-10", "small-cnn", "small-cnn-8", "linear"] {
+        let arch: Architecture = name.parse().unwrap();
+        assert_eq!(arch.to_string(), name);
+    }
+    assert!("wrn-27-10".parse::<Architecture>().unwrap_err().contains("6n + 4"));
+    assert!("vgg".parse::<Architecture>().unwrap_err().contains("unknown architecture"));
+    assert!(ModelConfig::new(Architecture::Linear, 0).init::<Inner>(&Default::default()).is_err());
+}
+
+fn running_stats(model: &tailguard_models::Model<B>) -> Vec<f32> {
+    // Running statistics are not parameters; read them from the record.
+    let record = model.clone().into_record();
+    let bytes = burn::record::Recorder::<Inner>::record(
+        &burn::record::NamedMpkBytesRecorder::<burn::record::FullPrecisionSettings>::new(),
+        record,
+        (),
+    )
+    .unwrap();
+    bytes.iter().map(|&b| b as f32).collect()
+}
+
+fn warmed_up_model(device: &<B as burn::tensor::backend::Backend>::Device) -> tailguard_models::Model<B> {
+    let model = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 5)
+        .with_normalization(Some(InputNormalizationConfig::cifar10()))
+        .init::<B>(device)
+        .unwrap();
+    // A few training-mode passes move the running statistics away from (0, 1).
+    for seed in 0..3 {
+        let x = Tensor::<B, 4>::random([8, 3, 16, 16], Distribution::Normal(0.5 + seed as f64, 0.3), device);
+        let _ = model.forward(x, Mode::Train);
+    }
+    model
+}
+
+#[test]
+fn training_mode_updates_running_statistics() {
+    let device = Default::default();
+    let model = ModelConfig::new(Architecture::SmallCnn { width: 2 }, 3).init::<B>(&device).unwrap();
+    let before = running_stats(&model);
+    let x = Tensor::<B, 4>::random([4, 3, 8, 8], Distribution::Uniform(0.0, 1.0), &device);
+    let _ = model.forward(x, Mode::Train);
+    assert_ne!(running_stats(&model), before);
+}
+
+#[test]
+fn batch_norm_training_matches_pytorch_arithmetic() {
+    use tailguard_models::ModalBatchNormConfig;
+    let device = Default::default();
+    let bn = ModalBatchNormConfig::new(1).init::<B>(&device);
+    // One channel, values 1, 2, 3, 6: mean 3, biased variance 3.5, unbiased 14/3.
+    let x = Tensor::<B, 4>::from_data(TensorData::new(vec![1f32, 2., 3., 6.], [1, 1, 2, 2]), &device);
+    let y = bn.forward(x, Mode::Train);
+    let expected: Vec<f32> = [1f32, 2., 3., 6.].iter().map(|v| (v - 3.0) / (3.5f32 + 1e-5).sqrt()).collect();
+    let got: Vec<f32> = y.into_data().to_vec().unwrap();
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
+    }
+    let mean: Vec<f32> = bn.running_mean.value().into_data().to_vec().unwrap();
+    let var: Vec<f32> = bn.running_var.value().into_data().to_vec().unwrap();
+    assert!((mean[0] - 0.3).abs() < 1e-6, "{mean:?}");
+    assert!((var[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-5, "{var:?}");
+}
+
+#[test]
+fn inference_mode_keeps_statistics_and_gives_true_input_gradients() {
+    let device = Default::default();
+    let model = warmed_up_model(&device);
+    let before = running_stats(&model);
+
+    let x = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Uniform(0.2, 0.8), &device);
+    let weights = Tensor::<B, 2>::random([2, 5], Distribution::Normal(0.0, 1.0), &device);
+    let x_tracked = x.clone().detach().require_grad();
+    let loss = (model.forward(x_tracked.clone(), Mode::Inference) * weights.clone()).sum();
+    let grads = loss.backward();
+    let grad: Vec<f32> = x_tracked.grad(&grads).unwrap().into_data().to_vec().unwrap();
+    assert_eq!(running_stats(&model), before, "inference mode must not touch running statistics");
+
+    // Central differences on the inner backend, where nothing is tracked.
+    let inner = model.valid();
+    let x_inner = x.inner();
+    let w_inner = weights.inner();
+    let loss_at = |data: Vec<f32>| -> f64 {
+        let xi = Tensor::<Inner, 4>::from_data(TensorData::new(data, [2, 3, 16, 16]), &device);
+        (inner.forward(xi, Mode::Inference) * w_inner.clone()).sum().into_scalar() as f64
+    };
+    let base: Vec<f32> = x_inner.into_data().to_vec().unwrap();
+    let h = 1e-2f32;
+    let mut checked = 0;
+    for index in (0..base.len()).step_by(97) {
+        let mut plus = base.clone();
+        plus[index] += h;
+        let mut minus = base.clone();
+        minus[index] -= h;
+        let numeric = (loss_at(plus) - loss_at(minus)) / (2.0 * h as f64);
+        let analytic = grad[index] as f64;
+        assert!(
+            (numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(),
+            "pixel {index}: finite difference {numeric}, autodiff {analytic}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 10);
+    assert_eq!(running_stats(&model), before);
+}
+
+#[test]
+fn no_grad_model_still_differentiates_the_input() {
+    let device = Default::default();
+    let model = warmed_up_model(&device).no_grad();
+    let x = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Uniform(0.0, 1.0), &device).require_grad();
+    let grads = model.forward(x.clone(), Mode::Inference).sum().backward();
+    let g = x.grad(&grads).unwrap();
+    assert!(g.abs().sum().into_scalar() > 0.0);
+}
+
+#[test]
+fn parameter_groups_split_weights_from_biases_and_norms() {
+    let model = ModelConfig::new(Architecture::SmallCnn { width: 2 }, 3).init::<Inner>(&Default::default()).unwrap();
+    let groups = model.parameter_groups();
+    // 3 conv weights + 1 linear weight decay; 3 x (BN scale, shift) + linear bias do not.
+    assert_eq!(groups.decay.len(), 4);
+    assert_eq!(groups.no_decay.len(), 7);
+}
+
+#[test]
+fn checkpoint_round_trip_gives_identical_logits() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt");
+    let config = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 3)
+        .with_normalization(Some(InputNormalizationConfig::cifar10()));
+    let model = config.init::<Inner>(&device).unwrap();
+    let x = Tensor::<Inner, 4>::random([4, 3, 8, 8], Distribution::Uniform(0.0, 1.0), &device);
+    let _ = model.forward(x.clone(), Mode::Train); // non-trivial running statistics
+    let expected = model.forward(x.clone(), Mode::Inference);
+
+    let classes = vec!["a".to_string(), "b".into(), "c".into()];
+    let mut meta = CheckpointMeta::new(config.clone(), classes);
+    meta.epoch = Some(3);
+    save_checkpoint(&path, &model, &meta).unwrap();
+    save_checkpoint(&path, &model, &meta).unwrap(); // overwriting works and leaves no debris
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let (loaded, loaded_meta) = load_checkpoint::<Inner>(&path, &device).unwrap();
+    assert_eq!(loaded_meta, meta);
+    let got = loaded.forward(x, Mode::Inference);
+    got.into_data().assert_eq(&expected.into_data(), true);
+}
+
+#[test]
+fn broken_checkpoints_give_readable_errors() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_checkpoint::<Inner>(&dir.path().join("absent"), &device).unwrap_err();
+    assert!(err.to_string().contains("absent"), "{err}");
+
+    let path = dir.path().join("ckpt");
+    let config = ModelConfig::new(Architecture::SmallCnn { width: 2 }, 2);
+    let model = config.init::<Inner>(&device).unwrap();
+    save_checkpoint(&path, &model, &CheckpointMeta::new(config, vec!["a".into(), "b".into()])).unwrap();
+
+    // Metadata that names another architecture than the stored weights.
+    let meta_path = path.join("checkpoint.json");
+    let text = std::fs::read_to_string(&meta_path).unwrap();
+    std::fs::write(&meta_path, text.replace("\"width\": 2", "\"width\": 3")).unwrap();
+    assert!(read_checkpoint_meta(&path).is_ok());
+    let err = load_checkpoint::<Inner>(&path, &device).unwrap_err();
+    assert!(err.to_string().contains("model.mpk"), "{err}");
+
+    std::fs::write(&meta_path, b"{ not json").unwrap();
+    let err = load_checkpoint::<Inner>(&path, &device).unwrap_err();
+    assert!(err.to_string().contains("checkpoint.json"), "{err}");
+}
