@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::backend::Flex;
-use tailguard_longtail::{
-    BatchLoader, BatchLoaderConfig, DatasetKind, ImageDataset, ImageShape, LongTailSpec, Split,
-};
+use tailguard_longtail::{BatchLoader, BatchLoaderConfig, DatasetKind, ImageDataset, ImageShape, LongTailSpec, Split};
 
 fn rate(images: usize, seconds: f64) -> f64 {
     images as f64 / seconds
 }
 
 fn main() -> anyhow::Result<()> {
-    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-data");
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-data");
     std::fs::create_dir_all(&cache)?;
     let threads = rayon::current_num_threads();
     let mut results = Vec::new();
@@ -45,7 +45,11 @@ fn main() -> anyhow::Result<()> {
     // Augmentation and host batching only.
     let start = Instant::now();
     let count: usize = loader.host_batches(0).map(|b| b.len()).sum();
-    results.push(("augment + host batch (crop 4, flip, batch 128)", count, start.elapsed().as_secs_f64()));
+    results.push((
+        "augment + host batch (crop 4, flip, batch 128)",
+        count,
+        start.elapsed().as_secs_f64(),
+    ));
 
     // Full pipeline to Flex tensors.
     let device = Default::default();
@@ -60,12 +64,19 @@ fn main() -> anyhow::Result<()> {
     let eval = BatchLoader::new(lt, BatchLoaderConfig::evaluation(256))?;
     let start = Instant::now();
     let count: usize = eval.batches::<Flex>(0, &device).map(|b| b.images.dims()[0]).sum();
-    results.push(("plain batch to Flex tensors (batch 256)", count, start.elapsed().as_secs_f64()));
+    results.push((
+        "plain batch to Flex tensors (batch 256)",
+        count,
+        start.elapsed().as_secs_f64(),
+    ));
 
     println!("data pipeline on {threads} rayon threads (CIFAR-10-LT rho 100 = 12,406 images for batching)");
     println!("{:<48} {:>8} {:>9} {:>12}", "stage", "images", "seconds", "images/s");
     for (stage, images, seconds) in &results {
-        println!("{stage:<48} {images:>8} {seconds:>9.3} {:>12.0}", rate(*images, *seconds));
+        println!(
+            "{stage:<48} {images:>8} {seconds:>9.3} {:>12.0}",
+            rate(*images, *seconds)
+        );
     }
     let json: Vec<_> = results
         .iter()

@@ -18,6 +18,9 @@ pub fn cifar10_jpeg(cache: &Path) -> anyhow::Result<Option<PathBuf>> {
     let Some(datasets) = shared_datasets() else {
         return Ok(None);
     };
+    // Tests run as threads of one process: unpack once at a time.
+    static UNPACKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = UNPACKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let root = cache.join("cifar10-jpeg");
     for split in ["train", "test"] {
         let done = root.join(format!(".{split}-complete"));

@@ -48,7 +48,9 @@ fn cifar10_jpegs_load_split_and_batch() {
     let min: f32 = batch.images.clone().min().into_scalar();
     assert!(min >= 0.0 && max <= 1.0 && max > 0.5, "pixels in [{min}, {max}]");
 
-    let model = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10).init::<Flex>(&device).unwrap();
+    let model = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10)
+        .init::<Flex>(&device)
+        .unwrap();
     assert_eq!(model.forward(batch.images, Mode::Train).dims(), [128, 10]);
 }
 
@@ -62,8 +64,12 @@ fn cifar10_binary_written_from_jpegs_loads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("cifar-10-batches-bin");
     std::fs::create_dir(&bin).unwrap();
-    tailguard_longtail::write_cifar(&bin.join("test_batch.bin"), &test, tailguard_longtail::CifarVariant::Cifar10)
-        .unwrap();
+    tailguard_longtail::write_cifar(
+        &bin.join("test_batch.bin"),
+        &test,
+        tailguard_longtail::CifarVariant::Cifar10,
+    )
+    .unwrap();
     let loaded = DatasetKind::Cifar10.load(dir.path(), Split::Test).unwrap();
     assert_eq!(loaded, test);
 }

@@ -24,16 +24,17 @@ pub fn name() -> &'static str {
 
 /// The default device, checked to work. GPU backends panic deep inside their runtime when no driver or adapter
 /// is present; this turns that into an error message.
-pub fn device() -> anyhow::Result<<Compute as burn::tensor::backend::Backend>::Device> {
-    let device = <Compute as burn::tensor::backend::Backend>::Device::default();
+pub fn device() -> anyhow::Result<burn::tensor::Device<Compute>> {
+    let device = burn::tensor::Device::<Compute>::default();
     if cfg!(any(feature = "cuda", feature = "wgpu")) {
+        #[allow(clippy::clone_on_copy)] // the device is Copy on some backends only
         let probe_device = device.clone();
         let previous_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        let result = std::panic::catch_unwind(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let t = burn::tensor::Tensor::<Compute, 1>::ones([4], &probe_device);
             t.sum().into_scalar()
-        });
+        }));
         std::panic::set_hook(previous_hook);
         if result.is_err() {
             anyhow::bail!(

@@ -3,11 +3,18 @@
 use std::process::{Command, Output};
 
 fn tailguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tailguard")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tailguard"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -16,23 +23,47 @@ fn assert_clean_failure(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "should fail: {stderr}");
     assert!(stderr.starts_with("error:"), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("internal error"),
+        "{stderr}"
+    );
     assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
 }
 
 #[test]
 fn data_prints_standard_cifar10_lt_counts() {
-    let report = stdout_json(&tailguard(&["data", "--dataset", "cifar10", "--imbalance", "100", "--json"]));
+    let report = stdout_json(&tailguard(&[
+        "data",
+        "--dataset",
+        "cifar10",
+        "--imbalance",
+        "100",
+        "--json",
+    ]));
     assert_eq!(report["dataset"], "cifar10");
     assert_eq!(report["imbalance"], 100.0);
     let counts: Vec<u64> = serde_json::from_value(report["counts"].clone()).unwrap();
     assert_eq!(counts, vec![5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]);
     assert_eq!(report["total"], 12406);
 
-    let report = stdout_json(&tailguard(&["data", "--dataset", "cifar100", "--imbalance", "10", "--json"]));
+    let report = stdout_json(&tailguard(&[
+        "data",
+        "--dataset",
+        "cifar100",
+        "--imbalance",
+        "10",
+        "--json",
+    ]));
     assert_eq!(report["total"], 19573);
     let report = stdout_json(&tailguard(&[
-        "data", "--dataset", "cifar10", "--imbalance", "10", "--profile", "step", "--json",
+        "data",
+        "--dataset",
+        "cifar10",
+        "--imbalance",
+        "10",
+        "--profile",
+        "step",
+        "--json",
     ]));
     assert_eq!(report["total"], 5 * 5000 + 5 * 500);
 }
@@ -42,7 +73,10 @@ fn data_table_is_readable() {
     let output = tailguard(&["data", "--dataset", "cifar10", "--imbalance", "10"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    assert!(text.contains("airplane") && text.contains("truck") && text.contains("20431"), "{text}");
+    assert!(
+        text.contains("airplane") && text.contains("truck") && text.contains("20431"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -60,7 +94,15 @@ fn data_on_a_real_image_folder_saves_a_split() {
     let split = dir.path().join("split.json");
     let root = dir.path().to_str().unwrap();
     let report = stdout_json(&tailguard(&[
-        "data", "--dataset", "imagefolder", "--data-dir", root, "--imbalance", "4", "--json", "--save-split",
+        "data",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        root,
+        "--imbalance",
+        "4",
+        "--json",
+        "--save-split",
         split.to_str().unwrap(),
     ]));
     assert_eq!(report["counts"], serde_json::json!([8, 2]));
@@ -71,24 +113,58 @@ fn data_on_a_real_image_folder_saves_a_split() {
 
 #[test]
 fn bad_data_input_fails_with_one_line() {
-    assert_clean_failure(&tailguard(&["data", "--dataset", "cifar10", "--imbalance", "0.5"]), ">= 1");
     assert_clean_failure(
-        &tailguard(&["data", "--dataset", "cifar10", "--data-dir", "/no/such/dir", "--imbalance", "10"]),
+        &tailguard(&["data", "--dataset", "cifar10", "--imbalance", "0.5"]),
+        ">= 1",
+    );
+    assert_clean_failure(
+        &tailguard(&[
+            "data",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            "/no/such/dir",
+            "--imbalance",
+            "10",
+        ]),
         "/no/such/dir",
     );
-    assert_clean_failure(&tailguard(&["data", "--dataset", "imagefolder", "--imbalance", "10"]), "--data-dir");
-    assert_clean_failure(&tailguard(&["data", "--dataset", "mnist", "--imbalance", "10"]), "mnist");
-    assert_clean_failure(&tailguard(&["data", "--dataset", "cifar10", "--imbalance", "1e9"]), "no image");
+    assert_clean_failure(
+        &tailguard(&["data", "--dataset", "imagefolder", "--imbalance", "10"]),
+        "--data-dir",
+    );
+    assert_clean_failure(
+        &tailguard(&["data", "--dataset", "mnist", "--imbalance", "10"]),
+        "mnist",
+    );
+    assert_clean_failure(
+        &tailguard(&["data", "--dataset", "cifar10", "--imbalance", "1e9"]),
+        "no image",
+    );
 }
 
 #[test]
 fn model_reports_parameters_and_output_shape() {
-    let report = stdout_json(&tailguard(&["model", "--arch", "resnet18", "--classes", "10", "--json"]));
+    let report = stdout_json(&tailguard(&[
+        "model",
+        "--arch",
+        "resnet18",
+        "--classes",
+        "10",
+        "--json",
+    ]));
     assert_eq!(report["arch"], "resnet18");
     assert_eq!(report["classes"], 10);
     assert_eq!(report["parameters"], 11_173_962);
     assert_eq!(report["output_shape"], serde_json::json!([1, 10]));
-    let report = stdout_json(&tailguard(&["model", "--arch", "small-cnn", "--classes", "100", "--json"]));
+    let report = stdout_json(&tailguard(&[
+        "model",
+        "--arch",
+        "small-cnn",
+        "--classes",
+        "100",
+        "--json",
+    ]));
     assert_eq!(report["output_shape"], serde_json::json!([1, 100]));
 }
 
@@ -96,5 +172,8 @@ fn model_reports_parameters_and_output_shape() {
 fn bad_model_input_fails_with_one_line() {
     assert_clean_failure(&tailguard(&["model", "--arch", "vgg16"]), "vgg16");
     assert_clean_failure(&tailguard(&["model", "--arch", "wrn-30-10"]), "6n + 4");
-    assert_clean_failure(&tailguard(&["model", "--arch", "linear", "--classes", "0"]), "at least one class");
+    assert_clean_failure(
+        &tailguard(&["model", "--arch", "linear", "--classes", "0"]),
+        "at least one class",
+    );
 }

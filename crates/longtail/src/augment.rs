@@ -114,7 +114,10 @@ mod tests {
             horizontal_flip: true,
         };
         let outcomes: Vec<Vec<f32>> = (0..16).map(|s| run(aug, s)).collect();
-        let mirrored: Vec<f32> = [30, 20, 10, 60, 50, 40, 90, 80, 70].iter().map(|&v| v as f32 / 255.0).collect();
+        let mirrored: Vec<f32> = [30, 20, 10, 60, 50, 40, 90, 80, 70]
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect();
         assert!(outcomes.iter().any(|o| *o == mirrored));
         assert!(outcomes.iter().any(|o| *o == run(Augmentation::none(), 0)));
     }
@@ -137,8 +140,9 @@ mod tests {
             }
         }
         // With padding 1 on a 3x3 image, all nine shifts occur.
-        let distinct: std::collections::HashSet<Vec<u32>> =
-            (0..200).map(|s| run(aug, s).iter().map(|v| v.to_bits()).collect()).collect();
+        let distinct: std::collections::HashSet<Vec<u32>> = (0..200)
+            .map(|s| run(aug, s).iter().map(|v| v.to_bits()).collect())
+            .collect();
         assert_eq!(distinct.len(), 9);
     }
 }

@@ -163,7 +163,7 @@ impl BatchLoader {
     /// Image indices visited in `epoch`, in order.
     pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
         let n = self.dataset.len();
-        let mut rng = SeedStream::derive(self.config.seed, &[0x6f72_6465_72, epoch as u64]);
+        let mut rng = SeedStream::derive(self.config.seed, &[crate::rng::stream::EPOCH_ORDER, epoch as u64]);
         match self.config.sampling {
             Sampling::Sequential => (0..n).collect(),
             Sampling::Shuffled => {
@@ -209,11 +209,7 @@ impl BatchLoader {
                 }
             });
         let labels = order.iter().map(|&i| self.dataset.label(i) as i64).collect();
-        HostBatch {
-            images,
-            labels,
-            shape,
-        }
+        HostBatch { images, labels, shape }
     }
 
     /// The host batches of `epoch`, prepared `prefetch` batches ahead on a background thread.
@@ -282,7 +278,9 @@ mod tests {
             width: 4,
         };
         let pixels = (0..n * shape.len()).map(|i| (i / shape.len()) as u8).collect();
-        let labels = (0..n).map(|i| if i < n - 2 { 0 } else { 1 + i % (classes - 1) }).collect();
+        let labels = (0..n)
+            .map(|i| if i < n - 2 { 0 } else { 1 + i % (classes - 1) })
+            .collect();
         let names = (0..classes).map(|c| format!("c{c}")).collect();
         Arc::new(ImageDataset::new(pixels, labels, names, shape).unwrap())
     }

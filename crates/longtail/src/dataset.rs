@@ -47,12 +47,7 @@ pub struct ImageDataset {
 
 impl ImageDataset {
     /// Checks that pixels, labels and classes agree.
-    pub fn new(
-        pixels: Vec<u8>,
-        labels: Vec<usize>,
-        classes: Vec<String>,
-        shape: ImageShape,
-    ) -> DataResult<Self> {
+    pub fn new(pixels: Vec<u8>, labels: Vec<usize>, classes: Vec<String>, shape: ImageShape) -> DataResult<Self> {
         if shape.is_empty() {
             return Err(DataError::invalid(format!("image shape {shape} holds no pixel")));
         }
@@ -218,6 +213,12 @@ mod tests {
         let data = tiny().first_classes(1).unwrap();
         assert_eq!(data.len(), 1);
         assert_eq!(data.classes(), &["a".to_string()]);
-        assert!(tiny().first_classes(3).unwrap_err().to_string().contains("3 classes requested"));
+        assert!(
+            tiny()
+                .first_classes(3)
+                .unwrap_err()
+                .to_string()
+                .contains("3 classes requested")
+        );
     }
 }

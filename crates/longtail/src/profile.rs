@@ -32,12 +32,7 @@ impl std::str::FromStr for ImbalanceProfile {
 ///
 /// The arithmetic follows the reference Python, `int(n_max * (1/rho) ** (c / (C - 1)))`, in f64, so the counts
 /// agree with published splits (CIFAR-10, rho 100: 5000 2997 1796 1077 645 387 232 139 83 50).
-pub fn class_sizes(
-    profile: ImbalanceProfile,
-    n_max: usize,
-    num_classes: usize,
-    rho: f64,
-) -> DataResult<Vec<usize>> {
+pub fn class_sizes(profile: ImbalanceProfile, n_max: usize, num_classes: usize, rho: f64) -> DataResult<Vec<usize>> {
     if !rho.is_finite() || rho < 1.0 {
         return Err(DataError::invalid(format!(
             "imbalance ratio must be a number >= 1 (largest class / smallest class), got {rho}"
@@ -83,7 +78,12 @@ mod tests {
     #[test]
     fn published_totals() {
         // CIFAR-10-LT rho 50 and CIFAR-100-LT rho 10 totals used by RobustLT; TAET's long-tailed test split rho 10.
-        let total = |n, c, rho| class_sizes(ImbalanceProfile::Exp, n, c, rho).unwrap().iter().sum::<usize>();
+        let total = |n, c, rho| {
+            class_sizes(ImbalanceProfile::Exp, n, c, rho)
+                .unwrap()
+                .iter()
+                .sum::<usize>()
+        };
         assert_eq!(total(5000, 10, 50.0), 13996);
         assert_eq!(total(500, 100, 10.0), 19573);
         assert_eq!(total(1000, 10, 10.0), 4084);
@@ -98,9 +98,19 @@ mod tests {
 
     #[test]
     fn impossible_values_are_errors() {
-        assert!(class_sizes(ImbalanceProfile::Exp, 100, 10, 0.5).unwrap_err().to_string().contains(">= 1"));
+        assert!(
+            class_sizes(ImbalanceProfile::Exp, 100, 10, 0.5)
+                .unwrap_err()
+                .to_string()
+                .contains(">= 1")
+        );
         assert!(class_sizes(ImbalanceProfile::Exp, 100, 10, f64::NAN).is_err());
-        assert!(class_sizes(ImbalanceProfile::Exp, 10, 10, 100.0).unwrap_err().to_string().contains("no image"));
+        assert!(
+            class_sizes(ImbalanceProfile::Exp, 10, 10, 100.0)
+                .unwrap_err()
+                .to_string()
+                .contains("no image")
+        );
         assert!(class_sizes(ImbalanceProfile::Exp, 10, 0, 2.0).is_err());
         assert_eq!(class_sizes(ImbalanceProfile::Exp, 7, 1, 3.0).unwrap(), vec![7]);
     }

@@ -11,6 +11,14 @@ pub struct SeedStream {
     state: u64,
 }
 
+/// Tags that keep the random streams of different purposes apart under one seed.
+pub mod stream {
+    /// Epoch order of a batch loader.
+    pub const EPOCH_ORDER: u64 = 1;
+    /// Validation carving.
+    pub const VALIDATION: u64 = 2;
+}
+
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 fn mix64(mut z: u64) -> u64 {
@@ -92,8 +100,14 @@ mod tests {
     fn derived_streams_differ_and_repeat() {
         let a: Vec<u64> = (0..4).map(|_| SeedStream::derive(7, &[1]).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(SeedStream::derive(7, &[1]).next_u64(), SeedStream::derive(7, &[2]).next_u64());
-        assert_ne!(SeedStream::derive(7, &[1]).next_u64(), SeedStream::derive(8, &[1]).next_u64());
+        assert_ne!(
+            SeedStream::derive(7, &[1]).next_u64(),
+            SeedStream::derive(7, &[2]).next_u64()
+        );
+        assert_ne!(
+            SeedStream::derive(7, &[1]).next_u64(),
+            SeedStream::derive(8, &[1]).next_u64()
+        );
     }
 
     #[test]

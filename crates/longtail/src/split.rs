@@ -36,7 +36,9 @@ impl LongTailSpec {
     /// The per-class sizes this spec asks of `source`.
     pub fn sizes_for(&self, source: &ImageDataset) -> DataResult<Vec<usize>> {
         let available = source.class_counts();
-        let n_max = self.n_max.unwrap_or_else(|| available.iter().copied().max().unwrap_or(0));
+        let n_max = self
+            .n_max
+            .unwrap_or_else(|| available.iter().copied().max().unwrap_or(0));
         class_sizes(self.profile, n_max, source.num_classes(), self.imbalance)
     }
 
@@ -113,9 +115,10 @@ impl LongTailSplit {
         }
         let mut counts = vec![0usize; source.num_classes()];
         for &index in &self.indices {
-            let label = *source.labels().get(index).ok_or_else(|| {
-                DataError::invalid(format!("split index {index} is out of range"))
-            })?;
+            let label = *source
+                .labels()
+                .get(index)
+                .ok_or_else(|| DataError::invalid(format!("split index {index} is out of range")))?;
             counts[label] += 1;
         }
         if counts != self.counts {
@@ -158,11 +161,7 @@ impl LongTailSplit {
 
 /// Splits `dataset` into (training, validation): `fraction` of each class, rounded down, goes to validation, but
 /// every class keeps at least one training image. Which images go is fixed by `seed`.
-pub fn carve_validation(
-    dataset: &ImageDataset,
-    fraction: f64,
-    seed: u64,
-) -> DataResult<(ImageDataset, ImageDataset)> {
+pub fn carve_validation(dataset: &ImageDataset, fraction: f64, seed: u64) -> DataResult<(ImageDataset, ImageDataset)> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(DataError::invalid(format!(
             "validation fraction must be in [0, 1), got {fraction}"
@@ -172,7 +171,7 @@ pub fn carve_validation(
     let mut valid = Vec::new();
     for (class, mut pool) in dataset.indices_by_class().into_iter().enumerate() {
         let take = ((pool.len() as f64 * fraction).floor() as usize).min(pool.len().saturating_sub(1));
-        SeedStream::derive(seed, &[0x7661_6c69_64, class as u64]).shuffle(&mut pool);
+        SeedStream::derive(seed, &[crate::rng::stream::VALIDATION, class as u64]).shuffle(&mut pool);
         valid.extend_from_slice(&pool[..take]);
         train.extend_from_slice(&pool[take..]);
     }
@@ -232,7 +231,12 @@ mod tests {
         let err = loaded.apply(&balanced(21, 4)).unwrap_err();
         assert!(err.to_string().contains("84"), "{err}");
         std::fs::write(&path, b"{").unwrap();
-        assert!(LongTailSplit::load(&path).unwrap_err().to_string().contains("split.json"));
+        assert!(
+            LongTailSplit::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("split.json")
+        );
     }
 
     #[test]
@@ -247,7 +251,11 @@ mod tests {
 
     #[test]
     fn validation_takes_a_fraction_of_each_class() {
-        let data = LongTailSpec::exp(10.0).select(&balanced(50, 3)).unwrap().apply(&balanced(50, 3)).unwrap();
+        let data = LongTailSpec::exp(10.0)
+            .select(&balanced(50, 3))
+            .unwrap()
+            .apply(&balanced(50, 3))
+            .unwrap();
         let (train, valid) = carve_validation(&data, 0.2, 3).unwrap();
         assert_eq!(valid.class_counts(), vec![10, 3, 1]);
         assert_eq!(train.class_counts(), vec![40, 12, 4]);

@@ -86,10 +86,9 @@ impl Architecture {
     /// Checks sizes that would make the network impossible.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
-            Architecture::WideResNet { depth, widen } => WideResNetConfig::new(10)
-                .with_depth(depth)
-                .with_widen(widen)
-                .validate(),
+            Architecture::WideResNet { depth, widen } => {
+                WideResNetConfig::new(10).with_depth(depth).with_widen(widen).validate()
+            }
             Architecture::SmallCnn { width: 0 } => Err("small-cnn width must be at least 1".into()),
             _ => Ok(()),
         }
@@ -97,7 +96,7 @@ impl Architecture {
 }
 
 /// Everything needed to rebuild a model: architecture, classes, input shape and normalisation.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Architecture,
     pub num_classes: usize,
@@ -136,12 +135,12 @@ impl ModelConfig {
         let classes = self.num_classes;
         let channels = self.input_shape[0];
         let network = match self.arch {
-            Architecture::ResNet18 => Network::ResNet(
-                ResNetConfig::new(classes).with_in_channels(channels).init(device),
-            ),
-            Architecture::PreActResNet18 => Network::PreActResNet(
-                PreActResNetConfig::new(classes).with_in_channels(channels).init(device),
-            ),
+            Architecture::ResNet18 => {
+                Network::ResNet(ResNetConfig::new(classes).with_in_channels(channels).init(device))
+            }
+            Architecture::PreActResNet18 => {
+                Network::PreActResNet(PreActResNetConfig::new(classes).with_in_channels(channels).init(device))
+            }
             Architecture::WideResNet { depth, widen } => Network::WideResNet(
                 WideResNetConfig::new(classes)
                     .with_depth(depth)
@@ -155,9 +154,9 @@ impl ModelConfig {
                     .with_in_channels(channels)
                     .init(device),
             ),
-            Architecture::Linear => Network::Linear(
-                LinearClassifierConfig::new(classes, self.input_shape.iter().product()).init(device),
-            ),
+            Architecture::Linear => {
+                Network::Linear(LinearClassifierConfig::new(classes, self.input_shape.iter().product()).init(device))
+            }
         };
         let normalization = match &self.normalization {
             Some(config) => Some(config.init(device)?),

@@ -58,8 +58,9 @@ impl<B: Backend> ModalBatchNorm<B> {
 
     fn forward_inference(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let device = x.device();
-        let mean = self.running_mean.value().to_device(&device);
-        let var = self.running_var.value().to_device(&device);
+        // `value_sync` folds in a pending update from an earlier training pass on this thread.
+        let mean = self.running_mean.value_sync().to_device(&device);
+        let var = self.running_var.value_sync().to_device(&device);
         // Folded into one scale and one shift per channel: two element-wise passes over the activations.
         let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
         let shift = self.beta.val() - mean * scale.clone();

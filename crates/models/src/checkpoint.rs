@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::architecture::{Model, ModelConfig};
 
@@ -67,17 +67,16 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ 
 }
 
 fn sibling(dir: &Path, tag: &str) -> PathBuf {
-    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "checkpoint".into());
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "checkpoint".into());
     name.push(format!(".{tag}-{}", std::process::id()));
     dir.with_file_name(name)
 }
 
 /// Writes `model` and `meta` to the folder `dir` (created or replaced as a whole).
-pub fn save_checkpoint<B: Backend>(
-    dir: &Path,
-    model: &Model<B>,
-    meta: &CheckpointMeta,
-) -> Result<(), CheckpointError> {
+pub fn save_checkpoint<B: Backend>(dir: &Path, model: &Model<B>, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
     let invalid = |reason: String| CheckpointError::Invalid {
         path: dir.to_path_buf(),
         reason,
@@ -156,7 +155,28 @@ pub fn load_checkpoint<B: Backend>(
     }))
     .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?
     .map_err(|e| invalid(format!("cannot decode weights: {e}")))?;
+    let expected = tensor_shapes(&model);
     let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record)))
         .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?;
+    // burn loads tensors of any shape into a record; a mismatch would only surface as a panic in forward.
+    if tensor_shapes(&model) != expected {
+        return Err(invalid(format!(
+            "the weights do not match the architecture in checkpoint.json ({})",
+            meta.model.arch
+        )));
+    }
     Ok((model, meta))
+}
+
+/// Shapes of every float tensor of a module (parameters and running statistics), in visiting order.
+fn tensor_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.dims().to_vec());
+        }
+    }
+    let mut shapes = Shapes(Vec::new());
+    module.visit(&mut shapes);
+    shapes.0
 }

@@ -35,20 +35,58 @@ pub struct ParameterGroups {
 }
 
 impl ParameterGroups {
-    /// Rank >= 2 decays, rank 1 does not.
+    /// Rank >= 2 decays, rank 1 does not. BatchNorm running statistics are not parameters and are left out.
     pub fn by_rank<B: Backend, M: Module<B>>(module: &M) -> Self {
-        struct ByRank(ParameterGroups);
-        impl<B: Backend> ModuleVisitor<B> for ByRank {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                if D >= 2 {
-                    self.0.decay.push(param.id);
-                } else {
-                    self.0.no_decay.push(param.id);
-                }
+        let mut groups = ParameterGroups::default();
+        for (id, rank, _) in trainable_parameters(module) {
+            if rank >= 2 {
+                groups.decay.push(id);
+            } else {
+                groups.no_decay.push(id);
             }
         }
-        let mut visitor = ByRank(ParameterGroups::default());
-        module.visit(&mut visitor);
-        visitor.0
+        groups
     }
+}
+
+/// Field names under which tailguard's BatchNorm keeps its running statistics.
+const RUNNING_STATISTICS: [&str; 2] = ["running_mean", "running_var"];
+
+/// (id, rank, number of values) of every trainable tensor of `module`.
+///
+/// burn's `num_params` also counts `RunningState` tensors (BatchNorm's running mean and variance); PyTorch does
+/// not, and neither does this.
+pub fn trainable_parameters<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, usize, usize)> {
+    struct Collect {
+        path: Vec<String>,
+        found: Vec<(ParamId, usize, usize)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let running = self
+                .path
+                .last()
+                .is_some_and(|name| RUNNING_STATISTICS.contains(&name.as_str()));
+            if !running {
+                self.found.push((param.id, D, param.shape().num_elements()));
+            }
+        }
+    }
+    let mut visitor = Collect {
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.found
+}
+
+/// Number of trainable values of `module`, as PyTorch's `sum(p.numel() for p in model.parameters())` counts them.
+pub fn trainable_parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
+    trainable_parameters(module).iter().map(|(_, _, n)| n).sum()
 }

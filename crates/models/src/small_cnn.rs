@@ -39,7 +39,10 @@ impl SmallCnnConfig {
         let layers = [(self.in_channels, w, 1), (w, 2 * w, 2), (2 * w, 4 * w, 2)];
         SmallCnn {
             convs: layers.iter().map(|&(i, o, s)| conv3x3(i, o, s).init(device)).collect(),
-            norms: layers.iter().map(|&(_, o, _)| ModalBatchNormConfig::new(o).init(device)).collect(),
+            norms: layers
+                .iter()
+                .map(|&(_, o, _)| ModalBatchNormConfig::new(o).init(device))
+                .collect(),
             head: classifier_head(4 * w, self.num_classes).init(device),
             relu: Relu::new(),
         }

@@ -75,8 +75,11 @@ pub struct WideResNet<B: Backend> {
 impl WideResNetConfig {
     /// Checks that the depth is 6n + 4 and the width positive.
     pub fn validate(&self) -> Result<(), String> {
-        if self.depth < 10 || (self.depth - 4) % 6 != 0 {
-            return Err(format!("WideResNet depth must be 6n + 4 with n >= 1 (e.g. 28, 34), got {}", self.depth));
+        if self.depth < 10 || !(self.depth - 4).is_multiple_of(6) {
+            return Err(format!(
+                "WideResNet depth must be 6n + 4 with n >= 1 (e.g. 28, 34), got {}",
+                self.depth
+            ));
         }
         if self.widen == 0 {
             return Err("WideResNet widening factor must be at least 1".into());

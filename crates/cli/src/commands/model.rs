@@ -1,10 +1,9 @@
 //! `tailguard model`: parameter count and output shape of an architecture.
 
-use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
 use clap::Args;
 use serde_json::json;
-use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
+use tailguard_models::{Architecture, Classifier, Mode, ModelConfig, trainable_parameter_count};
 
 use crate::backend;
 
@@ -28,7 +27,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let model = ModelConfig::new(args.arch, args.classes)
         .init::<backend::Compute>(&device)
         .map_err(anyhow::Error::msg)?;
-    let parameters = model.num_params();
+    let parameters = trainable_parameter_count(&model);
     let input = Tensor::<backend::Compute, 4>::random([1, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device);
     let output = model.forward(input, Mode::Inference).dims();
     if args.json {

@@ -81,7 +81,9 @@ impl DatasetKind {
         }
         match self.cifar() {
             Some(variant) => {
-                let has_binary = dir.join(crate::sources::cifar::expected_layout(variant, split)).exists()
+                let has_binary = dir
+                    .join(crate::sources::cifar::expected_layout(variant, split))
+                    .exists()
                     || dir
                         .join(
                             crate::sources::cifar::expected_layout(variant, split)

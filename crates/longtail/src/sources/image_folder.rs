@@ -56,11 +56,7 @@ fn list_dir(path: &Path) -> DataResult<Vec<PathBuf>> {
 }
 
 /// Loads `root/<split>/<class>/*`.
-pub fn load_image_folder(
-    root: &Path,
-    split: Split,
-    options: &ImageFolderOptions,
-) -> DataResult<ImageDataset> {
+pub fn load_image_folder(root: &Path, split: Split, options: &ImageFolderOptions) -> DataResult<ImageDataset> {
     let split_dir = root.join(split.folder_name());
     if !split_dir.is_dir() {
         return Err(DataError::io(
@@ -161,9 +157,7 @@ mod tests {
     use super::*;
 
     fn write_png(path: &Path, width: u32, height: u32, seed: u8) {
-        let img = image::RgbImage::from_fn(width, height, |x, y| {
-            image::Rgb([seed, x as u8, y as u8])
-        });
+        let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([seed, x as u8, y as u8]));
         img.save(path).unwrap();
     }
 
@@ -184,7 +178,14 @@ mod tests {
         let data = load_image_folder(dir.path(), Split::Train, &Default::default()).unwrap();
         assert_eq!(data.classes(), &["ant".to_string(), "zebra".to_string()]);
         assert_eq!(data.labels(), &[0, 0, 1]);
-        assert_eq!(data.shape(), ImageShape { channels: 3, height: 3, width: 4 });
+        assert_eq!(
+            data.shape(),
+            ImageShape {
+                channels: 3,
+                height: 3,
+                width: 4
+            }
+        );
         // Image 1 of "ant": red plane = 1 everywhere, green plane = x, blue plane = y.
         let img = data.image(1);
         assert!(img[..12].iter().all(|&v| v == 1));
@@ -210,7 +211,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         make_folder(dir.path(), &[("ant", 1), ("bee", 0)]);
         let err = load_image_folder(dir.path(), Split::Train, &Default::default()).unwrap_err();
-        assert!(err.to_string().contains("bee") && err.to_string().contains("no images"), "{err}");
+        assert!(
+            err.to_string().contains("bee") && err.to_string().contains("no images"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -222,9 +226,14 @@ mod tests {
         assert!(err.to_string().contains("odd.png"), "{err}");
 
         std::fs::remove_file(dir.path().join("train/ant/odd.png")).unwrap();
-        image::GrayImage::new(4, 3).save(dir.path().join("train/ant/grey.png")).unwrap();
+        image::GrayImage::new(4, 3)
+            .save(dir.path().join("train/ant/grey.png"))
+            .unwrap();
         let err = load_image_folder(dir.path(), Split::Train, &Default::default()).unwrap_err();
-        assert!(err.to_string().contains("grey.png") && err.to_string().contains("1 channels"), "{err}");
+        assert!(
+            err.to_string().contains("grey.png") && err.to_string().contains("1 channels"),
+            "{err}"
+        );
     }
 
     #[test]
