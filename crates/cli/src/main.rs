@@ -2,6 +2,7 @@
 
 mod backend;
 mod commands;
+mod progress;
 
 use std::process::ExitCode;
 

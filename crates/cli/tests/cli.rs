@@ -177,3 +177,90 @@ fn bad_model_input_fails_with_one_line() {
         "at least one class",
     );
 }
+
+/// The embedded demo dataset, shipped in the repository.
+fn embedded() -> String {
+    format!("{}/../../datasets/cifar10-lt-mini.tar.gz", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn embedded_dataset_is_cifar10_lt_and_goes_through_a_model() {
+    let data = embedded();
+    let report = stdout_json(&tailguard(&[
+        "data",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &data,
+        "--imbalance",
+        "10",
+        "--arch",
+        "small-cnn",
+        "--batches",
+        "1",
+        "--batch-size",
+        "16",
+        "--json",
+    ]));
+    assert_eq!(
+        report["counts"],
+        serde_json::json!([500, 387, 299, 232, 179, 139, 107, 83, 64, 50])
+    );
+    assert_eq!(report["classes"][0], "airplane");
+    assert_eq!(report["pipeline"]["images_shape"], serde_json::json!([16, 3, 32, 32]));
+    assert_eq!(report["pipeline"]["logits_shape"], serde_json::json!([16, 10]));
+
+    // A more imbalanced split can be cut from it; a less imbalanced one cannot.
+    let report = stdout_json(&tailguard(&[
+        "data",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &data,
+        "--imbalance",
+        "100",
+        "--json",
+    ]));
+    assert_eq!(
+        report["counts"],
+        serde_json::json!([500, 299, 179, 107, 64, 38, 23, 13, 8, 5])
+    );
+    assert_clean_failure(
+        &tailguard(&["data", "--dataset", "cifar10", "--data-dir", &data, "--imbalance", "5"]),
+        "asks for",
+    );
+}
+
+#[test]
+fn export_writes_an_archive_that_loads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.tar.gz");
+    let report = stdout_json(&tailguard(&[
+        "data",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &embedded(),
+        "--imbalance",
+        "10",
+        "--n-max",
+        "40",
+        "--seed",
+        "3",
+        "--export",
+        out.to_str().unwrap(),
+        "--test-per-class",
+        "4",
+        "--json",
+    ]));
+    let counts = serde_json::json!([40, 30, 23, 18, 14, 11, 8, 6, 5, 4]);
+    assert_eq!(report["counts"], counts);
+    assert_eq!(report["total"], 159);
+
+    use tailguard_longtail::{DatasetKind, Split};
+    let train = DatasetKind::Cifar10.load(&out, Split::Train).unwrap();
+    let test = DatasetKind::Cifar10.load(&out, Split::Test).unwrap();
+    assert_eq!(serde_json::json!(train.class_counts()), counts);
+    assert_eq!(test.class_counts(), vec![4; 10]);
+    assert_eq!(train.classes()[9], "truck");
+}

@@ -42,5 +42,8 @@ pub use dataset::{ImageDataset, ImageShape};
 pub use error::{DataError, DataResult};
 pub use profile::{ImbalanceProfile, class_sizes};
 pub use rng::SeedStream;
-pub use sources::{CifarVariant, DatasetKind, ImageFolderOptions, Split, load_cifar, load_image_folder, write_cifar};
+pub use sources::{
+    CifarVariant, DatasetKind, ImageFolderOptions, Split, load_cifar, load_image_folder, write_cifar,
+    write_cifar_archive,
+};
 pub use split::{LongTailSpec, LongTailSplit, carve_validation};

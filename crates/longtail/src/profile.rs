@@ -13,6 +13,15 @@ pub enum ImbalanceProfile {
     Step,
 }
 
+impl std::fmt::Display for ImbalanceProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Exp => "exp",
+            Self::Step => "step",
+        })
+    }
+}
+
 impl std::str::FromStr for ImbalanceProfile {
     type Err = DataError;
 

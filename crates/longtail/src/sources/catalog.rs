@@ -73,6 +73,15 @@ impl DatasetKind {
     /// For CIFAR, `dir` may hold the binary release (`cifar-10-batches-bin/`, `cifar-100-binary/`, or their files
     /// directly) or the same images as an image folder (`train/<class>/*.png|jpg`); the class order is CIFAR's.
     pub fn load(self, dir: &Path, split: Split) -> DataResult<ImageDataset> {
+        if crate::sources::archive::is_archive(dir) {
+            return match self.cifar() {
+                Some(variant) => load_cifar(dir, variant, split),
+                None => Err(DataError::invalid(format!(
+                    "{} is an archive; image folders must be unpacked first",
+                    dir.display()
+                ))),
+            };
+        }
         if !dir.is_dir() {
             return Err(DataError::io(
                 dir,

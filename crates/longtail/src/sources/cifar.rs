@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{ImageDataset, ImageShape};
 use crate::error::{DataError, DataResult};
+use crate::sources::archive::{ArchiveMember, check_cifar_shape, is_archive, read_archive_members, write_tar_gz};
 
 /// Which part of a dataset to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -231,8 +232,12 @@ impl CifarVariant {
     }
 }
 
-/// Loads a CIFAR split from `dir`, which is either the release folder (`cifar-10-batches-bin`) or its parent.
+/// Loads a CIFAR split from `dir`: the release folder (`cifar-10-batches-bin`), its parent, or the downloaded
+/// archive itself (`cifar-10-binary.tar.gz`, `cifar-100-binary.tar.gz`).
 pub fn load_cifar(dir: &Path, variant: CifarVariant, split: Split) -> DataResult<ImageDataset> {
+    if is_archive(dir) {
+        return load_cifar_archive(dir, variant, split);
+    }
     let (folder, files) = variant.files(split);
     let root = if dir.join(folder).is_dir() {
         dir.join(folder)
@@ -286,50 +291,117 @@ pub fn parse_records(
     Ok(())
 }
 
+fn load_cifar_archive(path: &Path, variant: CifarVariant, split: Split) -> DataResult<ImageDataset> {
+    let (_, files) = variant.files(split);
+    let mut wanted = files.clone();
+    wanted.push(variant.meta_file());
+    let mut members = read_archive_members(path, &wanted)?;
+    let classes = match members.remove(variant.meta_file()) {
+        Some(bytes) => parse_class_names(path, &String::from_utf8_lossy(&bytes), variant)?,
+        None => variant.default_classes(),
+    };
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for file in files {
+        let bytes = members.get(file).ok_or_else(|| DataError::Format {
+            path: path.to_path_buf(),
+            format: variant.format_name(),
+            reason: format!("the archive holds no {file}"),
+        })?;
+        parse_records(
+            &path.join(file),
+            bytes,
+            variant,
+            classes.len(),
+            &mut pixels,
+            &mut labels,
+        )?;
+    }
+    ImageDataset::new(pixels, labels, classes, ImageShape::CIFAR)
+}
+
+fn parse_class_names(path: &Path, text: &str, variant: CifarVariant) -> DataResult<Vec<String>> {
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.len() != variant.num_classes() {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            format: variant.format_name(),
+            reason: format!("lists {} class names, expected {}", names.len(), variant.num_classes()),
+        });
+    }
+    Ok(names)
+}
+
 fn read_class_names(path: &Path, variant: CifarVariant) -> DataResult<Vec<String>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let names: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
-            if names.len() != variant.num_classes() {
-                return Err(DataError::Format {
-                    path: path.to_path_buf(),
-                    format: variant.format_name(),
-                    reason: format!("lists {} class names, expected {}", names.len(), variant.num_classes()),
-                });
-            }
-            Ok(names)
-        }
+        Ok(text) => parse_class_names(path, &text, variant),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(variant.default_classes()),
         Err(e) => Err(DataError::io(path, e)),
     }
 }
 
-/// Writes `dataset` as one CIFAR binary file (CIFAR-100 records get coarse label 0). Written to a temporary name
-/// first, then renamed, so a reader never sees half a file.
-pub fn write_cifar(path: &Path, dataset: &ImageDataset, variant: CifarVariant) -> DataResult<()> {
-    if dataset.shape() != ImageShape::CIFAR {
-        return Err(DataError::invalid(format!(
-            "CIFAR files hold 3x32x32 images, this dataset has {}",
-            dataset.shape()
-        )));
-    }
-    if dataset.num_classes() > 256 {
-        return Err(DataError::invalid("CIFAR labels are single bytes: at most 256 classes"));
-    }
-    let mut bytes = Vec::with_capacity(dataset.len() * variant.record_len());
-    for index in 0..dataset.len() {
+fn records(dataset: &ImageDataset, variant: CifarVariant, range: std::ops::Range<usize>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(range.len() * variant.record_len());
+    for index in range {
         if variant == CifarVariant::Cifar100 {
-            bytes.push(0);
+            bytes.push(0); // coarse label: not tracked by tailguard
         }
         bytes.push(dataset.label(index) as u8);
         bytes.extend_from_slice(dataset.image(index));
     }
-    crate::atomic::write_atomically(path, &bytes)
+    bytes
+}
+
+/// Writes a training and a test set as a `.tar.gz` laid out like the official binary download
+/// (`cifar-10-batches-bin/data_batch_{1..5}.bin`, `test_batch.bin`, `batches.meta.txt`, or
+/// `cifar-100-binary/train.bin`, `test.bin`, `fine_label_names.txt`), readable by [`load_cifar`].
+pub fn write_cifar_archive(
+    path: &Path,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    variant: CifarVariant,
+) -> DataResult<()> {
+    check_cifar_shape(train)?;
+    check_cifar_shape(test)?;
+    if train.classes() != test.classes() {
+        return Err(DataError::invalid("training and test sets have different classes"));
+    }
+    let (folder, train_files) = variant.files(Split::Train);
+    let (_, test_files) = variant.files(Split::Test);
+    let mut contents: Vec<(String, Vec<u8>)> = Vec::new();
+    // Training images spread over the release's files (5 batches for CIFAR-10), in order.
+    let per_file = train.len().div_ceil(train_files.len());
+    for (i, file) in train_files.iter().enumerate() {
+        let range = (i * per_file).min(train.len())..((i + 1) * per_file).min(train.len());
+        contents.push((format!("{folder}/{file}"), records(train, variant, range)));
+    }
+    contents.push((
+        format!("{folder}/{}", test_files[0]),
+        records(test, variant, 0..test.len()),
+    ));
+    let mut names = train.classes().join("\n");
+    names.push('\n');
+    contents.push((format!("{folder}/{}", variant.meta_file()), names.into_bytes()));
+    let members: Vec<ArchiveMember<'_>> = contents
+        .iter()
+        .map(|(path, bytes)| ArchiveMember {
+            path: path.clone(),
+            bytes,
+        })
+        .collect();
+    write_tar_gz(path, &members)
+}
+
+/// Writes `dataset` as one CIFAR binary file (CIFAR-100 records get coarse label 0). Written to a temporary name
+/// first, then renamed, so a reader never sees half a file.
+pub fn write_cifar(path: &Path, dataset: &ImageDataset, variant: CifarVariant) -> DataResult<()> {
+    check_cifar_shape(dataset)?;
+    crate::atomic::write_atomically(path, &records(dataset, variant, 0..dataset.len()))
 }
 
 /// Where the standard release keeps its files, to tell a user what was expected.
@@ -370,6 +442,37 @@ mod tests {
         assert_eq!(loaded.labels(), &[42]);
         assert_eq!(loaded.classes()[42], "leopard");
         assert_eq!(loaded.image(0)[0], 7);
+    }
+
+    #[test]
+    fn archive_round_trip_like_the_official_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cifar-10-binary.tar.gz");
+        let train = dataset(23);
+        let test = dataset(7);
+        write_cifar_archive(&path, &train, &test, CifarVariant::Cifar10).unwrap();
+        assert_eq!(load_cifar(&path, CifarVariant::Cifar10, Split::Train).unwrap(), train);
+        assert_eq!(load_cifar(&path, CifarVariant::Cifar10, Split::Test).unwrap(), test);
+        // Same content, same bytes.
+        let first = std::fs::read(&path).unwrap();
+        write_cifar_archive(&path, &train, &test, CifarVariant::Cifar10).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+        // CIFAR-100 layout too.
+        let path100 = dir.path().join("c100.tgz");
+        write_cifar_archive(&path100, &train, &test, CifarVariant::Cifar100).unwrap();
+        let err = load_cifar(&path100, CifarVariant::Cifar100, Split::Test).unwrap_err();
+        assert!(err.to_string().contains("class names"), "{err}");
+    }
+
+    #[test]
+    fn truncated_archive_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cifar.tar.gz");
+        write_cifar_archive(&path, &dataset(30), &dataset(5), CifarVariant::Cifar10).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_cifar(&path, CifarVariant::Cifar10, Split::Train).unwrap_err();
+        assert!(err.to_string().contains("cifar.tar.gz"), "{err}");
     }
 
     #[test]
