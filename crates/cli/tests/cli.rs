@@ -9,6 +9,11 @@ fn tailguard(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs a command line without quoting (arguments split on whitespace).
+fn run(line: &str) -> Output {
+    tailguard(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 fn stdout_json(output: &Output) -> serde_json::Value {
     assert!(
         output.status.success(),
@@ -32,45 +37,25 @@ fn assert_clean_failure(output: &Output, needle: &str) {
 
 #[test]
 fn data_prints_standard_cifar10_lt_counts() {
-    let report = stdout_json(&tailguard(&[
-        "data",
-        "--dataset",
-        "cifar10",
-        "--imbalance",
-        "100",
-        "--json",
-    ]));
+    let report = stdout_json(&run("data --dataset cifar10 --imbalance 100 --json"));
     assert_eq!(report["dataset"], "cifar10");
     assert_eq!(report["imbalance"], 100.0);
     let counts: Vec<u64> = serde_json::from_value(report["counts"].clone()).unwrap();
     assert_eq!(counts, vec![5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]);
     assert_eq!(report["total"], 12406);
 
-    let report = stdout_json(&tailguard(&[
-        "data",
-        "--dataset",
-        "cifar100",
-        "--imbalance",
-        "10",
-        "--json",
-    ]));
+    let report = stdout_json(&run("data --dataset cifar100 --imbalance 10 --json"));
     assert_eq!(report["total"], 19573);
-    let report = stdout_json(&tailguard(&[
-        "data",
-        "--dataset",
-        "cifar10",
-        "--imbalance",
-        "10",
-        "--profile",
-        "step",
-        "--json",
-    ]));
+    let report = stdout_json(&run("data --dataset cifar10 --imbalance 10 --profile step --json"));
     assert_eq!(report["total"], 5 * 5000 + 5 * 500);
+    let report = stdout_json(&run("data --dataset cifar100 --imbalance 10 --classes 20 --json"));
+    assert_eq!(report["counts"].as_array().unwrap().len(), 20);
+    assert_eq!(report["counts"][19], 50);
 }
 
 #[test]
 fn data_table_is_readable() {
-    let output = tailguard(&["data", "--dataset", "cifar10", "--imbalance", "10"]);
+    let output = run("data --dataset cifar10 --imbalance 10");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     assert!(
@@ -114,66 +99,44 @@ fn data_on_a_real_image_folder_saves_a_split() {
 #[test]
 fn bad_data_input_fails_with_one_line() {
     assert_clean_failure(
-        &tailguard(&["data", "--dataset", "cifar10", "--imbalance", "0.5"]),
+        &run("data --dataset cifar10 --imbalance 0.5"),
         ">= 1",
     );
     assert_clean_failure(
-        &tailguard(&[
-            "data",
-            "--dataset",
-            "cifar10",
-            "--data-dir",
-            "/no/such/dir",
-            "--imbalance",
-            "10",
-        ]),
+        &run("data --dataset cifar10 --data-dir /no/such/dir --imbalance 10"),
         "/no/such/dir",
     );
     assert_clean_failure(
-        &tailguard(&["data", "--dataset", "imagefolder", "--imbalance", "10"]),
+        &run("data --dataset imagefolder --imbalance 10"),
         "--data-dir",
     );
     assert_clean_failure(
-        &tailguard(&["data", "--dataset", "mnist", "--imbalance", "10"]),
+        &run("data --dataset mnist --imbalance 10"),
         "mnist",
     );
     assert_clean_failure(
-        &tailguard(&["data", "--dataset", "cifar10", "--imbalance", "1e9"]),
+        &run("data --dataset cifar10 --imbalance 1e9"),
         "no image",
     );
 }
 
 #[test]
 fn model_reports_parameters_and_output_shape() {
-    let report = stdout_json(&tailguard(&[
-        "model",
-        "--arch",
-        "resnet18",
-        "--classes",
-        "10",
-        "--json",
-    ]));
+    let report = stdout_json(&run("model --arch resnet18 --classes 10 --json"));
     assert_eq!(report["arch"], "resnet18");
     assert_eq!(report["classes"], 10);
     assert_eq!(report["parameters"], 11_173_962);
     assert_eq!(report["output_shape"], serde_json::json!([1, 10]));
-    let report = stdout_json(&tailguard(&[
-        "model",
-        "--arch",
-        "small-cnn",
-        "--classes",
-        "100",
-        "--json",
-    ]));
+    let report = stdout_json(&run("model --arch small-cnn --classes 100 --json"));
     assert_eq!(report["output_shape"], serde_json::json!([1, 100]));
 }
 
 #[test]
 fn bad_model_input_fails_with_one_line() {
-    assert_clean_failure(&tailguard(&["model", "--arch", "vgg16"]), "vgg16");
-    assert_clean_failure(&tailguard(&["model", "--arch", "wrn-30-10"]), "6n + 4");
+    assert_clean_failure(&run("model --arch vgg16"), "vgg16");
+    assert_clean_failure(&run("model --arch wrn-30-10"), "6n + 4");
     assert_clean_failure(
-        &tailguard(&["model", "--arch", "linear", "--classes", "0"]),
+        &run("model --arch linear --classes 0"),
         "at least one class",
     );
 }

@@ -34,3 +34,30 @@ pub fn conv1x1(in_channels: usize, out_channels: usize, stride: usize) -> Conv2d
 pub fn classifier_head(features: usize, classes: usize) -> LinearConfig {
     LinearConfig::new(features, classes)
 }
+
+/// One residual block of a stage plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPlan {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub stride: usize,
+}
+
+/// The blocks of a CIFAR residual network: stage `s` has `blocks[s]` blocks of `widths[s]` channels; the first block
+/// of every stage but the first halves the resolution.
+pub fn stage_plan(stem_channels: usize, widths: &[usize], blocks: &[usize]) -> Vec<BlockPlan> {
+    let mut plan = Vec::new();
+    let mut in_channels = stem_channels;
+    for (stage, (&out_channels, &count)) in widths.iter().zip(blocks).enumerate() {
+        for block in 0..count {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            plan.push(BlockPlan {
+                in_channels,
+                out_channels,
+                stride,
+            });
+            in_channels = out_channels;
+        }
+    }
+    plan
+}

@@ -8,11 +8,12 @@ use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{classifier_head, conv1x1, conv3x3};
+use crate::layers::{BlockPlan, classifier_head, conv1x1, conv3x3, stage_plan};
 use crate::mode::Mode;
 use crate::resnet::global_average_pool;
 
 /// BN-ReLU-conv-BN-ReLU-conv; a projection shortcut (bare 1x1 convolution) takes the pre-activated input.
+/// WideResNet's block is the same block.
 #[derive(Module, Debug)]
 pub struct PreActBlock<B: Backend> {
     bn1: ModalBatchNorm<B>,
@@ -24,6 +25,13 @@ pub struct PreActBlock<B: Backend> {
 }
 
 impl<B: Backend> PreActBlock<B> {
+    /// The blocks of a stage plan.
+    pub(crate) fn stack(plan: &[BlockPlan], device: &B::Device) -> Vec<Self> {
+        plan.iter()
+            .map(|b| Self::new(b.in_channels, b.out_channels, b.stride, device))
+            .collect()
+    }
+
     fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
         let needs_projection = stride != 1 || in_channels != out_channels;
         Self {
@@ -37,7 +45,7 @@ impl<B: Backend> PreActBlock<B> {
     }
 
     /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
-    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+    pub(crate) fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let pre = self.relu.forward(self.bn1.forward(x.clone(), mode));
         let identity = match &self.shortcut {
             Some(conv) => conv.forward(pre.clone()),
@@ -75,21 +83,12 @@ impl PreActResNetConfig {
     /// Builds the network with Kaiming-normal convolutions.
     pub fn init<B: Backend>(&self, device: &B::Device) -> PreActResNet<B> {
         let w = self.width;
-        let mut stages = Vec::new();
-        let mut in_channels = w;
-        for (stage, &count) in self.blocks.iter().enumerate() {
-            let out_channels = w << stage;
-            for block in 0..count {
-                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-                stages.push(PreActBlock::new(in_channels, out_channels, stride, device));
-                in_channels = out_channels;
-            }
-        }
+        let plan = stage_plan(w, &[w, 2 * w, 4 * w, 8 * w], &self.blocks);
         PreActResNet {
             stem: conv3x3(self.in_channels, w, 1).init(device),
-            stages,
-            final_bn: ModalBatchNormConfig::new(in_channels).init(device),
-            head: classifier_head(in_channels, self.num_classes).init(device),
+            stages: PreActBlock::stack(&plan, device),
+            final_bn: ModalBatchNormConfig::new(8 * w).init(device),
+            head: classifier_head(8 * w, self.num_classes).init(device),
             relu: Relu::new(),
         }
     }

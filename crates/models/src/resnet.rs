@@ -8,7 +8,7 @@ use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{classifier_head, conv1x1, conv3x3};
+use crate::layers::{classifier_head, conv1x1, conv3x3, stage_plan};
 use crate::mode::Mode;
 
 /// Projection shortcut: 1x1 convolution then BatchNorm.
@@ -96,21 +96,16 @@ impl ResNetConfig {
     /// Builds the network with Kaiming-normal convolutions.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
         let w = self.width;
-        let mut stages = Vec::new();
-        let mut in_channels = w;
-        for (stage, &count) in self.blocks.iter().enumerate() {
-            let out_channels = w << stage;
-            for block in 0..count {
-                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-                stages.push(BasicBlock::new(in_channels, out_channels, stride, device));
-                in_channels = out_channels;
-            }
-        }
+        let plan = stage_plan(w, &[w, 2 * w, 4 * w, 8 * w], &self.blocks);
+        let stages = plan
+            .iter()
+            .map(|b| BasicBlock::new(b.in_channels, b.out_channels, b.stride, device))
+            .collect();
         ResNet {
             stem: conv3x3(self.in_channels, w, 1).init(device),
             stem_bn: ModalBatchNormConfig::new(w).init(device),
             stages,
-            head: classifier_head(in_channels, self.num_classes).init(device),
+            head: classifier_head(8 * w, self.num_classes).init(device),
             relu: Relu::new(),
         }
     }

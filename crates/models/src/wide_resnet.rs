@@ -1,5 +1,5 @@
 //! WideResNet-depth-width (Zagoruyko and Komodakis 2016) as in the TRADES / AT-BSL / RobustLT code:
-//! pre-activation blocks, no dropout. WRN-28-10 has 36,479,194 parameters and WRN-34-10 46,160,474 (10 classes).
+//! pre-activation blocks ([`PreActBlock`]), no dropout. WRN-28-10 has 36,479,194 parameters and WRN-34-10 46,160,474 (10 classes).
 
 use burn::config::Config;
 use burn::module::Module;
@@ -8,45 +8,10 @@ use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{classifier_head, conv1x1, conv3x3};
+use crate::layers::{classifier_head, conv3x3, stage_plan};
 use crate::mode::Mode;
+use crate::preact_resnet::PreActBlock;
 use crate::resnet::global_average_pool;
-
-/// BN-ReLU-conv-BN-ReLU-conv. When the width changes, the shortcut is a 1x1 convolution of the pre-activated input.
-#[derive(Module, Debug)]
-pub struct WideBlock<B: Backend> {
-    bn1: ModalBatchNorm<B>,
-    conv1: Conv2d<B>,
-    bn2: ModalBatchNorm<B>,
-    conv2: Conv2d<B>,
-    shortcut: Option<Conv2d<B>>,
-    relu: Relu,
-}
-
-impl<B: Backend> WideBlock<B> {
-    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
-        let needs_projection = stride != 1 || in_channels != out_channels;
-        Self {
-            bn1: ModalBatchNormConfig::new(in_channels).init(device),
-            conv1: conv3x3(in_channels, out_channels, stride).init(device),
-            bn2: ModalBatchNormConfig::new(out_channels).init(device),
-            conv2: conv3x3(out_channels, out_channels, 1).init(device),
-            shortcut: needs_projection.then(|| conv1x1(in_channels, out_channels, stride).init(device)),
-            relu: Relu::new(),
-        }
-    }
-
-    /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
-    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let pre = self.relu.forward(self.bn1.forward(x.clone(), mode));
-        let identity = match &self.shortcut {
-            Some(conv) => conv.forward(pre.clone()),
-            None => x,
-        };
-        let out = self.relu.forward(self.bn2.forward(self.conv1.forward(pre), mode));
-        self.conv2.forward(out) + identity
-    }
-}
 
 /// Configuration of a WideResNet.
 #[derive(Config, Debug)]
@@ -66,7 +31,7 @@ pub struct WideResNetConfig {
 #[derive(Module, Debug)]
 pub struct WideResNet<B: Backend> {
     stem: Conv2d<B>,
-    stages: Vec<WideBlock<B>>,
+    stages: Vec<PreActBlock<B>>,
     final_bn: ModalBatchNorm<B>,
     head: Linear<B>,
     relu: Relu,
@@ -92,20 +57,12 @@ impl WideResNetConfig {
         self.validate().expect("invalid WideResNet configuration");
         let per_stage = (self.depth - 4) / 6;
         let widths = [16 * self.widen, 32 * self.widen, 64 * self.widen];
-        let mut stages = Vec::new();
-        let mut in_channels = 16;
-        for (stage, &out_channels) in widths.iter().enumerate() {
-            for block in 0..per_stage {
-                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-                stages.push(WideBlock::new(in_channels, out_channels, stride, device));
-                in_channels = out_channels;
-            }
-        }
+        let plan = stage_plan(16, &widths, &[per_stage; 3]);
         WideResNet {
             stem: conv3x3(self.in_channels, 16, 1).init(device),
-            stages,
-            final_bn: ModalBatchNormConfig::new(in_channels).init(device),
-            head: classifier_head(in_channels, self.num_classes).init(device),
+            stages: PreActBlock::stack(&plan, device),
+            final_bn: ModalBatchNormConfig::new(widths[2]).init(device),
+            head: classifier_head(widths[2], self.num_classes).init(device),
             relu: Relu::new(),
         }
     }

@@ -40,6 +40,9 @@ pub struct DataArgs {
     /// Size of the head class [default: the largest class of the dataset].
     #[arg(long, value_name = "N")]
     n_max: Option<usize>,
+    /// Keep only the first K classes (as Tiny-ImageNet-LT keeps 20) [default: all].
+    #[arg(long, value_name = "K")]
+    classes: Option<usize>,
     /// Seed that chooses which images are kept; the same seed keeps the same images on every machine.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -83,6 +86,10 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     let (classes, counts) = match &args.data_dir {
         Some(dir) => {
             let source = load(args.dataset, dir, Split::Train, args.json)?;
+            let source = match args.classes {
+                Some(k) => source.first_classes(k)?,
+                None => source,
+            };
             let split = spec.select(&source)?;
             if let Some(path) = &args.save_split {
                 split.save(path)?;
@@ -101,9 +108,15 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             if args.save_split.is_some() || args.export.is_some() || args.arch.is_some() {
                 bail!("--save-split, --export and --arch need --data-dir: they work on real images");
             }
-            let Some(classes) = args.dataset.standard_classes() else {
+            let Some(mut classes) = args.dataset.standard_classes() else {
                 bail!("--dataset imagefolder needs --data-dir (there is no standard size to assume)");
             };
+            if let Some(k) = args.classes {
+                if k == 0 || k > classes.len() {
+                    bail!("{k} classes requested but {} has {}", args.dataset, classes.len());
+                }
+                classes.truncate(k);
+            }
             let standard = args.dataset.standard_class_size(Split::Train).unwrap_or_default();
             let counts = class_sizes(
                 args.profile,
