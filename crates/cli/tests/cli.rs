@@ -98,26 +98,14 @@ fn data_on_a_real_image_folder_saves_a_split() {
 
 #[test]
 fn bad_data_input_fails_with_one_line() {
-    assert_clean_failure(
-        &run("data --dataset cifar10 --imbalance 0.5"),
-        ">= 1",
-    );
+    assert_clean_failure(&run("data --dataset cifar10 --imbalance 0.5"), ">= 1");
     assert_clean_failure(
         &run("data --dataset cifar10 --data-dir /no/such/dir --imbalance 10"),
         "/no/such/dir",
     );
-    assert_clean_failure(
-        &run("data --dataset imagefolder --imbalance 10"),
-        "--data-dir",
-    );
-    assert_clean_failure(
-        &run("data --dataset mnist --imbalance 10"),
-        "mnist",
-    );
-    assert_clean_failure(
-        &run("data --dataset cifar10 --imbalance 1e9"),
-        "no image",
-    );
+    assert_clean_failure(&run("data --dataset imagefolder --imbalance 10"), "--data-dir");
+    assert_clean_failure(&run("data --dataset mnist --imbalance 10"), "mnist");
+    assert_clean_failure(&run("data --dataset cifar10 --imbalance 1e9"), "no image");
 }
 
 #[test]
@@ -135,10 +123,7 @@ fn model_reports_parameters_and_output_shape() {
 fn bad_model_input_fails_with_one_line() {
     assert_clean_failure(&run("model --arch vgg16"), "vgg16");
     assert_clean_failure(&run("model --arch wrn-30-10"), "6n + 4");
-    assert_clean_failure(
-        &run("model --arch linear --classes 0"),
-        "at least one class",
-    );
+    assert_clean_failure(&run("model --arch linear --classes 0"), "at least one class");
 }
 
 /// The embedded demo dataset, shipped in the repository.
