@@ -1,1 +1,43 @@
+//! # tailguard-attacks
+//!
+//! L-inf adversarial attacks for any model implementing [`tailguard_models::Classifier`], generic over the
+//! autodiff backend: FGSM, PGD (cross-entropy, CW-inf margin, DLR; untargeted and targeted; per-sample budgets),
+//! APGD-CE and APGD-T exactly as AutoAttack runs them, and AutoAttack-lite.
+//!
+//! Every attack runs the model in inference mode (BatchNorm running statistics, never updated) through a
+//! [`FrozenModel`] whose parameters do not require gradients, so each step differentiates the input only. Inputs and
+//! outputs are plain tensors of the inner backend; every adversarial image lies in the eps-ball and in [0, 1].
+//!
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::tensor::{Distribution, Int, Tensor};
+//! use tailguard_attacks::{FrozenModel, PgdConfig};
+//! use tailguard_models::{Architecture, ModelConfig};
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let model = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10).init::<B>(&device).unwrap();
+//! let frozen = FrozenModel::new(&model);
+//! let images = Tensor::<Flex, 4>::random([4, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device);
+//! let labels = Tensor::<Flex, 1, Int>::from_ints([0, 1, 2, 3], &device);
+//! let adversarial = PgdConfig::new().with_steps(3).perturb(&frozen, images.clone(), labels, None);
+//! let distance: f32 = (adversarial - images).abs().max().into_scalar();
+//! assert!(distance <= 8.0 / 255.0 + 1e-6);
+//! ```
 
+pub mod apgd;
+pub mod auto_attack;
+pub mod ball;
+pub mod loss;
+pub mod pgd;
+pub mod presets;
+pub mod probe;
+pub mod subset;
+
+pub use apgd::{ApgdConfig, FirstComparison, checkpoints};
+pub use auto_attack::{AutoAttackLiteConfig, AutoAttackStages};
+pub use ball::LinfBall;
+pub use loss::AttackLoss;
+pub use pgd::{PgdConfig, RandomStart};
+pub use presets::{AttackOutcome, AttackPreset};
+pub use probe::{FrozenModel, Inner, predictions};

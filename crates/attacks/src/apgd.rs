@@ -1,0 +1,255 @@
+//! Auto-PGD (Croce and Hein 2020) in the L-inf ball, as the reference AutoAttack code (`fra31/auto-attack`,
+//! `autopgd_base.py`) runs it: first step 2*eps, momentum 0.75, step halving at checkpoints with a restart from the
+//! best point, per-sample best-loss tracking, and "any-time" robustness (a point is broken if any iterate is
+//! misclassified). APGD-CE uses cross-entropy; APGD-T uses the targeted DLR loss towards each of the most likely
+//! wrong classes in turn.
+
+use burn::config::Config;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use tailguard_models::Classifier;
+
+use crate::ball::LinfBall;
+use crate::loss::AttackLoss;
+use crate::probe::{FrozenModel, Inner};
+use crate::subset::Subset;
+
+/// What the first oscillation check compares the first iterate's loss with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstComparison {
+    /// The reference code's behaviour (default): Python's `loss_steps[-1]` is still 0 at the first checkpoint, so
+    /// the first comparison is `loss_0 > 0`. torchattacks has the same quirk.
+    ZeroLoss,
+    /// The paper's definition: compare with the loss at the starting point.
+    InitialLoss,
+}
+
+/// Configuration of APGD. Defaults are AutoAttack's standard L-inf settings.
+#[derive(Config, Debug, PartialEq)]
+pub struct ApgdConfig {
+    #[config(default = "8.0 / 255.0")]
+    pub eps: f64,
+    /// Iterations per run (N).
+    #[config(default = 100)]
+    pub iterations: usize,
+    /// Runs from fresh random starts; each attacks only the points not yet broken.
+    #[config(default = 1)]
+    pub restarts: usize,
+    /// Oscillation threshold: the step is halved when the loss increased in at most `rho * k` of the last `k` steps.
+    #[config(default = 0.75)]
+    pub rho: f64,
+    /// Weight of the new step against the previous one (1 at the first iteration).
+    #[config(default = 0.75)]
+    pub momentum: f64,
+    /// First step size as a multiple of eps.
+    #[config(default = 2.0)]
+    pub initial_step: f64,
+    /// For APGD-T: how many of the most likely wrong classes to target, at most classes - 1.
+    #[config(default = 9)]
+    pub target_classes: usize,
+    #[config(default = "FirstComparison::ZeroLoss")]
+    pub first_comparison: FirstComparison,
+    /// Seeds the backend's generator at the start of each attack (AutoAttack uses seed 0); `None` leaves it.
+    #[config(default = "Some(0)")]
+    pub seed: Option<u64>,
+}
+
+/// Iteration counts after which APGD checks its step size, as the reference code derives them:
+/// first after `max(floor(0.22 N), 1)` iterations, then windows shrinking by `max(floor(0.03 N), 1)` down to
+/// `max(floor(0.06 N), 1)`. For N = 100: 22, 41, 57, 70, 80, 87, 93, 99.
+pub fn checkpoints(iterations: usize) -> Vec<usize> {
+    let (mut window, shrink, smallest) = schedule_constants(iterations);
+    let mut marks = Vec::new();
+    let mut at = window;
+    while at <= iterations {
+        marks.push(at);
+        window = window.saturating_sub(shrink).max(smallest);
+        at += window;
+    }
+    marks
+}
+
+/// (first window, shrink per checkpoint, smallest window).
+fn schedule_constants(iterations: usize) -> (usize, usize, usize) {
+    let part = |fraction: f64| ((fraction * iterations as f64) as usize).max(1);
+    (part(0.22), part(0.03), part(0.06))
+}
+
+/// Result of one APGD run on a batch, on the inner backend.
+pub struct ApgdRun<B: AutodiffBackend> {
+    /// The last misclassified iterate where one exists, else the starting point, (N, C, H, W).
+    pub adversarial: Tensor<Inner<B>, 4>,
+    /// Whether no iterate was misclassified, (N).
+    pub robust: Tensor<Inner<B>, 1, Bool>,
+    /// Highest loss reached, (N).
+    pub best_loss: Tensor<Inner<B>, 1>,
+}
+
+/// Per-sample choice between two tensors of shape (N, ...).
+fn choose<B: burn::tensor::backend::Backend, const D: usize>(
+    mask: &Tensor<B, 1, Bool>,
+    if_true: Tensor<B, D>,
+    if_false: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dims = if_false.dims();
+    let mut shape = [1; D];
+    shape[0] = dims[0];
+    if_false.mask_where(mask.clone().reshape(shape).expand(dims), if_true)
+}
+
+impl ApgdConfig {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return Err(format!("eps must be a non-negative number, got {}", self.eps));
+        }
+        if self.iterations == 0 || self.restarts == 0 {
+            return Err("APGD needs at least one iteration and one restart".into());
+        }
+        Ok(())
+    }
+
+    /// One run of `iterations` steps on every sample of `ball` (no early stopping, as in the reference).
+    pub fn run_once<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        ball: &LinfBall<Inner<B>>,
+        loss: AttackLoss,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+    ) -> ApgdRun<B> {
+        let center = ball.center.clone();
+        let [n, c, h, w] = center.dims();
+        let device = center.device();
+
+        // Start: x + eps * t / |t|_inf with t ~ U[-1, 1]: a random corner-ish point at distance exactly eps.
+        let t = Tensor::<Inner<B>, 4>::random([n, c, h, w], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        let t_max = t.clone().abs().reshape([n, c * h * w]).max_dim(1).reshape([n, 1, 1, 1]);
+        let mut x = (center.clone() + t * ball.eps.clone() / t_max).clamp(0.0, 1.0);
+
+        let probe = model.probe(x.clone(), loss, labels.clone(), targets.clone());
+        let mut grad = probe.gradient;
+        let mut robust = crate::probe::predictions(probe.logits).equal(labels.clone());
+        let mut best_loss = probe.loss.clone();
+        let mut x_best = x.clone();
+        let mut grad_best = grad.clone();
+        let mut x_best_adv = x.clone();
+        let mut step = ball.eps.clone().mul_scalar(self.initial_step);
+        let mut x_prev = x.clone();
+
+        let mut previous_loss = match self.first_comparison {
+            FirstComparison::ZeroLoss => Tensor::zeros([n], &device),
+            FirstComparison::InitialLoss => probe.loss,
+        };
+        let mut increases = Tensor::<Inner<B>, 1>::zeros([n], &device);
+        let mut best_at_last_check = best_loss.clone();
+        let mut reduced_at_last_check =
+            Tensor::<Inner<B>, 1, Bool>::from_data(TensorData::new(vec![true; n], [n]), &device);
+        let (mut window, shrink, smallest) = schedule_constants(self.iterations);
+        let mut since_check = 0;
+
+        for i in 0..self.iterations {
+            let weight = if i == 0 { 1.0 } else { self.momentum };
+            let momentum_term = x.clone() - x_prev;
+            x_prev = x.clone();
+            let z = ball.project(x.clone() + grad.sign() * step.clone());
+            let x_next = ball.project(x.clone() + (z - x).mul_scalar(weight) + momentum_term.mul_scalar(1.0 - weight));
+
+            let probe = model.probe(x_next.clone(), loss, labels.clone(), targets.clone());
+            let correct = crate::probe::predictions(probe.logits).equal(labels.clone());
+            robust = robust.bool_and(correct.clone());
+            x_best_adv = choose(&correct.bool_not(), x_next.clone(), x_best_adv);
+
+            let improved = probe.loss.clone().greater(best_loss.clone());
+            x_best = choose(&improved, x_next.clone(), x_best);
+            grad_best = choose(&improved, probe.gradient.clone(), grad_best);
+            best_loss = choose(&improved, probe.loss.clone(), best_loss);
+
+            increases = increases + probe.loss.clone().greater(previous_loss).float();
+            previous_loss = probe.loss;
+            x = x_next;
+            grad = probe.gradient;
+
+            since_check += 1;
+            if since_check == window {
+                let oscillating = increases.clone().lower_equal_elem(window as f64 * self.rho);
+                let stalled = reduced_at_last_check
+                    .bool_not()
+                    .bool_and(best_at_last_check.greater_equal(best_loss.clone()));
+                let reduce = oscillating.bool_or(stalled);
+                step = choose(&reduce, step.clone().mul_scalar(0.5), step);
+                x = choose(&reduce, x_best.clone(), x);
+                grad = choose(&reduce, grad_best.clone(), grad);
+                reduced_at_last_check = reduce;
+                best_at_last_check = best_loss.clone();
+                increases = increases.zeros_like();
+                since_check = 0;
+                window = window.saturating_sub(shrink).max(smallest);
+            }
+        }
+        ApgdRun {
+            adversarial: x_best_adv,
+            robust,
+            best_loss,
+        }
+    }
+
+    /// APGD-CE: attacks the points of `images` that are classified correctly, `restarts` times, each restart only
+    /// on the points still robust. Returns adversarial images (clean where no attack succeeded) and robust flags.
+    pub fn apgd_ce<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        robust: Tensor<Inner<B>, 1, Bool>,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        self.seed_backend(&images);
+        let mut adversarial = images.clone();
+        let mut robust = robust;
+        for _ in 0..self.restarts {
+            let Some(subset) = Subset::of(&robust) else { break };
+            let ball = LinfBall::uniform(subset.rows(&images), self.eps);
+            let run = self.run_once(model, &ball, AttackLoss::CrossEntropy, subset.rows(&labels), None);
+            (adversarial, robust) = subset.merge(adversarial, robust, run.adversarial, run.robust);
+        }
+        (adversarial, robust)
+    }
+
+    /// APGD-T: for the k-th most likely wrong class of each still-robust point's clean logits (k = 1 up to
+    /// `target_classes`), `restarts` runs of the targeted DLR loss. Needs at least 4 classes.
+    pub fn apgd_t<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        robust: Tensor<Inner<B>, 1, Bool>,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        self.seed_backend(&images);
+        let classes = model.num_classes();
+        let mut adversarial = images.clone();
+        let mut robust = robust;
+        for rank in 1..=self.target_classes.min(classes.saturating_sub(1)) {
+            for _ in 0..self.restarts {
+                let Some(subset) = Subset::of(&robust) else {
+                    return (adversarial, robust);
+                };
+                let clean = subset.rows(&images);
+                let m = subset.len();
+                // Clean logits sorted descending; column `rank` is the (rank+1)-th most likely class.
+                let (_, order) = model.logits(clean.clone()).sort_descending_with_indices(1);
+                let targets = order.slice([0..m, rank..rank + 1]).reshape([m]);
+                let ball = LinfBall::uniform(clean, self.eps);
+                let run = self.run_once(model, &ball, AttackLoss::Dlr, subset.rows(&labels), Some(targets));
+                (adversarial, robust) = subset.merge(adversarial, robust, run.adversarial, run.robust);
+            }
+        }
+        (adversarial, robust)
+    }
+
+    fn seed_backend<B: burn::tensor::backend::Backend>(&self, images: &Tensor<B, 4>) {
+        if let Some(seed) = self.seed {
+            B::seed(&images.device(), seed);
+        }
+    }
+}

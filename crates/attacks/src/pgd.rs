@@ -1,0 +1,133 @@
+//! Projected gradient descent in the L-inf ball (Madry et al. 2018), and FGSM as its one-step case.
+
+use burn::config::Config;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Int, Tensor};
+use tailguard_models::Classifier;
+
+use crate::ball::LinfBall;
+use crate::loss::AttackLoss;
+use crate::probe::{FrozenModel, Inner};
+
+/// Where PGD starts inside the ball.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum RandomStart {
+    /// At the clean image (FGSM; deterministic PGD).
+    None,
+    /// `x + U(-eps, eps)` per pixel (Madry et al.; RoBal, AT-BSL and torchattacks evaluation).
+    Uniform,
+    /// `x + std * N(0, 1)` per pixel (TRADES-style; AT-BSL training and TAET use std = 0.001).
+    Gaussian { std: f64 },
+}
+
+/// Configuration of a PGD attack. The defaults are PGD-10 with step 2/255 in an 8/255 ball, uniform start,
+/// cross-entropy: the PGD-AT training attack.
+#[derive(Config, Debug, PartialEq)]
+pub struct PgdConfig {
+    /// Radius of the L-inf ball.
+    #[config(default = "8.0 / 255.0")]
+    pub eps: f64,
+    /// Size of each signed-gradient step.
+    #[config(default = "2.0 / 255.0")]
+    pub step_size: f64,
+    /// Number of steps.
+    #[config(default = 10)]
+    pub steps: usize,
+    #[config(default = "RandomStart::Uniform")]
+    pub start: RandomStart,
+    #[config(default = "AttackLoss::CrossEntropy")]
+    pub loss: AttackLoss,
+}
+
+impl PgdConfig {
+    /// FGSM: one step of size `eps` from the clean image.
+    pub fn fgsm(eps: f64) -> Self {
+        Self::new()
+            .with_eps(eps)
+            .with_step_size(eps)
+            .with_steps(1)
+            .with_start(RandomStart::None)
+    }
+
+    /// Checks that the attack stays meaningful.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return Err(format!("eps must be a non-negative number, got {}", self.eps));
+        }
+        if !(self.step_size >= 0.0 && self.step_size.is_finite()) {
+            return Err(format!(
+                "step size must be a non-negative number, got {}",
+                self.step_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Attacks `images` (in [0, 1]) with labels `labels`: returns the final iterate, inside the ball and [0, 1].
+    /// With `targets`, the attack pushes towards those classes instead of away from the labels.
+    pub fn perturb<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+    ) -> Tensor<Inner<B>, 4> {
+        let n = images.dims()[0];
+        let eps = Tensor::full([n], self.eps, &images.device());
+        self.perturb_with_budgets(model, images, labels, targets, eps)
+    }
+
+    /// As [`PgdConfig::perturb`] with a budget per sample, `eps`: (N). Each sample's step is
+    /// `step_size * eps_i / self.eps`, so the number of steps needed to cross the ball stays the same (RobustLT's
+    /// class-wise budgets).
+    pub fn perturb_with_budgets<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+        eps: Tensor<Inner<B>, 1>,
+    ) -> Tensor<Inner<B>, 4> {
+        let n = images.dims()[0];
+        let scale = if self.eps > 0.0 { self.step_size / self.eps } else { 0.0 };
+        let step = eps.clone().mul_scalar(scale).reshape([n, 1, 1, 1]);
+        let ball = LinfBall::new(images, eps);
+        self.run(model, &ball, step, labels, targets)
+    }
+
+    /// The PGD loop in `ball` with a step per sample, `step`: (N, 1, 1, 1).
+    pub fn run<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        ball: &LinfBall<Inner<B>>,
+        step: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+    ) -> Tensor<Inner<B>, 4> {
+        let mut x = random_start(ball, self.start);
+        for _ in 0..self.steps {
+            let probe = model.probe(x.clone(), self.loss, labels.clone(), targets.clone());
+            x = ball.project(x + probe.gradient.sign() * step.clone());
+        }
+        x
+    }
+}
+
+/// A starting point inside `ball`.
+pub fn random_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start: RandomStart) -> Tensor<B, 4> {
+    let center = ball.center.clone();
+    let shape = center.shape();
+    let device = center.device();
+    match start {
+        RandomStart::None => center,
+        RandomStart::Uniform => {
+            let noise = Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
+            ball.project(center + noise * ball.eps.clone())
+        }
+        RandomStart::Gaussian { std } => {
+            let noise = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, std), &device);
+            ball.project(center + noise)
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The attacks the papers report, by name, and one entry point to run any of them on a batch.
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, Int, Tensor};
+use tailguard_models::Classifier;
+
+use crate::apgd::ApgdConfig;
+use crate::auto_attack::{AutoAttackLiteConfig, AutoAttackStages};
+use crate::loss::AttackLoss;
+use crate::pgd::{PgdConfig, RandomStart};
+use crate::probe::{FrozenModel, Inner};
+
+/// A named attack setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackPreset {
+    /// No attack: clean accuracy.
+    Clean,
+    /// One step of size eps from the clean image.
+    Fgsm,
+    /// PGD-20, step 2/255, uniform start, cross-entropy (RoBal, AT-BSL, RobustLT).
+    Pgd20,
+    /// PGD-20, step 1/255 (TAET's evaluation).
+    #[serde(rename = "pgd20-step1")]
+    Pgd20Step1,
+    /// CW-inf: PGD-20, step 2/255, uniform start, CW margin loss with kappa 50.
+    Cw20,
+    /// APGD-CE then APGD-T (100 iterations, 9 targets).
+    AaLite,
+    /// PGD-10, step 2/255, uniform start: the PGD-AT training attack.
+    Pgd10,
+    /// TAET's training attack: 10 steps of 0.003 from `x + 0.001 N(0, 1)`, eps 0.031.
+    TaetTraining,
+}
+
+impl AttackPreset {
+    /// Every preset, in report order.
+    pub const ALL: [AttackPreset; 8] = [
+        AttackPreset::Clean,
+        AttackPreset::Fgsm,
+        AttackPreset::Pgd20,
+        AttackPreset::Pgd20Step1,
+        AttackPreset::Cw20,
+        AttackPreset::AaLite,
+        AttackPreset::Pgd10,
+        AttackPreset::TaetTraining,
+    ];
+
+    /// The preset's name on the command line and in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttackPreset::Clean => "clean",
+            AttackPreset::Fgsm => "fgsm",
+            AttackPreset::Pgd20 => "pgd20",
+            AttackPreset::Pgd20Step1 => "pgd20-step1",
+            AttackPreset::Cw20 => "cw20",
+            AttackPreset::AaLite => "aa-lite",
+            AttackPreset::Pgd10 => "pgd10",
+            AttackPreset::TaetTraining => "taet-training",
+        }
+    }
+
+    /// The PGD configuration behind a PGD-type preset for budget `eps` (`None` for clean and AA-lite).
+    /// TAET's training attack keeps its own eps of 0.031.
+    pub fn pgd(&self, eps: f64) -> Option<PgdConfig> {
+        let pgd20 = PgdConfig::new().with_eps(eps).with_steps(20);
+        match self {
+            AttackPreset::Clean | AttackPreset::AaLite => None,
+            AttackPreset::Fgsm => Some(PgdConfig::fgsm(eps)),
+            AttackPreset::Pgd20 => Some(pgd20),
+            AttackPreset::Pgd20Step1 => Some(pgd20.with_step_size(1.0 / 255.0)),
+            AttackPreset::Cw20 => Some(pgd20.with_loss(AttackLoss::CW)),
+            AttackPreset::Pgd10 => Some(PgdConfig::new().with_eps(eps)),
+            AttackPreset::TaetTraining => Some(
+                PgdConfig::new()
+                    .with_eps(0.031)
+                    .with_step_size(0.003)
+                    .with_start(RandomStart::Gaussian { std: 0.001 }),
+            ),
+        }
+    }
+
+    /// Runs the attack on a batch and reports which points stay correctly classified.
+    ///
+    /// PGD-type attacks count the final iterate (as the papers do); AA-lite counts a point as broken if any
+    /// iterate of any stage was misclassified, starting from the clean-correct points (as AutoAttack does).
+    pub fn run<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        eps: f64,
+    ) -> AttackOutcome<B> {
+        match self {
+            AttackPreset::Clean => AttackOutcome {
+                robust: model.correct(images.clone(), labels),
+                adversarial: images,
+                stages: None,
+            },
+            AttackPreset::AaLite => {
+                let config = AutoAttackLiteConfig::new().with_apgd(ApgdConfig::new().with_eps(eps));
+                let (adversarial, robust, stages) = config.run(model, images, labels);
+                AttackOutcome {
+                    adversarial,
+                    robust,
+                    stages: Some(stages),
+                }
+            }
+            pgd_like => {
+                let config = pgd_like.pgd(eps).expect("PGD-type preset");
+                let adversarial = config.perturb(model, images, labels.clone(), None);
+                AttackOutcome {
+                    robust: model.correct(adversarial.clone(), labels),
+                    adversarial,
+                    stages: None,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AttackPreset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AttackPreset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        AttackPreset::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = AttackPreset::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown attack '{s}' (expected one of {})", names.join(", "))
+        })
+    }
+}
+
+/// What an attack did to a batch.
+pub struct AttackOutcome<B: AutodiffBackend> {
+    /// The images the model was finally shown, (N, C, H, W).
+    pub adversarial: Tensor<Inner<B>, 4>,
+    /// Whether each point is still classified correctly, (N).
+    pub robust: Tensor<Inner<B>, 1, Bool>,
+    /// For AA-lite: robust points after each stage.
+    pub stages: Option<AutoAttackStages>,
+}

@@ -1,0 +1,88 @@
+//! One forward (and backward) pass of a frozen model for an attack: loss, logits and the loss gradient with
+//! respect to the input only.
+//!
+//! Attack iterates live on the inner (non-autodiff) backend, so projections and bookkeeping build no autodiff
+//! graph; only the model call is lifted onto the autodiff backend.
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, Int, Tensor};
+use tailguard_models::{Classifier, Mode};
+
+use crate::loss::AttackLoss;
+
+/// Plain tensors of the inner backend of `B`.
+pub type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// A model prepared for attacks: parameters do not require gradients, so a backward pass differentiates the input
+/// only, and every call runs in [`Mode::Inference`] (running BatchNorm statistics, never updated).
+pub struct FrozenModel<B: AutodiffBackend, M: Classifier<B>> {
+    model: M,
+    _backend: std::marker::PhantomData<B>,
+}
+
+/// What one gradient call returns, on the inner backend.
+pub struct Probe<B: AutodiffBackend> {
+    /// Attack loss per sample, (N).
+    pub loss: Tensor<Inner<B>, 1>,
+    /// d(sum of losses) / d(input), (N, C, H, W).
+    pub gradient: Tensor<Inner<B>, 4>,
+    /// Logits at the input, (N, classes).
+    pub logits: Tensor<Inner<B>, 2>,
+}
+
+impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
+    /// A frozen copy of `model` (the original keeps its gradient tracking).
+    pub fn new(model: &M) -> Self {
+        Self {
+            model: model.clone().no_grad(),
+            _backend: std::marker::PhantomData,
+        }
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    /// Logits without gradients, (N, classes).
+    pub fn logits(&self, images: Tensor<Inner<B>, 4>) -> Tensor<Inner<B>, 2> {
+        self.model.forward(Tensor::from_inner(images), Mode::Inference).inner()
+    }
+
+    /// Whether each image is classified as its label, (N).
+    pub fn correct(&self, images: Tensor<Inner<B>, 4>, labels: Tensor<Inner<B>, 1, Int>) -> Tensor<Inner<B>, 1, Bool> {
+        predictions(self.logits(images)).equal(labels)
+    }
+
+    /// Loss, gradient and logits at `images`.
+    pub fn probe(
+        &self,
+        images: Tensor<Inner<B>, 4>,
+        loss: AttackLoss,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+    ) -> Probe<B> {
+        let input = Tensor::<B, 4>::from_inner(images).require_grad();
+        let logits = self.model.forward(input.clone(), Mode::Inference);
+        let per_sample = loss.per_sample(
+            logits.clone(),
+            Tensor::from_inner(labels),
+            targets.map(Tensor::from_inner),
+        );
+        let grads = per_sample.clone().sum().backward();
+        let gradient = input
+            .grad(&grads)
+            .expect("the input of an attack step requires gradients");
+        Probe {
+            loss: per_sample.inner(),
+            gradient,
+            logits: logits.inner(),
+        }
+    }
+}
+
+/// Predicted class per sample, (N).
+pub fn predictions<B: burn::tensor::backend::Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1, Int> {
+    let n = logits.dims()[0];
+    logits.argmax(1).reshape([n])
+}

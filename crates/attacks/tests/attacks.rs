@@ -1,0 +1,334 @@
+//! Attacks against ground truth: a linear classifier's exact worst case, finite differences, and invariants.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
+use tailguard_attacks::{
+    ApgdConfig, AttackLoss, AttackPreset, AutoAttackLiteConfig, FrozenModel, PgdConfig, RandomStart, checkpoints,
+};
+use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig, Network};
+
+type B = Autodiff<Flex>;
+
+fn flags(t: Tensor<Flex, 1, Bool>) -> Vec<bool> {
+    t.into_data().convert::<bool>().to_vec().unwrap()
+}
+
+fn floats<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+#[test]
+fn checkpoint_schedule_matches_the_reference() {
+    assert_eq!(checkpoints(100), vec![22, 41, 57, 70, 80, 87, 93, 99]);
+    // torchattacks' 10-iteration APGD: a check after 2, then after every iteration.
+    assert_eq!(checkpoints(10), vec![2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // N = 20: windows 4, 3, 2, 1, ... (0.22 N = 4, 0.03 N -> 1, 0.06 N -> 1).
+    assert_eq!(
+        checkpoints(20),
+        vec![4, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    );
+    // N = 50: windows 11, 10, 9, 8, 7, then 6 would end at 51 > 50.
+    assert_eq!(checkpoints(50), vec![11, 21, 30, 38, 45]);
+}
+
+#[test]
+fn published_checkpoint_formula_agrees_at_100() {
+    // w_j = ceil(p_j N), p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
+    let (mut previous, mut current) = (0.0f64, 0.22f64);
+    let mut marks = Vec::new();
+    while current <= 1.0 {
+        marks.push((current * 100.0 - 1e-9).ceil() as usize);
+        let next = current + (current - previous - 0.03).max(0.06);
+        previous = current;
+        current = next;
+    }
+    assert_eq!(marks, checkpoints(100));
+}
+
+/// A linear model on 3x4x4 images and the exact minimum, over the eps-ball intersected with [0, 1], of
+/// `z_y - z_t` for every wrong class t: per pixel the minimum sits at a bound chosen by the sign of `w_y - w_t`.
+struct LinearCase {
+    model: Model<B>,
+    images: Tensor<Flex, 4>,
+    labels: Tensor<Flex, 1, Int>,
+    /// Smallest achievable margin per sample (negative: breakable).
+    worst_margin: Vec<f32>,
+}
+
+fn linear_case(eps: f64, n: usize) -> LinearCase {
+    let device = Default::default();
+    let classes = 5;
+    let model = ModelConfig::new(Architecture::Linear, classes)
+        .with_input_shape([3, 4, 4])
+        .init::<B>(&device)
+        .unwrap();
+    let Network::Linear(linear) = &model.network else {
+        unreachable!()
+    };
+    let weight = floats(linear.head.weight.val().inner()); // (48, classes), row-major
+    let bias = floats(linear.head.bias.as_ref().unwrap().val().inner());
+    let images = Tensor::<Flex, 4>::random([n, 3, 4, 4], Distribution::Uniform(0.0, 1.0), &device);
+    let logits = model.valid().forward(images.clone(), Mode::Inference);
+    let labels = logits.argmax(1).reshape([n]); // the model is right on every clean point
+    let x = floats(images.clone());
+    let y: Vec<i64> = labels.clone().into_data().convert::<i64>().to_vec().unwrap();
+    let d = 48;
+    let worst_margin = (0..n)
+        .map(|i| {
+            let yi = y[i] as usize;
+            (0..classes)
+                .filter(|&t| t != yi)
+                .map(|t| {
+                    let mut margin = bias[yi] - bias[t];
+                    for j in 0..d {
+                        let w = weight[j * classes + yi] - weight[j * classes + t];
+                        let v = x[i * d + j] as f64;
+                        let lower = (v - eps).max(0.0) as f32;
+                        let upper = (v + eps).min(1.0) as f32;
+                        margin += (w * lower).min(w * upper);
+                    }
+                    margin
+                })
+                .fold(f32::INFINITY, f32::min)
+        })
+        .collect();
+    LinearCase {
+        model,
+        images,
+        labels,
+        worst_margin,
+    }
+}
+
+#[test]
+fn attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 5);
+    let eps = 0.05;
+    let case = linear_case(eps, 96);
+    let frozen = FrozenModel::new(&case.model);
+    let breakable: Vec<bool> = case.worst_margin.iter().map(|&m| m < 0.0).collect();
+    let clear: Vec<bool> = case.worst_margin.iter().map(|&m| m.abs() > 1e-3).collect();
+    let n_breakable = breakable.iter().filter(|&&b| b).count();
+    assert!(
+        n_breakable > 10 && n_breakable < 86,
+        "{n_breakable} breakable points: choose another eps"
+    );
+
+    let apgd = ApgdConfig::new().with_eps(eps);
+    let all = model_correct(&frozen, &case);
+    let (_, robust_t) = apgd.apgd_t(&frozen, case.images.clone(), case.labels.clone(), all.clone());
+    let (_, robust_aa, _) =
+        AutoAttackLiteConfig::new()
+            .with_apgd(apgd)
+            .run(&frozen, case.images.clone(), case.labels.clone());
+    let pgd = PgdConfig::new().with_eps(eps).with_steps(20).with_step_size(eps / 4.0);
+    let pgd_adv = pgd.perturb(&frozen, case.images.clone(), case.labels.clone(), None);
+    let robust_pgd = frozen.correct(pgd_adv, case.labels.clone());
+
+    for (i, ((&b, &c), ((&t, &a), &p))) in breakable
+        .iter()
+        .zip(&clear)
+        .zip(flags(robust_t).iter().zip(&flags(robust_aa)).zip(&flags(robust_pgd)))
+        .enumerate()
+    {
+        if !c {
+            continue; // within float rounding of the boundary
+        }
+        if b {
+            assert!(
+                !t,
+                "APGD-T missed breakable point {i} (worst margin {})",
+                case.worst_margin[i]
+            );
+            assert!(!a, "AA-lite missed breakable point {i}");
+        } else {
+            assert!(t && a && p, "point {i} is provably robust but an attack broke it");
+        }
+    }
+}
+
+fn model_correct(frozen: &FrozenModel<B, Model<B>>, case: &LinearCase) -> Tensor<Flex, 1, Bool> {
+    frozen.correct(case.images.clone(), case.labels.clone())
+}
+
+/// A small CNN whose BatchNorm running statistics are no longer the initial (0, 1).
+fn warmed_up_cnn() -> Model<B> {
+    let device = Default::default();
+    let model = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 6)
+        .init::<B>(&device)
+        .unwrap();
+    for shift in 0..3 {
+        let x = Tensor::<B, 4>::random(
+            [16, 3, 8, 8],
+            Distribution::Normal(0.3 + 0.2 * shift as f64, 0.2),
+            &device,
+        );
+        let _ = model.forward(x, Mode::Train);
+    }
+    model
+}
+
+fn record_bytes(model: &Model<B>) -> Vec<u8> {
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    Recorder::<B>::record(
+        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+        model.clone().into_record(),
+        (),
+    )
+    .unwrap()
+}
+
+#[test]
+fn attacks_stay_in_the_ball_and_box_and_leave_the_model_alone() {
+    let device = Default::default();
+    let model = warmed_up_cnn();
+    let before = record_bytes(&model);
+    let frozen = FrozenModel::new(&model);
+    let n = 12;
+    // Pixels at 0 and 1 exercise the box.
+    let images = Tensor::<Flex, 4>::random([n, 3, 8, 8], Distribution::Uniform(-0.5, 1.5), &device).clamp(0.0, 1.0);
+    let labels = Tensor::<Flex, 1, Int>::from_data(
+        TensorData::new((0..n as i64).map(|i| i % 6).collect::<Vec<_>>(), [n]),
+        &device,
+    );
+    let eps = 8.0 / 255.0;
+
+    for preset in AttackPreset::ALL {
+        let outcome = preset.run(&frozen, images.clone(), labels.clone(), eps);
+        let budget = if preset == AttackPreset::TaetTraining {
+            0.031
+        } else {
+            eps
+        };
+        let distance: f32 = (outcome.adversarial.clone() - images.clone()).abs().max().into_scalar();
+        let low: f32 = outcome.adversarial.clone().min().into_scalar();
+        let high: f32 = outcome.adversarial.clone().max().into_scalar();
+        assert!(distance <= budget as f32 + 1e-6, "{preset}: distance {distance}");
+        assert!(low >= 0.0 && high <= 1.0, "{preset}: pixels in [{low}, {high}]");
+    }
+    // Per-sample budgets: sample i may move at most eps_i.
+    let budgets: Vec<f32> = (0..n).map(|i| i as f32 / 255.0).collect();
+    let eps_t = Tensor::<Flex, 1>::from_data(TensorData::new(budgets.clone(), [n]), &device);
+    let adv = PgdConfig::new()
+        .with_eps(eps)
+        .perturb_with_budgets(&frozen, images.clone(), labels.clone(), None, eps_t);
+    let moved = floats(
+        (adv - images.clone())
+            .abs()
+            .max_dim(3)
+            .max_dim(2)
+            .max_dim(1)
+            .reshape([n]),
+    );
+    for (i, (m, b)) in moved.iter().zip(&budgets).enumerate() {
+        assert!(*m <= b + 1e-6, "sample {i} moved {m} with budget {b}");
+    }
+    assert!(moved[n - 1] > 0.5 * budgets[n - 1], "the attack should use its budget");
+    assert_eq!(
+        record_bytes(&model),
+        before,
+        "attacks must not change parameters or running statistics"
+    );
+}
+
+#[test]
+fn attack_loss_gradients_match_finite_differences() {
+    let device = Default::default();
+    <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
+    let model = warmed_up_cnn();
+    let frozen = FrozenModel::new(&model);
+    let n = 3;
+    let images = Tensor::<Flex, 4>::random([n, 3, 8, 8], Distribution::Uniform(0.2, 0.8), &device);
+    let labels = Tensor::<Flex, 1, Int>::from_ints([0, 3, 5], &device);
+    let targets = Tensor::<Flex, 1, Int>::from_ints([1, 2, 4], &device);
+    let losses = [
+        (AttackLoss::CrossEntropy, None),
+        (AttackLoss::CrossEntropy, Some(targets.clone())),
+        // kappa 5 rather than 50: the code path is the same, and a loss near -50 per sample leaves too few f32
+        // digits for a central difference.
+        (AttackLoss::CwMargin { kappa: 5.0 }, None),
+        (AttackLoss::CwMargin { kappa: 5.0 }, Some(targets.clone())),
+        (AttackLoss::Dlr, None),
+        (AttackLoss::Dlr, Some(targets)),
+    ];
+    let inner = model.valid();
+    for (loss, target) in losses {
+        let probe = frozen.probe(images.clone(), loss, labels.clone(), target.clone());
+        let gradient = floats(probe.gradient);
+        let total_at = |data: Vec<f32>| -> f64 {
+            let x = Tensor::<Flex, 4>::from_data(TensorData::new(data, [n, 3, 8, 8]), &device);
+            let logits = inner.forward(x, Mode::Inference);
+            loss.per_sample(logits, labels.clone(), target.clone())
+                .sum()
+                .into_scalar() as f64
+        };
+        let base = floats(images.clone());
+        let at_base = total_at(base.clone());
+        // One-sided differences (forward, backward); they disagree where a ReLU kink or a change of logit order
+        // lies within h, and there is no derivative to compare.
+        let differences = |index: usize, h: f32| {
+            let (mut plus, mut minus) = (base.clone(), base.clone());
+            plus[index] += h;
+            minus[index] -= h;
+            (
+                (total_at(plus) - at_base) / h as f64,
+                (at_base - total_at(minus)) / h as f64,
+            )
+        };
+        let (mut compared, mut skipped) = (0, 0);
+        for index in (0..base.len()).step_by(37) {
+            let (forward, backward) = differences(index, 1e-3);
+            if (forward - backward).abs() > 2e-3 + 0.02 * forward.abs() {
+                skipped += 1;
+                continue;
+            }
+            let fine = (forward + backward) / 2.0;
+            let analytic = gradient[index] as f64;
+            assert!(
+                (fine - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(),
+                "{loss:?} targeted={}: pixel {index}: finite difference {fine}, autodiff {analytic}",
+                target.is_some()
+            );
+            compared += 1;
+        }
+        assert!(
+            compared >= 4 * skipped && compared > 10,
+            "{loss:?}: compared {compared}, skipped {skipped}"
+        );
+    }
+}
+
+#[test]
+fn sign_of_a_zero_gradient_is_zero() {
+    // PyTorch's sign(0) = 0: a pixel with no gradient does not move.
+    let t = Tensor::<Flex, 1>::from_floats([-2.0, 0.0, 3.0], &Default::default());
+    assert_eq!(floats(t.sign()), vec![-1.0, 0.0, 1.0]);
+}
+
+#[test]
+fn fgsm_on_a_linear_model_moves_every_pixel_by_eps_against_the_margin() {
+    let case = linear_case(0.03, 4);
+    let frozen = FrozenModel::new(&case.model);
+    let images = Tensor::<Flex, 4>::full([4, 3, 4, 4], 0.5, &Default::default());
+    let adv = PgdConfig::fgsm(0.03).perturb(&frozen, images.clone(), case.labels.clone(), None);
+    let moved = floats((adv - images).abs());
+    // Interior pixels of a linear model all have non-zero gradient: FGSM moves each by exactly eps.
+    assert!(moved.iter().all(|m| (m - 0.03).abs() < 1e-6), "{moved:?}");
+}
+
+#[test]
+fn random_starts_are_inside_the_ball() {
+    let case = linear_case(0.02, 8);
+    let frozen = FrozenModel::new(&case.model);
+    for start in [RandomStart::Uniform, RandomStart::Gaussian { std: 0.001 }] {
+        let adv = PgdConfig::new().with_eps(0.02).with_steps(0).with_start(start).perturb(
+            &frozen,
+            case.images.clone(),
+            case.labels.clone(),
+            None,
+        );
+        let distance: f32 = (adv.clone() - case.images.clone()).abs().max().into_scalar();
+        assert!(distance <= 0.02 + 1e-6 && distance > 0.0, "{start:?}: {distance}");
+    }
+}
