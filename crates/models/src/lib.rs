@@ -31,6 +31,7 @@ pub mod normalization;
 pub mod preact_resnet;
 pub mod resnet;
 pub mod small_cnn;
+pub mod testing;
 pub mod wide_resnet;
 
 pub use architecture::{Architecture, Model, ModelConfig, Network};
