@@ -31,6 +31,7 @@ pub mod augment;
 pub mod batcher;
 pub mod dataset;
 pub mod error;
+pub mod metrics;
 pub mod profile;
 pub mod rng;
 pub mod sources;
@@ -40,6 +41,7 @@ pub use augment::Augmentation;
 pub use batcher::{Batch, BatchLoader, BatchLoaderConfig, HostBatch, Sampling};
 pub use dataset::{ImageDataset, ImageShape};
 pub use error::{DataError, DataResult};
+pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy};
 pub use profile::{ImbalanceProfile, class_sizes};
 pub use rng::SeedStream;
 pub use sources::{

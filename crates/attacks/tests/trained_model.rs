@@ -1,0 +1,100 @@
+//! On a model trained to high clean accuracy: PGD-20 hurts, is at least as strong as FGSM, and AA-lite is at least
+//! as strong as PGD-20.
+
+use burn::backend::{Autodiff, Flex};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::{Int, Tensor, TensorData};
+use tailguard_attacks::{AttackPreset, FrozenModel, loss::cross_entropy_per_sample};
+use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig};
+
+type B = Autodiff<Flex>;
+
+/// Four classes, each a fixed random pattern on 3x8x8 plus noise; deterministic (xorshift).
+fn synthetic(n: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let mut pattern_state = 0x1234_5678u64;
+    let mut pattern = move || {
+        pattern_state ^= pattern_state << 13;
+        pattern_state ^= pattern_state >> 7;
+        pattern_state ^= pattern_state << 17;
+        (pattern_state >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let prototypes: Vec<Vec<f32>> = (0..4).map(|_| (0..192).map(|_| pattern() - 0.5).collect()).collect();
+    let mut pixels = Vec::with_capacity(n * 192);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % 4;
+        labels.push(class as i64);
+        for &p in &prototypes[class] {
+            pixels.push((0.5 + 0.4 * p + 0.3 * (next() - 0.5)).clamp(0.0, 1.0));
+        }
+    }
+    (pixels, labels)
+}
+
+fn batch(n: usize, seed: u64) -> (Tensor<Flex, 4>, Tensor<Flex, 1, Int>) {
+    let (pixels, labels) = synthetic(n, seed);
+    let device = Default::default();
+    (
+        Tensor::from_data(TensorData::new(pixels, [n, 3, 8, 8]), &device),
+        Tensor::from_data(TensorData::new(labels, [n]), &device),
+    )
+}
+
+fn trained_model() -> Model<B> {
+    let device = Default::default();
+    let mut model = ModelConfig::new(Architecture::SmallCnn { width: 8 }, 4)
+        .init::<B>(&device)
+        .unwrap();
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .init();
+    for step in 0..60 {
+        let (x, y) = batch(32, step + 1);
+        let logits = model.forward(Tensor::from_inner(x), Mode::Train);
+        let loss = cross_entropy_per_sample(logits, Tensor::from_inner(y)).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.05, model, grads);
+    }
+    model
+}
+
+fn accuracy(flags: Tensor<Flex, 1, burn::tensor::Bool>) -> f64 {
+    let values: Vec<bool> = flags.into_data().convert::<bool>().to_vec().unwrap();
+    values.iter().filter(|&&f| f).count() as f64 / values.len() as f64
+}
+
+#[test]
+fn aa_lite_is_at_least_as_strong_as_pgd20() {
+    let model = trained_model();
+    let frozen = FrozenModel::new(&model);
+    let (x, y) = batch(96, 10_000);
+    let eps = 12.0 / 255.0;
+    let clean = accuracy(AttackPreset::Clean.run(&frozen, x.clone(), y.clone(), eps).robust);
+    let fgsm = accuracy(AttackPreset::Fgsm.run(&frozen, x.clone(), y.clone(), eps).robust);
+    let pgd = accuracy(AttackPreset::Pgd20.run(&frozen, x.clone(), y.clone(), eps).robust);
+    let aa = AttackPreset::AaLite.run(&frozen, x, y, eps);
+    let stages = aa.stages.unwrap();
+    let aa = accuracy(aa.robust);
+    eprintln!("clean {clean}, FGSM {fgsm}, PGD-20 {pgd}, AA-lite {aa} ({stages:?})");
+    assert!(clean >= 0.9, "training failed: clean accuracy {clean}");
+    assert!(pgd < clean - 0.2, "PGD-20 should hurt: clean {clean}, PGD-20 {pgd}");
+    assert!(pgd <= fgsm, "PGD-20 {pgd} weaker than FGSM {fgsm}");
+    assert!(aa <= pgd, "AA-lite {aa} weaker than PGD-20 {pgd}");
+    assert!(
+        stages.apgd_t <= stages.apgd_ce && stages.apgd_ce <= stages.clean,
+        "{stages:?}"
+    );
+    assert_eq!(stages.apgd_t as f64 / 96.0, aa);
+}
