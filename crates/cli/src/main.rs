@@ -1,8 +1,10 @@
 //! `tailguard`: adversarially robust training on long-tailed data.
 
+mod args;
 mod backend;
 mod commands;
 mod progress;
+mod report;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,8 @@ enum Command {
     Data(commands::data::DataArgs),
     /// Parameter count and output shape of an architecture.
     Model(commands::model::ModelArgs),
+    /// Clean and adversarial accuracy of a checkpoint, per class, with a report.
+    Eval(commands::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(args) => commands::data::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

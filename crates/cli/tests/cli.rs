@@ -212,3 +212,128 @@ fn export_writes_an_archive_that_loads_again() {
     assert_eq!(test.class_counts(), vec![4; 10]);
     assert_eq!(train.classes()[9], "truck");
 }
+
+/// An untrained small CNN checkpoint for CIFAR-10's classes, with recorded training counts.
+fn small_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
+    use tailguard_models::{Architecture, CheckpointMeta, ModelConfig, save_checkpoint};
+    let config = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10);
+    let model = config.init::<burn::backend::Flex>(&Default::default()).unwrap();
+    let classes = tailguard_longtail::sources::cifar::CIFAR10_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut meta = CheckpointMeta::new(config, classes);
+    meta.training = serde_json::json!({"class_counts": [500, 387, 299, 232, 179, 139, 107, 83, 64, 50]});
+    let path = dir.join("ckpt");
+    save_checkpoint(&path, &model, &meta).unwrap();
+    path
+}
+
+#[test]
+fn eval_writes_json_markdown_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = small_checkpoint(dir.path());
+    let report_dir = dir.path().join("report");
+    let output = tailguard(&[
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &embedded(),
+        "--attacks",
+        "clean,fgsm,pgd20,aa-lite",
+        "--eps",
+        "8/255",
+        "--limit",
+        "60",
+        "--batch-size",
+        "32",
+        "--report",
+        report_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let report = stdout_json(&output);
+    assert_eq!(report["test_images"], 60);
+    assert_eq!(report["arch"], "small-cnn-4");
+    assert!((report["eps_255"].as_f64().unwrap() - 8.0).abs() < 1e-9);
+    let attacks = report["attacks"].as_array().unwrap();
+    let names: Vec<&str> = attacks.iter().map(|a| a["attack"].as_str().unwrap()).collect();
+    assert_eq!(names, ["clean", "fgsm", "pgd20", "aa-lite"]);
+    let accuracy = |i: usize| attacks[i]["accuracy"].as_f64().unwrap();
+    assert!(accuracy(3) <= accuracy(0), "AA-lite cannot beat clean accuracy");
+    // Per-class accuracies average to the balanced accuracy.
+    let per_class: Vec<f64> = attacks[0]["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let mean = per_class.iter().sum::<f64>() / per_class.len() as f64;
+    assert!((mean - attacks[0]["balanced_accuracy"].as_f64().unwrap()).abs() < 1e-12);
+    assert_eq!(report["groups"]["many"], serde_json::json!([0, 1, 2, 3, 4, 5, 6]));
+    let stages = &attacks[3]["stages"];
+    assert!((stages["clean"].as_f64().unwrap() / 60.0 - accuracy(0)).abs() < 1e-12);
+    let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("Balanced robustness") && md.contains("| aa-lite |") && md.contains("per_class.png"),
+        "{md}"
+    );
+    let png = image::open(report_dir.join("per_class.png")).unwrap();
+    assert!(png.width() >= 640 && png.height() == 480);
+}
+
+#[test]
+fn bad_eval_input_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = small_checkpoint(dir.path());
+    let ckpt = checkpoint.to_str().unwrap();
+    let report = dir.path().join("r");
+    let report = report.to_str().unwrap();
+    let data = embedded();
+    let base = [
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &data,
+        "--report",
+        report,
+    ];
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        tailguard(&args)
+    };
+    assert_clean_failure(&with(&["--eps=-1/255"]), "[0, 1]");
+    assert_clean_failure(&with(&["--attacks", "clean,deepfool"]), "deepfool");
+    assert_clean_failure(&with(&["--lt-test", "0.5"]), ">= 1");
+    assert_clean_failure(&with(&["--train-counts", "1,2,3"]), "3 training counts");
+    let missing = [
+        "eval",
+        "--checkpoint",
+        "/no/ckpt",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &data,
+        "--report",
+        report,
+    ];
+    assert_clean_failure(&tailguard(&missing), "/no/ckpt");
+    let wrong = [
+        "eval",
+        "--checkpoint",
+        ckpt,
+        "--dataset",
+        "cifar100",
+        "--data-dir",
+        &data,
+        "--report",
+        report,
+    ];
+    assert_clean_failure(&tailguard(&wrong), "cifar");
+}

@@ -41,7 +41,7 @@ pub use augment::Augmentation;
 pub use batcher::{Batch, BatchLoader, BatchLoaderConfig, HostBatch, Sampling};
 pub use dataset::{ImageDataset, ImageShape};
 pub use error::{DataError, DataResult};
-pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy};
+pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy, WorstClass};
 pub use profile::{ImbalanceProfile, class_sizes};
 pub use rng::SeedStream;
 pub use sources::{

@@ -19,12 +19,19 @@ pub struct AccuracySummary {
     pub balanced_accuracy: f64,
     /// Accuracy per class; `None` for classes with no test example.
     pub per_class: Vec<Option<f64>>,
-    /// The class with the lowest accuracy, and that accuracy.
-    pub worst_class: Option<(usize, f64)>,
+    /// The class with the lowest accuracy.
+    pub worst_class: Option<WorstClass>,
     /// Mean per-class accuracy of each frequency group (`None` when no class of the group is present).
     pub groups: GroupAccuracy,
     /// Classes with no test example.
     pub absent: Vec<usize>,
+}
+
+/// The class with the lowest accuracy (the first such class on ties).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorstClass {
+    pub class: usize,
+    pub accuracy: f64,
 }
 
 /// Mean per-class accuracy of the frequency groups.
@@ -83,8 +90,8 @@ impl ClassTally {
         let worst_class = per_class
             .iter()
             .enumerate()
-            .filter_map(|(c, a)| a.map(|a| (c, a)))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
+            .filter_map(|(class, a)| a.map(|accuracy| WorstClass { class, accuracy }))
+            .min_by(|a, b| a.accuracy.total_cmp(&b.accuracy));
         AccuracySummary {
             accuracy: if total > 0 {
                 self.correct.iter().sum::<usize>() as f64 / total as f64
@@ -151,7 +158,13 @@ mod tests {
         assert_eq!(summary.accuracy, 3.0 / 5.0);
         assert_eq!(summary.per_class, vec![Some(0.75), Some(0.0), None]);
         assert_eq!(summary.balanced_accuracy, 0.375, "the absent class is not averaged in");
-        assert_eq!(summary.worst_class, Some((1, 0.0)));
+        assert_eq!(
+            summary.worst_class,
+            Some(WorstClass {
+                class: 1,
+                accuracy: 0.0
+            })
+        );
         assert_eq!(summary.absent, vec![2]);
         assert_eq!(summary.groups.many, Some(0.75));
         assert_eq!(summary.groups.medium, Some(0.0));

@@ -1,0 +1,119 @@
+//! Grouped bar charts and line charts rendered to PNG with plotters (bitmap backend, embedded DejaVu Sans font).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+/// One series of a chart: a name and one value per category (or per x value).
+pub struct Series {
+    pub name: String,
+    pub values: Vec<Option<f64>>,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(76, 114, 176),
+    RGBColor(221, 132, 82),
+    RGBColor(85, 168, 104),
+    RGBColor(196, 78, 82),
+    RGBColor(129, 114, 179),
+    RGBColor(147, 120, 96),
+];
+
+fn register_fonts() {
+    static FONTS: Once = Once::new();
+    FONTS.call_once(|| {
+        // The font is compiled in, so charts render the same on every machine, with no system font lookup.
+        let _ = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+fn save_png(path: &Path, buffer: Vec<u8>, (width, height): (u32, u32)) -> anyhow::Result<()> {
+    let image = image::RgbImage::from_raw(width, height, buffer).context("chart buffer size")?;
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .context("encoding PNG")?;
+    super::write_atomically(path, &bytes)
+}
+
+fn drawing_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing chart: {error:?}")
+}
+
+/// Bars per category (e.g. classes, head to tail), one bar per series, values in percent.
+pub fn grouped_bars(path: &Path, title: &str, categories: &[String], series: &[Series]) -> anyhow::Result<()> {
+    register_fonts();
+    let width = (160 + 70 * categories.len() as u32).clamp(640, 2400);
+    let size = (width, 480);
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE).map_err(drawing_error)?;
+        let n = categories.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(70)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..n, 0f64..100f64)
+            .map_err(drawing_error)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_x_axis()
+            .y_desc("accuracy (%)")
+            .y_labels(11)
+            .max_light_lines(1)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(drawing_error)?;
+        let bar = 0.8 / series.len().max(1) as f64;
+        for (k, s) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let bars = s.values.iter().enumerate().filter_map(|(i, v)| {
+                let left = i as f64 + 0.1 + k as f64 * bar;
+                v.map(|v| Rectangle::new([(left, 0.0), (left + bar * 0.95, 100.0 * v)], color.filled()))
+            });
+            chart
+                .draw_series(bars)
+                .map_err(drawing_error)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(drawing_error)?;
+        // Category names under their group of bars, turned when they would collide.
+        let style = TextStyle::from(("sans-serif", 13).into_font()).color(&BLACK);
+        let turned = categories.iter().any(|c| c.len() > 8) && categories.len() > 6;
+        for (i, name) in categories.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            let style = if turned {
+                style
+                    .transform(FontTransform::Rotate90)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Left,
+                        plotters::style::text_anchor::VPos::Center,
+                    ))
+            } else {
+                style.pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Top,
+                ))
+            };
+            root.draw(&Text::new(name.clone(), (x, y + 6), style))
+                .map_err(drawing_error)?;
+        }
+        root.present().map_err(drawing_error)?;
+    }
+    save_png(path, buffer, size)
+}

@@ -1,0 +1,228 @@
+//! The evaluation report: report.json, report.md and per_class.png.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tailguard_attacks::{AttackPreset, AutoAttackStages};
+use tailguard_longtail::{AccuracySummary, ClassGroups, ClassTally};
+
+use super::chart::{Series, grouped_bars};
+use super::{percent, write_atomically};
+
+/// One attack's results.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttackReport {
+    pub attack: String,
+    #[serde(flatten)]
+    pub summary: AccuracySummary,
+    pub correct: Vec<usize>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    /// AA-lite: robust points after the clean pass, APGD-CE and APGD-T.
+    pub stages: Option<AutoAttackStages>,
+}
+
+impl AttackReport {
+    pub fn new(
+        preset: AttackPreset,
+        summary: AccuracySummary,
+        tally: ClassTally,
+        seconds: f64,
+        stages: Option<AutoAttackStages>,
+    ) -> Self {
+        Self {
+            attack: preset.name().to_string(),
+            summary,
+            images_per_second: tally.total() as f64 / seconds.max(1e-9),
+            correct: tally.correct,
+            seconds,
+            stages,
+        }
+    }
+}
+
+/// Everything `tailguard eval` measured, and how.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub tailguard_version: &'static str,
+    pub date: String,
+    pub checkpoint: String,
+    pub arch: String,
+    pub dataset: String,
+    pub data_dir: String,
+    pub backend: String,
+    pub eps: f64,
+    pub eps_255: f64,
+    pub lt_test: Option<f64>,
+    pub limit: Option<usize>,
+    pub seed: u64,
+    pub test_images: usize,
+    pub classes: Vec<String>,
+    pub test_counts: Vec<usize>,
+    pub train_counts: Option<Vec<usize>>,
+    pub groups: Option<ClassGroups>,
+    /// Class indices from the most to the least frequent training class.
+    pub head_to_tail: Vec<usize>,
+    pub attacks: Vec<AttackReport>,
+}
+
+impl EvalReport {
+    /// Writes report.json, per_class.png and report.md into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomically(&dir.join("report.json"), &serde_json::to_vec_pretty(self)?)?;
+        let categories: Vec<String> = self.head_to_tail.iter().map(|&c| self.classes[c].clone()).collect();
+        let series: Vec<Series> = self
+            .attacks
+            .iter()
+            .map(|a| Series {
+                name: a.attack.clone(),
+                values: self.head_to_tail.iter().map(|&c| a.summary.per_class[c]).collect(),
+            })
+            .collect();
+        grouped_bars(
+            &dir.join("per_class.png"),
+            &format!(
+                "Per-class accuracy, head to tail ({}, eps {:.1}/255)",
+                self.arch, self.eps_255
+            ),
+            &categories,
+            &series,
+        )?;
+        write_atomically(&dir.join("report.md"), self.markdown().as_bytes())
+    }
+
+    /// The strongest attack evaluated: lowest balanced accuracy, not counting clean; on ties the one listed last
+    /// (the attack lists run from weak to strong).
+    fn strongest(&self) -> Option<&AttackReport> {
+        self.attacks
+            .iter()
+            .filter(|a| a.attack != "clean")
+            .fold(None, |best: Option<&AttackReport>, a| match best {
+                Some(b) if b.summary.balanced_accuracy < a.summary.balanced_accuracy => Some(b),
+                _ => Some(a),
+            })
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let split = match self.lt_test {
+            Some(rho) => format!("long-tailed test split (rho {rho})"),
+            None => "test set".to_string(),
+        };
+        let _ = writeln!(md, "# Robustness report\n");
+        let _ = writeln!(
+            md,
+            "`{}` ({}, {} classes) on the {} {} ({} images{}), L-inf eps = {:.2}/255 ({:.4}), {} backend, {}.\n",
+            self.checkpoint,
+            self.arch,
+            self.classes.len(),
+            self.dataset,
+            split,
+            self.test_images,
+            self.limit
+                .map(|_| format!(", seeded subset, seed {}", self.seed))
+                .unwrap_or_default(),
+            self.eps_255,
+            self.eps,
+            self.backend,
+            self.date
+        );
+        if let Some(clean) = self.attacks.iter().find(|a| a.attack == "clean") {
+            let _ = writeln!(
+                md,
+                "- **Balanced accuracy** (mean per-class clean accuracy): {}%",
+                percent(Some(clean.summary.balanced_accuracy))
+            );
+        }
+        if let Some(strongest) = self.strongest() {
+            let _ = writeln!(
+                md,
+                "- **Balanced robustness** (mean per-class accuracy under {}, the strongest attack run): {}%",
+                strongest.attack,
+                percent(Some(strongest.summary.balanced_accuracy))
+            );
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(
+            md,
+            "| attack | accuracy | balanced | worst class | many | medium | few | tail (80%) | time (s) |"
+        );
+        let _ = writeln!(md, "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        for a in &self.attacks {
+            let s = &a.summary;
+            let worst = s
+                .worst_class
+                .map(|w| format!("{} {}", self.classes[w.class], percent(Some(w.accuracy))))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                a.attack,
+                percent(Some(s.accuracy)),
+                percent(Some(s.balanced_accuracy)),
+                worst,
+                percent(s.groups.many),
+                percent(s.groups.medium),
+                percent(s.groups.few),
+                percent(s.groups.tail),
+                a.seconds
+            );
+        }
+        if self.groups.is_none() {
+            let _ = writeln!(
+                md,
+                "\nGroups need per-class training counts (`--train-counts`); none were known."
+            );
+        } else {
+            let _ = writeln!(
+                md,
+                "\nGroups by training images: many > 100, medium 20-100, few < 20; tail = the 80% least frequent classes."
+            );
+        }
+        for a in &self.attacks {
+            if let Some(s) = a.stages {
+                let n = self.test_images.max(1) as f64;
+                let _ = writeln!(
+                    md,
+                    "\nAA-lite stages (robust accuracy): clean {:.2}%, after APGD-CE {:.2}%, after APGD-T {:.2}%.",
+                    100.0 * s.clean as f64 / n,
+                    100.0 * s.apgd_ce as f64 / n,
+                    100.0 * s.apgd_t as f64 / n
+                );
+            }
+        }
+        let _ = writeln!(md, "\n![Per-class accuracy, head to tail](per_class.png)\n");
+        let _ = writeln!(md, "## Per class (head to tail)\n");
+        let mut header = String::from("| class | train images | test images |");
+        let mut rule = String::from("| --- | ---: | ---: |");
+        for a in &self.attacks {
+            header.push_str(&format!(" {} |", a.attack));
+            rule.push_str(" ---: |");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &c in &self.head_to_tail {
+            let train = self
+                .train_counts
+                .as_ref()
+                .map(|t| t[c].to_string())
+                .unwrap_or_else(|| "-".into());
+            let mut row = format!("| {} | {} | {} |", self.classes[c], train, self.test_counts[c]);
+            for a in &self.attacks {
+                row.push_str(&format!(" {} |", percent(a.summary.per_class[c])));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let absent: Vec<&str> = (0..self.classes.len())
+            .filter(|&c| self.test_counts[c] == 0)
+            .map(|c| self.classes[c].as_str())
+            .collect();
+        if !absent.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nAbsent from the test set (not averaged in): {}.",
+                absent.join(", ")
+            );
+        }
+        md
+    }
+}
