@@ -62,3 +62,26 @@ impl<B: Backend> LinfBall<B> {
         }
     }
 }
+
+/// A budget written as a fraction (`8/255`) or a number (`0.031`), checked to lie in [0, 1].
+pub fn parse_eps(text: &str) -> Result<f64, String> {
+    let number = |part: &str| {
+        part.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("'{text}' is not a number or a fraction"))
+    };
+    let value = match text.split_once('/') {
+        Some((numerator, denominator)) => {
+            let d = number(denominator)?;
+            if d == 0.0 {
+                return Err(format!("'{text}' divides by zero"));
+            }
+            number(numerator)? / d
+        }
+        None => number(text)?,
+    };
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("eps must lie in [0, 1] (pixels are in [0, 1]), got {value}"));
+    }
+    Ok(value)
+}

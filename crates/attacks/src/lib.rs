@@ -36,7 +36,7 @@ pub mod subset;
 
 pub use apgd::{ApgdConfig, FirstComparison, checkpoints};
 pub use auto_attack::{AutoAttackLiteConfig, AutoAttackStages};
-pub use ball::LinfBall;
+pub use ball::{LinfBall, parse_eps};
 pub use loss::AttackLoss;
 pub use pgd::{PgdConfig, RandomStart};
 pub use presets::{AttackOutcome, AttackPreset};

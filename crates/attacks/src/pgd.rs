@@ -89,10 +89,7 @@ impl PgdConfig {
         targets: Option<Tensor<Inner<B>, 1, Int>>,
         eps: Tensor<Inner<B>, 1>,
     ) -> Tensor<Inner<B>, 4> {
-        let n = images.dims()[0];
-        let scale = if self.eps > 0.0 { self.step_size / self.eps } else { 0.0 };
-        let step = eps.clone().mul_scalar(scale).reshape([n, 1, 1, 1]);
-        let ball = LinfBall::new(images, eps);
+        let (ball, step) = self.ball_and_step(images, eps);
         self.run(model, &ball, step, labels, targets)
     }
 
@@ -105,12 +102,39 @@ impl PgdConfig {
         labels: Tensor<Inner<B>, 1, Int>,
         targets: Option<Tensor<Inner<B>, 1, Int>>,
     ) -> Tensor<Inner<B>, 4> {
+        let labels = Tensor::<B, 1, Int>::from_inner(labels);
+        let targets = targets.map(Tensor::from_inner);
+        self.run_with(model, ball, step, |logits| {
+            self.loss.per_sample(logits, labels.clone(), targets.clone())
+        })
+    }
+
+    /// The PGD loop for any per-sample loss of the logits (TRADES maximises a KL divergence, for example).
+    pub fn run_with<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        ball: &LinfBall<Inner<B>>,
+        step: Tensor<Inner<B>, 4>,
+        loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
+    ) -> Tensor<Inner<B>, 4> {
         let mut x = random_start(ball, self.start);
         for _ in 0..self.steps {
-            let probe = model.probe(x.clone(), self.loss, labels.clone(), targets.clone());
+            let probe = model.probe_with(x.clone(), &loss);
             x = ball.project(x + probe.gradient.sign() * step.clone());
         }
         x
+    }
+
+    /// The ball and per-sample step for budgets `eps` (N): steps scale as `step_size * eps_i / self.eps`.
+    pub fn ball_and_step<B: burn::tensor::backend::Backend>(
+        &self,
+        images: Tensor<B, 4>,
+        eps: Tensor<B, 1>,
+    ) -> (LinfBall<B>, Tensor<B, 4>) {
+        let n = images.dims()[0];
+        let scale = if self.eps > 0.0 { self.step_size / self.eps } else { 0.0 };
+        let step = eps.clone().mul_scalar(scale).reshape([n, 1, 1, 1]);
+        (LinfBall::new(images, eps), step)
     }
 }
 

@@ -62,13 +62,18 @@ impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
         labels: Tensor<Inner<B>, 1, Int>,
         targets: Option<Tensor<Inner<B>, 1, Int>>,
     ) -> Probe<B> {
+        let labels = Tensor::<B, 1, Int>::from_inner(labels);
+        let targets = targets.map(Tensor::from_inner);
+        self.probe_with(images, |logits| {
+            loss.per_sample(logits, labels.clone(), targets.clone())
+        })
+    }
+
+    /// Loss, gradient and logits at `images` for any per-sample loss of the logits, (N, classes) -> (N).
+    pub fn probe_with(&self, images: Tensor<Inner<B>, 4>, loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>) -> Probe<B> {
         let input = Tensor::<B, 4>::from_inner(images).require_grad();
         let logits = self.model.forward(input.clone(), Mode::Inference);
-        let per_sample = loss.per_sample(
-            logits.clone(),
-            Tensor::from_inner(labels),
-            targets.map(Tensor::from_inner),
-        );
+        let per_sample = loss(logits.clone());
         let grads = per_sample.clone().sum().backward();
         let gradient = input
             .grad(&grads)

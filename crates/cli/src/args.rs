@@ -1,32 +1,6 @@
 //! Parsing of argument values shared by several subcommands.
 
-/// A perturbation budget written as a fraction (`8/255`) or a number (`0.031`).
-pub fn parse_eps(text: &str) -> Result<f64, String> {
-    let value = match text.split_once('/') {
-        Some((numerator, denominator)) => {
-            let n: f64 = numerator
-                .trim()
-                .parse()
-                .map_err(|_| format!("'{text}' is not a number or a fraction"))?;
-            let d: f64 = denominator
-                .trim()
-                .parse()
-                .map_err(|_| format!("'{text}' is not a number or a fraction"))?;
-            if d == 0.0 {
-                return Err(format!("'{text}' divides by zero"));
-            }
-            n / d
-        }
-        None => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{text}' is not a number or a fraction"))?,
-    };
-    if !(0.0..=1.0).contains(&value) {
-        return Err(format!("eps must lie in [0, 1] (pixels are in [0, 1]), got {value}"));
-    }
-    Ok(value)
-}
+pub use tailguard_attacks::parse_eps;
 
 /// Per-class counts given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,8 @@ enum Command {
     Data(commands::data::DataArgs),
     /// Parameter count and output shape of an architecture.
     Model(commands::model::ModelArgs),
+    /// Train a robust classifier from a configuration (resumable).
+    Train(commands::train::TrainArgs),
     /// Clean and adversarial accuracy of a checkpoint, per class, with a report.
     Eval(commands::eval::EvalArgs),
 }
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(args) => commands::data::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
     };
     match result {

@@ -77,6 +77,17 @@ fn sibling(dir: &Path, tag: &str) -> PathBuf {
 
 /// Writes `model` and `meta` to the folder `dir` (created or replaced as a whole).
 pub fn save_checkpoint<B: Backend>(dir: &Path, model: &Model<B>, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+    save_checkpoint_with(dir, model, meta, &[])
+}
+
+/// As [`save_checkpoint`], with extra files (name, bytes) in the same folder, replaced together with the model
+/// (a trainer keeps its optimizer state there).
+pub fn save_checkpoint_with<B: Backend>(
+    dir: &Path,
+    model: &Model<B>,
+    meta: &CheckpointMeta,
+    extras: &[(&str, &[u8])],
+) -> Result<(), CheckpointError> {
     let invalid = |reason: String| CheckpointError::Invalid {
         path: dir.to_path_buf(),
         reason,
@@ -101,6 +112,9 @@ pub fn save_checkpoint<B: Backend>(dir: &Path, model: &Model<B>, meta: &Checkpoi
     std::fs::create_dir(&staging).map_err(io_error(&staging))?;
     std::fs::write(staging.join(MODEL_FILE), &record).map_err(io_error(&staging))?;
     std::fs::write(staging.join(META_FILE), &json).map_err(io_error(&staging))?;
+    for (name, bytes) in extras {
+        std::fs::write(staging.join(name), bytes).map_err(io_error(&staging))?;
+    }
 
     let previous = sibling(dir, "previous");
     let had_previous = dir.exists();

@@ -36,7 +36,9 @@ pub mod wide_resnet;
 
 pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-pub use checkpoint::{CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint};
+pub use checkpoint::{
+    CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint, save_checkpoint_with,
+};
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};

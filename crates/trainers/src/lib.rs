@@ -1,1 +1,38 @@
+//! # tailguard-trainers
+//!
+//! Adversarial training on long-tailed data, generic over the autodiff backend and the model
+//! ([`tailguard_models::Classifier`]). One training step for every method (batch -> attack in inference mode ->
+//! method loss in training mode -> backward -> SGD); methods plug into it through [`Method`]: natural training,
+//! PGD-AT, TRADES, AT-BSL and TAET. RobustLT's class-wise budgets and warm-up are a [`BudgetPolicy`] that composes
+//! with any of them.
+//!
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use tailguard_trainers::{BudgetPolicy, RobustLtConfig};
+//!
+//! // RobustLT budgets for CIFAR-10-LT (rho 50), alpha 0.3: the head class gets 0.7 eps, the tail class the most.
+//! let counts = [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100];
+//! let policy = BudgetPolicy::robust_lt(8.0 / 255.0, &counts, RobustLtConfig { alpha: 0.3, beta: 0.8 }, 100);
+//! let head = policy.full_budgets()[0] * 255.0;
+//! let tail = policy.full_budgets()[9] * 255.0;
+//! assert!((head - 5.6).abs() < 0.01 && (tail - 12.88).abs() < 0.01);
+//! assert_eq!(policy.intensity(0), 0.0); // the warm-up starts from natural training
+//! ```
 
+pub mod budget;
+pub mod config;
+pub mod engine;
+pub mod losses;
+pub mod method;
+pub mod methods;
+pub mod optimizer;
+pub mod run;
+pub mod schedule;
+
+pub use budget::{BudgetPolicy, RobustLtConfig};
+pub use config::{ConfigError, MethodConfig, TrainConfig};
+pub use engine::{EpochRecord, Silent, TrainData, TrainError, TrainObserver, Trainer, budget_policy, build_method};
+pub use method::{Method, StepInput, StepOutput};
+pub use optimizer::{GroupedSgd, SgdSettings};
+pub use run::{Run, plan};
+pub use schedule::LrSchedule;

@@ -1,0 +1,149 @@
+//! Training losses of the methods, each a pure function of logits and labels so it can be checked by hand.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use tailguard_attacks::loss::cross_entropy_per_sample;
+
+/// Mean cross-entropy, (1).
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    cross_entropy_per_sample(logits, labels).mean()
+}
+
+/// Balanced softmax (Ren et al. 2020; AT-BSL): cross-entropy of `z + tau * log(prior)`, where `log_prior` is
+/// `log(n_c / N)` per class, (C). Returns the mean, (1).
+pub fn balanced_softmax<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    log_prior: Tensor<B, 1>,
+    tau: f64,
+) -> Tensor<B, 1> {
+    let classes = log_prior.dims()[0];
+    cross_entropy(logits + log_prior.mul_scalar(tau).reshape([1, classes]), labels)
+}
+
+/// TRADES' regulariser: `(1/B) sum_i KL(softmax(clean_i) || softmax(adversarial_i))`, (1).
+pub fn trades_kl<B: Backend>(clean_logits: Tensor<B, 2>, adversarial_logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let log_p = log_softmax(clean_logits.clone(), 1);
+    let p = softmax(clean_logits, 1);
+    let log_q = log_softmax(adversarial_logits, 1);
+    (p * (log_p - log_q)).sum_dim(1).mean()
+}
+
+/// How HARL treats classes with no sample in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbsentClasses {
+    /// The official code: an absent class has L_c = 0 and still counts in the means over C classes.
+    #[default]
+    Zero,
+    /// Means over the classes present in the batch only.
+    Exclude,
+}
+
+/// The three terms of TAET's hierarchical equalisation loss.
+pub struct HarlTerms<B: Backend> {
+    /// BCL: mean of the per-class mean losses.
+    pub bcl: Tensor<B, 1>,
+    /// HDL: variance of the per-class mean losses.
+    pub hdl: Tensor<B, 1>,
+    /// RCEL: sum of squared shares of the per-class mean losses.
+    pub rcel: Tensor<B, 1>,
+}
+
+/// BCL, HDL and RCEL over the per-class means `L_c = sum_{y_i = c} l_i / (n_c + 1e-10)` of per-sample losses `l`, (N).
+pub fn harl_terms<B: Backend>(
+    per_sample: Tensor<B, 1>,
+    labels: Tensor<B, 1, Int>,
+    num_classes: usize,
+    absent: AbsentClasses,
+) -> HarlTerms<B> {
+    let n = per_sample.dims()[0];
+    let one_hot = labels.one_hot::<2>(num_classes).float(); // (N, C)
+    let sums = (one_hot.clone() * per_sample.reshape([n, 1]))
+        .sum_dim(0)
+        .reshape([num_classes]);
+    let counts = one_hot.sum_dim(0).reshape([num_classes]);
+    let class_loss = sums / counts.clone().add_scalar(1e-10); // (C)
+    let present = match absent {
+        AbsentClasses::Zero => Tensor::ones([num_classes], &class_loss.device()),
+        AbsentClasses::Exclude => counts.greater_elem(0.0).float(),
+    };
+    let n_present = present.clone().sum();
+    let bcl = (class_loss.clone() * present.clone()).sum() / n_present.clone();
+    let deviation = class_loss.clone() - bcl.clone();
+    let hdl = (deviation.square() * present).sum() / n_present;
+    let share = class_loss.clone() / class_loss.sum().add_scalar(1e-10);
+    let rcel = share.square().sum();
+    HarlTerms { bcl, hdl, rcel }
+}
+
+/// TAET's HARL: `alpha BCL + beta HDL + gamma RCEL`, (1).
+pub fn harl<B: Backend>(
+    per_sample: Tensor<B, 1>,
+    labels: Tensor<B, 1, Int>,
+    num_classes: usize,
+    weights: [f64; 3],
+    absent: AbsentClasses,
+) -> Tensor<B, 1> {
+    let t = harl_terms(per_sample, labels, num_classes, absent);
+    t.bcl.mul_scalar(weights[0]) + t.hdl.mul_scalar(weights[1]) + t.rcel.mul_scalar(weights[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    fn floats(v: Vec<f32>, shape: [usize; 2]) -> Tensor<Flex, 2> {
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    fn ints(v: Vec<i64>) -> Tensor<Flex, 1, Int> {
+        let n = v.len();
+        Tensor::from_data(TensorData::new(v, [n]), &Default::default())
+    }
+
+    fn scalar(t: Tensor<Flex, 1>) -> f64 {
+        t.into_scalar() as f64
+    }
+
+    #[test]
+    fn harl_terms_by_hand() {
+        // Losses 1, 3 (class 0), 2 (class 1); class 2 absent. L = [2, 2, 0].
+        let l = Tensor::<Flex, 1>::from_floats([1.0, 3.0, 2.0], &Default::default());
+        let t = harl_terms(l.clone(), ints(vec![0, 0, 1]), 3, AbsentClasses::Zero);
+        assert!((scalar(t.bcl) - 4.0 / 3.0).abs() < 1e-6);
+        // Variance of [2, 2, 0] around 4/3: (4/9 + 4/9 + 16/9) / 3 = 8/9.
+        assert!((scalar(t.hdl) - 8.0 / 9.0).abs() < 1e-6);
+        // Shares [0.5, 0.5, 0]: 0.25 + 0.25.
+        assert!((scalar(t.rcel) - 0.5).abs() < 1e-6);
+        let t = harl_terms(l.clone(), ints(vec![0, 0, 1]), 3, AbsentClasses::Exclude);
+        assert!((scalar(t.bcl) - 2.0).abs() < 1e-6);
+        assert!(scalar(t.hdl).abs() < 1e-6);
+        let total = harl(l, ints(vec![0, 0, 1]), 3, [0.1, 0.2, 0.3], AbsentClasses::Zero);
+        assert!((scalar(total) - (0.1 * 4.0 / 3.0 + 0.2 * 8.0 / 9.0 + 0.3 * 0.5)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn balanced_softmax_by_hand() {
+        // Two classes, prior (0.8, 0.2): logits (0, 0) become (log 0.8, log 0.2); CE of class 1 = -log 0.2.
+        let log_prior = Tensor::<Flex, 1>::from_floats([0.8f32.ln(), 0.2f32.ln()], &Default::default());
+        let loss = balanced_softmax(floats(vec![0.0, 0.0], [1, 2]), ints(vec![1]), log_prior.clone(), 1.0);
+        assert!((scalar(loss) + 0.2f64.ln()).abs() < 1e-6);
+        // tau = 0 is plain cross-entropy: log 2.
+        let loss = balanced_softmax(floats(vec![0.0, 0.0], [1, 2]), ints(vec![1]), log_prior, 0.0);
+        assert!((scalar(loss) - 2f64.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn trades_kl_by_hand() {
+        // p = softmax(0, ln 3) = (1/4, 3/4), q = (1/2, 1/2): KL = 1/4 ln(1/2) + 3/4 ln(3/2).
+        let kl = trades_kl(floats(vec![0.0, 3f32.ln()], [1, 2]), floats(vec![0.0, 0.0], [1, 2]));
+        let expected = 0.25 * 0.5f64.ln() + 0.75 * 1.5f64.ln();
+        assert!((scalar(kl) - expected).abs() < 1e-6);
+        let zero = trades_kl(floats(vec![1.0, 2.0], [1, 2]), floats(vec![1.0, 2.0], [1, 2]));
+        assert!(scalar(zero).abs() < 1e-6);
+    }
+}

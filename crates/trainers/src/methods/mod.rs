@@ -1,0 +1,13 @@
+//! The training methods, one per file.
+
+pub mod at_bsl;
+pub mod natural;
+pub mod pgd_at;
+pub mod taet;
+pub mod trades;
+
+pub use at_bsl::AtBsl;
+pub use natural::Natural;
+pub use pgd_at::PgdAt;
+pub use taet::Taet;
+pub use trades::Trades;

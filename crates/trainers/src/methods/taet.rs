@@ -1,0 +1,74 @@
+//! TAET (Wang et al., CVPR 2025): clean cross-entropy for `ce_epochs` epochs (stage 1), then HARL =
+//! alpha BCL + beta HDL + gamma RCEL over the per-class mean adversarial cross-entropy of each batch (stage 2).
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use tailguard_attacks::loss::cross_entropy_per_sample;
+use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
+use tailguard_models::{Classifier, Mode};
+
+use crate::losses::{AbsentClasses, cross_entropy, harl};
+use crate::method::{Method, StepInput, StepOutput, pgd_examples};
+
+/// TAET's settings; defaults are the official code's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taet {
+    /// Its training attack (official: 10 steps of 0.003 from `x + 0.001 N(0, 1)`, eps 0.031).
+    pub attack: PgdConfig,
+    /// Epochs of stage 1 (official: 40).
+    pub ce_epochs: usize,
+    /// Weights of BCL, HDL and RCEL (official: 0.1 each).
+    pub weights: [f64; 3],
+    /// The official code runs an extra, unused clean forward pass in training mode before the loss in both stages,
+    /// which updates the BatchNorm running statistics once more per step (default: true, as the code).
+    pub extra_clean_forward: bool,
+    /// How classes absent from a batch enter HARL (official: as zero losses).
+    pub absent_classes: AbsentClasses,
+    pub num_classes: usize,
+}
+
+impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
+    fn name(&self) -> &'static str {
+        "taet"
+    }
+
+    fn stage(&self, epoch: usize) -> &'static str {
+        if epoch < self.ce_epochs { "clean" } else { "adversarial" }
+    }
+
+    fn adversarial(&self, model: &FrozenModel<B, M>, input: &StepInput<B>) -> Option<Tensor<Inner<B>, 4>> {
+        (input.epoch >= self.ce_epochs).then(|| pgd_examples(&self.attack, model, input))
+    }
+
+    fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
+        if self.extra_clean_forward {
+            let _ = model.forward(input.images.clone(), Mode::Train);
+        }
+        match adversarial {
+            None => {
+                let logits = model.forward(input.images.clone(), Mode::Train);
+                StepOutput {
+                    loss: cross_entropy(logits.clone(), input.labels.clone()),
+                    clean_logits: Some(logits),
+                    adversarial_logits: None,
+                }
+            }
+            Some(adversarial) => {
+                let logits = model.forward(adversarial, Mode::Train);
+                let per_sample = cross_entropy_per_sample(logits.clone(), input.labels.clone());
+                let loss = harl(
+                    per_sample,
+                    input.labels.clone(),
+                    self.num_classes,
+                    self.weights,
+                    self.absent_classes,
+                );
+                StepOutput {
+                    loss,
+                    clean_logits: None,
+                    adversarial_logits: Some(logits),
+                }
+            }
+        }
+    }
+}

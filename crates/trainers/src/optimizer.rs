@@ -1,0 +1,132 @@
+//! SGD as PyTorch runs it (momentum with dampening 0, optional Nesterov, coupled weight decay), with an option to
+//! exempt BatchNorm parameters and biases from weight decay.
+//!
+//! burn's SGD applies one weight decay to every parameter it is given, so the two parameter groups get an optimizer
+//! each; a step hands each the gradients of its own group (`GradientsParams::from_params`).
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use tailguard_models::{Classifier, ParameterGroups};
+
+/// SGD settings; defaults are the papers' (momentum 0.9, no Nesterov, weight decay 5e-4 on every parameter).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgdSettings {
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// Apply weight decay to BatchNorm scales and shifts and to biases too (PyTorch's default, used by the papers).
+    pub decay_norms_and_biases: bool,
+}
+
+impl Default for SgdSettings {
+    fn default() -> Self {
+        Self {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            decay_norms_and_biases: true,
+        }
+    }
+}
+
+impl SgdSettings {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("weight_decay must be >= 0, got {}", self.weight_decay));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err("Nesterov momentum needs momentum > 0".into());
+        }
+        Ok(())
+    }
+
+    fn build<B: AutodiffBackend, M: AutodiffModule<B>>(&self, weight_decay: f64) -> Adaptor<B, M> {
+        let momentum = (self.momentum > 0.0).then_some(MomentumConfig {
+            momentum: self.momentum,
+            dampening: 0.0, // PyTorch's default; burn's is 0.1
+            nesterov: self.nesterov,
+        });
+        SgdConfig::new()
+            .with_momentum(momentum)
+            .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
+            .init()
+    }
+}
+
+type Adaptor<B, M> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, M, B>;
+
+/// SGD over two parameter groups: with and without weight decay.
+pub struct GroupedSgd<B: AutodiffBackend, M: AutodiffModule<B>> {
+    decayed: Adaptor<B, M>,
+    plain: Adaptor<B, M>,
+    groups: ParameterGroups,
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> GroupedSgd<B, M> {
+    /// Optimizer state for `model`'s parameters.
+    pub fn new(settings: &SgdSettings, model: &M) -> Self {
+        let mut groups = model.parameter_groups();
+        if settings.decay_norms_and_biases {
+            groups.decay.append(&mut groups.no_decay);
+        }
+        Self {
+            decayed: settings.build(settings.weight_decay),
+            plain: settings.build(0.0),
+            groups,
+        }
+    }
+
+    /// One step at learning rate `lr` with the gradients of a backward pass.
+    pub fn step(&mut self, lr: f64, model: M, mut grads: B::Gradients) -> M {
+        let decayed = GradientsParams::from_params(&mut grads, &model, &self.groups.decay);
+        let plain = GradientsParams::from_params(&mut grads, &model, &self.groups.no_decay);
+        let model = self.decayed.step(lr, model, decayed);
+        if plain.is_empty() {
+            model
+        } else {
+            self.plain.step(lr, model, plain)
+        }
+    }
+
+    /// The momentum buffers, serialised (for resumable checkpoints).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+        let decayed = recorder
+            .record(self.decayed.to_record(), ())
+            .map_err(|e| e.to_string())?;
+        let plain = recorder.record(self.plain.to_record(), ()).map_err(|e| e.to_string())?;
+        let mut bytes = (decayed.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(decayed);
+        bytes.extend(plain);
+        Ok(bytes)
+    }
+
+    /// Restores buffers written by [`GroupedSgd::to_bytes`] for the same model.
+    pub fn load_bytes(mut self, bytes: &[u8], device: &B::Device) -> Result<Self, String> {
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+        let split = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize + 8)
+            .filter(|&end| end <= bytes.len())
+            .ok_or("truncated optimizer state")?;
+        let decayed = recorder
+            .load(bytes[8..split].to_vec(), device)
+            .map_err(|e| e.to_string())?;
+        let plain = recorder
+            .load(bytes[split..].to_vec(), device)
+            .map_err(|e| e.to_string())?;
+        self.decayed = self.decayed.load_record(decayed);
+        self.plain = self.plain.load_record(plain);
+        Ok(self)
+    }
+}

@@ -1,0 +1,168 @@
+//! Whole training runs on a tiny synthetic CIFAR-format archive: resume is bit-identical, TAET switches stage on
+//! time, checkpoints and logs are complete.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, Flex};
+use tailguard_longtail::{CifarVariant, ImageDataset, ImageShape, write_cifar_archive};
+use tailguard_trainers::{Run, Silent, TrainConfig};
+
+type B = Autodiff<Flex>;
+
+/// 10 classes x 12 training images (class c: mean brightness rising with c, plus a texture), 2 test images each.
+fn tiny_archive(dir: &Path) -> PathBuf {
+    let make = |per_class: usize, offset: usize| {
+        let n = per_class * 10;
+        let mut pixels = Vec::with_capacity(n * 3072);
+        for i in 0..n {
+            let class = i % 10;
+            for p in 0..3072 {
+                pixels.push(((class * 20 + (p * 7 + i * 13 + offset) % 50) % 256) as u8);
+            }
+        }
+        let labels = (0..n).map(|i| i % 10).collect();
+        let classes = tailguard_longtail::sources::cifar::CIFAR10_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        ImageDataset::new(pixels, labels, classes, ImageShape::CIFAR).unwrap()
+    };
+    let path = dir.join("tiny.tar.gz");
+    write_cifar_archive(&path, &make(12, 0), &make(2, 5), CifarVariant::Cifar10).unwrap();
+    path
+}
+
+fn config(data: &Path, epochs: usize) -> TrainConfig {
+    let text = format!(
+        r#"
+seed = 3
+[data]
+dataset = "cifar10"
+data_dir = "{}"
+imbalance = 2.0
+validation_fraction = 0.2
+[model]
+arch = "small-cnn-2"
+[optim]
+epochs = {epochs}
+batch_size = 16
+lr = 0.05
+schedule = {{ name = "multi-step", milestones = [1], gamma = 0.5 }}
+[attack]
+eps = "8/255"
+step_size = "2/255"
+steps = 2
+start = "uniform"
+[method]
+name = "taet"
+ce_epochs = 1
+[robustlt]
+alpha = 0.3
+beta = 0.5
+[validation]
+attack_steps = 2
+"#,
+        data.display()
+    );
+    TrainConfig::parse(&text, &[]).unwrap()
+}
+
+/// The backend's random generator is global: tests that check exact reproducibility must not run concurrently.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Every float tensor of a model (parameters and running statistics), in visiting order.
+fn all_tensors(model: &tailguard_models::Model<Flex>) -> Vec<Vec<f32>> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Collect(Vec<Vec<f32>>);
+    impl ModuleVisitor<Flex> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<burn::tensor::Tensor<Flex, D>>) {
+            self.0.push(param.val().into_data().to_vec().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+#[test]
+fn resume_continues_bit_identically() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let device = Default::default();
+
+    let straight = dir.path().join("straight");
+    let mut run = Run::<B>::start(config(&data, 2), &straight, &device).unwrap();
+    let first = run.run_epoch(&mut Silent).unwrap();
+    let second = run.run_epoch(&mut Silent).unwrap();
+    assert!(run.finished());
+    drop(run);
+
+    let interrupted = dir.path().join("interrupted");
+    let mut run = Run::<B>::start(config(&data, 2), &interrupted, &device).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    drop(run); // the process stops here
+    let mut run = Run::<B>::resume(&interrupted, &device).unwrap();
+    assert!(!run.finished());
+    let resumed = run.run_epoch(&mut Silent).unwrap();
+    assert!(run.finished());
+
+    assert_eq!(
+        resumed.loss, second.loss,
+        "the resumed epoch must compute exactly the same loss"
+    );
+    assert_eq!(resumed.validation_robust, second.validation_robust);
+    // Every parameter and BatchNorm statistic is identical (parameter ids differ between the two runs, since
+    // each run created its own model, so the files are compared tensor by tensor). The optimizer's momentum is
+    // covered too: epoch 2's updates depend on it.
+    let (a, _) = tailguard_models::load_checkpoint::<Flex>(&straight.join("last"), &device).unwrap();
+    let (b, _) = tailguard_models::load_checkpoint::<Flex>(&interrupted.join("last"), &device).unwrap();
+    let (ta, tb) = (all_tensors(&a), all_tensors(&b));
+    assert_eq!(ta.len(), tb.len());
+    for (i, (x, y)) in ta.iter().zip(&tb).enumerate() {
+        assert!(x == y, "tensor {i} differs after resuming");
+    }
+    let log = std::fs::read_to_string(interrupted.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2);
+
+    // TAET: epoch 1 is clean cross-entropy, epoch 2 adversarial (HARL); RobustLT's warm-up starts at zero budget.
+    assert_eq!(first.stage, "clean");
+    assert!(first.clean_accuracy.is_some() && first.adversarial_accuracy.is_none());
+    assert_eq!(second.stage, "adversarial");
+    assert!(second.adversarial_accuracy.is_some());
+    let eps_first = first.eps_per_class.clone().unwrap();
+    assert!(
+        eps_first.iter().all(|&e| e == 0.0),
+        "warm-up intensity 0 in the first epoch: {eps_first:?}"
+    );
+    let eps_second = second.eps_per_class.clone().unwrap();
+    assert!(
+        eps_second[9] > eps_second[0],
+        "tail classes get larger budgets: {eps_second:?}"
+    );
+}
+
+#[test]
+fn checkpoints_record_what_evaluation_needs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let out = dir.path().join("run");
+    let mut run = Run::<B>::start(config(&data, 1), &out, &Default::default()).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    let meta = tailguard_models::read_checkpoint_meta(&out.join("last")).unwrap();
+    assert_eq!(meta.epoch, Some(1));
+    let counts: Vec<usize> = serde_json::from_value(meta.training["class_counts"].clone()).unwrap();
+    assert_eq!(counts.len(), 10);
+    assert_eq!(meta.training["method"], "taet");
+    assert!(
+        out.join("best").join("model.mpk").exists(),
+        "validation is on, so a best checkpoint exists"
+    );
+    assert!(out.join("config.toml").exists());
+    // Starting again in the same folder is refused rather than overwriting.
+    let err = Run::<B>::start(config(&data, 1), &out, &Default::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--resume"), "{err}");
+}
