@@ -337,3 +337,117 @@ fn bad_eval_input_fails_with_one_line() {
     ];
     assert_clean_failure(&tailguard(&wrong), "cifar");
 }
+
+fn config_path(name: &str) -> String {
+    format!("{}/../../configs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn train_dry_run_shows_the_plan() {
+    let data = format!("data.data_dir={}", embedded());
+    let config = config_path("cifar10-lt/taet-rho10.toml");
+    let plan = stdout_json(&tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        &data,
+        "--set",
+        "data.n_max=500",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(plan["method"], "taet");
+    let stages: Vec<String> = serde_json::from_value(plan["stages"].clone()).unwrap();
+    assert_eq!(stages.len(), 100);
+    assert!(stages[..40].iter().all(|s| s == "clean") && stages[40..].iter().all(|s| s == "adversarial"));
+    assert_eq!(
+        plan["train_counts"],
+        serde_json::json!([500, 387, 299, 232, 179, 139, 107, 83, 64, 50])
+    );
+    assert!(
+        plan.get("eps_per_class").is_none(),
+        "no RobustLT, no class-wise budgets"
+    );
+
+    let plan = stdout_json(&tailguard(&[
+        "train",
+        "--config",
+        &config_path("cpu/robustlt-at-bsl-small.toml"),
+        "--set",
+        &data,
+        "--dry-run",
+        "--json",
+    ]));
+    let eps: Vec<f64> = serde_json::from_value(plan["eps_per_class"].clone()).unwrap();
+    assert!(
+        (eps[0] - 0.7 * 8.0).abs() < 1e-9,
+        "head class gets (1 - alpha) eps: {eps:?}"
+    );
+    assert!(
+        eps.windows(2).all(|w| w[0] < w[1]),
+        "budgets grow towards the tail: {eps:?}"
+    );
+    assert_eq!(plan["intensity"][0], 0.0);
+}
+
+#[test]
+fn train_runs_and_resumes_through_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    let data = format!("data.data_dir={}", embedded());
+    let config = config_path("cpu/natural-small.toml");
+    let output = tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        &data,
+        "--set",
+        "data.n_max=50",
+        "--set",
+        "optim.epochs=1",
+        "--out",
+        out,
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let record: serde_json::Value =
+        serde_json::from_slice(output.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(record["epoch"], 1);
+    assert_eq!(record["stage"], "clean");
+    assert!(record["loss"].as_f64().unwrap().is_finite());
+    let output = tailguard(&["train", "--resume", out]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("finished"));
+    // Starting a new run over it is refused.
+    let again = tailguard(&["train", "--config", &config, "--set", &data, "--out", out]);
+    assert_clean_failure(&again, "--resume");
+}
+
+#[test]
+fn bad_training_configs_fail_with_one_line() {
+    let config = config_path("cifar10-lt/taet-rho10.toml");
+    let with = |sets: &[&str]| {
+        let mut args = vec!["train", "--config", config.as_str(), "--dry-run"];
+        for s in sets {
+            args.push("--set");
+            args.push(s);
+        }
+        tailguard(&args)
+    };
+    assert_clean_failure(&with(&["method.ce_epochs=200"]), "exceeds optim.epochs");
+    assert_clean_failure(&with(&["optim.learning_rate=0.1"]), "learning_rate");
+    assert_clean_failure(&with(&["attack.eps=-1"]), "[0, 1]");
+    assert_clean_failure(&with(&["data.data_dir=/no/such/data"]), "/no/such/data");
+    assert_clean_failure(
+        &tailguard(&["train", "--config", "/no/config.toml", "--out", "x"]),
+        "/no/config.toml",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert_clean_failure(
+        &tailguard(&["train", "--resume", dir.path().to_str().unwrap()]),
+        "config.toml",
+    );
+}
