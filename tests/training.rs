@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
 use tailguard_attacks::{FrozenModel, PgdConfig};
-use tailguard_longtail::{BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, LongTailSpec, Split};
-use tailguard_trainers::{Run, Silent, TrainConfig};
+use tailguard_longtail::{BatchLoader, BatchLoaderConfig, ClassGroups, DatasetKind, LongTailSpec, Split};
+use tailguard_trainers::{Run, Silent, TrainConfig, evaluate};
 
 type B = Autodiff<Flex>;
 
@@ -46,7 +46,7 @@ name = "{method}"
 }
 
 /// Balanced clean and PGD-10 accuracy on 300 test images.
-fn evaluate(checkpoint: &std::path::Path) -> (f64, f64) {
+fn balanced_accuracies(checkpoint: &std::path::Path) -> (f64, f64) {
     let device = Default::default();
     let (model, _) = tailguard_models::load_checkpoint::<B>(checkpoint, &device).unwrap();
     let test = DatasetKind::Cifar10.load(&embedded(), Split::Test).unwrap();
@@ -58,26 +58,13 @@ fn evaluate(checkpoint: &std::path::Path) -> (f64, f64) {
     .unwrap()
     .apply(&test)
     .unwrap();
-    let frozen = FrozenModel::new(&model);
-    let attack = PgdConfig::new().with_steps(10);
-    let (mut clean, mut robust) = (ClassTally::new(10), ClassTally::new(10));
     let loader = BatchLoader::new(Arc::new(test), BatchLoaderConfig::evaluation(100)).unwrap();
-    for batch in loader.batches::<Flex>(0, &device) {
-        let labels: Vec<usize> = batch
-            .labels
-            .to_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap()
-            .iter()
-            .map(|&l| l as usize)
-            .collect();
-        let clean_ok = frozen.correct(batch.images.clone(), batch.labels.clone());
-        let adversarial = attack.perturb(&frozen, batch.images, batch.labels.clone(), None);
-        let robust_ok = frozen.correct(adversarial, batch.labels);
-        clean.add(&labels, &clean_ok.into_data().convert::<bool>().to_vec().unwrap());
-        robust.add(&labels, &robust_ok.into_data().convert::<bool>().to_vec().unwrap());
-    }
+    let (clean, robust) = evaluate(
+        &FrozenModel::new(&model),
+        &loader,
+        &PgdConfig::new().with_steps(10),
+        &device,
+    );
     let groups = ClassGroups::default();
     (
         clean.summary(&groups).balanced_accuracy,
@@ -96,7 +83,7 @@ fn pgd_at_beats_natural_training_under_pgd() {
         while !run.finished() {
             run.run_epoch(&mut Silent).unwrap();
         }
-        results.push(evaluate(&out.join("last")));
+        results.push(balanced_accuracies(&out.join("last")));
     }
     let ((natural_clean, natural_robust), (at_clean, at_robust)) = (results[0], results[1]);
     eprintln!(

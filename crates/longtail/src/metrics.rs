@@ -61,6 +61,24 @@ impl ClassTally {
         }
     }
 
+    /// Adds a batch from device tensors: true classes (N) and whether each was classified correctly (N).
+    pub fn add_batch<B: burn::tensor::backend::Backend>(
+        &mut self,
+        labels: burn::tensor::Tensor<B, 1, burn::tensor::Int>,
+        correct: burn::tensor::Tensor<B, 1, burn::tensor::Bool>,
+    ) {
+        let labels: Vec<usize> = labels
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l as usize)
+            .collect();
+        let correct: Vec<bool> = correct.into_data().convert::<bool>().to_vec().unwrap_or_default();
+        self.add(&labels, &correct);
+    }
+
     /// Number of examples.
     pub fn total(&self) -> usize {
         self.support.iter().sum()
@@ -195,6 +213,19 @@ mod tests {
         let groups = ClassGroups::from_train_counts(&[10, 10, 10, 10, 10]);
         assert_eq!(groups.tail, vec![1, 2, 3, 4]);
         assert_eq!(groups.few, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn batches_from_tensors() {
+        use burn::backend::Flex;
+        use burn::tensor::{Bool, Int, Tensor, TensorData};
+        let device = Default::default();
+        let labels = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![1i64, 0, 1], [3]), &device);
+        let correct = Tensor::<Flex, 1, Bool>::from_data(TensorData::new(vec![true, false, false], [3]), &device);
+        let mut tally = ClassTally::new(2);
+        tally.add_batch(labels, correct);
+        assert_eq!(tally.support, vec![1, 2]);
+        assert_eq!(tally.correct, vec![0, 1]);
     }
 
     #[test]

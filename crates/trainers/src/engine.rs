@@ -314,34 +314,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
         let Some(loader) = &self.validation else {
             return (None, None);
         };
-        let frozen = FrozenModel::new(&self.model);
         let attack = PgdConfig::new()
             .with_eps(self.config.attack.eps.0)
             .with_steps(self.config.validation.attack_steps);
-        let classes = loader.dataset().num_classes();
-        let (mut clean, mut robust) = (ClassTally::new(classes), ClassTally::new(classes));
-        for batch in loader.batches::<Inner<B>>(0, &self.device) {
-            let labels: Vec<usize> = batch
-                .labels
-                .to_data()
-                .convert::<i64>()
-                .to_vec::<i64>()
-                .unwrap_or_default()
-                .iter()
-                .map(|&l| l as usize)
-                .collect();
-            let clean_ok = frozen.correct(batch.images.clone(), batch.labels.clone());
-            let adversarial = attack.perturb(&frozen, batch.images, batch.labels.clone(), None);
-            let robust_ok = frozen.correct(adversarial, batch.labels);
-            clean.add(
-                &labels,
-                &clean_ok.into_data().convert::<bool>().to_vec().unwrap_or_default(),
-            );
-            robust.add(
-                &labels,
-                &robust_ok.into_data().convert::<bool>().to_vec().unwrap_or_default(),
-            );
-        }
+        let (clean, robust) = evaluate(&FrozenModel::new(&self.model), loader, &attack, &self.device);
         let groups = ClassGroups::default();
         (
             Some(clean.summary(&groups).balanced_accuracy),
@@ -353,4 +329,24 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
     pub fn full_budgets(&self) -> &[f64] {
         self.budget.full_budgets()
     }
+}
+
+/// Per-class clean and robust (under `attack`, final iterate) correctness over every batch of `loader`.
+pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
+    model: &FrozenModel<B, M>,
+    loader: &BatchLoader,
+    attack: &PgdConfig,
+    device: &B::Device,
+) -> (ClassTally, ClassTally) {
+    let classes = loader.dataset().num_classes();
+    let (mut clean, mut robust) = (ClassTally::new(classes), ClassTally::new(classes));
+    for batch in loader.batches::<Inner<B>>(0, device) {
+        clean.add_batch(
+            batch.labels.clone(),
+            model.correct(batch.images.clone(), batch.labels.clone()),
+        );
+        let adversarial = attack.perturb(model, batch.images, batch.labels.clone(), None);
+        robust.add_batch(batch.labels.clone(), model.correct(adversarial, batch.labels));
+    }
+    (clean, robust)
 }

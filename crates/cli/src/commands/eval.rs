@@ -100,23 +100,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let mut stages: Option<AutoAttackStages> = None;
         let start = Instant::now();
         for batch in loader.batches::<backend::Compute>(0, &device) {
-            let labels: Vec<usize> = batch
-                .labels
-                .to_data()
-                .convert::<i64>()
-                .to_vec::<i64>()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|l| l as usize)
-                .collect();
-            let outcome = preset.run(&frozen, batch.images, batch.labels, args.eps);
-            let robust: Vec<bool> = outcome
-                .robust
-                .into_data()
-                .convert::<bool>()
-                .to_vec()
-                .unwrap_or_default();
-            tally.add(&labels, &robust);
+            let n = batch.labels.dims()[0];
+            let outcome = preset.run(&frozen, batch.images, batch.labels.clone(), args.eps);
+            tally.add_batch(batch.labels, outcome.robust);
             if let Some(s) = outcome.stages {
                 let total = stages.get_or_insert(AutoAttackStages {
                     clean: 0,
@@ -127,7 +113,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 total.apgd_ce += s.apgd_ce;
                 total.apgd_t += s.apgd_t;
             }
-            bar.inc(labels.len() as u64);
+            bar.inc(n as u64);
             bar.set_message(format!(
                 "{preset:<12} {:5.1}%",
                 100.0 * tally.correct.iter().sum::<usize>() as f64 / tally.total().max(1) as f64
