@@ -19,6 +19,8 @@ pub enum RandomStart {
     Uniform,
     /// `x + std * N(0, 1)` per pixel (TRADES-style; AT-BSL training and TAET use std = 0.001).
     Gaussian { std: f64 },
+    /// `x + U[0, eps)` per pixel: RoBal's one-sided start (its code draws `torch.rand`, not `2 rand - 1`).
+    UniformPositive,
 }
 
 /// Configuration of a PGD attack. The defaults are PGD-10 with step 2/255 in an 8/255 ball, uniform start,
@@ -147,6 +149,10 @@ pub fn random_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start
         RandomStart::None => center,
         RandomStart::Uniform => {
             let noise = Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
+            ball.project(center + noise * ball.eps.clone())
+        }
+        RandomStart::UniformPositive => {
+            let noise = Tensor::<B, 4>::random(shape, Distribution::Uniform(0.0, 1.0), &device);
             ball.project(center + noise * ball.eps.clone())
         }
         RandomStart::Gaussian { std } => {

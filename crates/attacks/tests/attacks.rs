@@ -296,7 +296,11 @@ fn fgsm_on_a_linear_model_moves_every_pixel_by_eps_against_the_margin() {
 fn random_starts_are_inside_the_ball() {
     let case = linear_case(0.02, 8);
     let frozen = FrozenModel::new(&case.model);
-    for start in [RandomStart::Uniform, RandomStart::Gaussian { std: 0.001 }] {
+    for start in [
+        RandomStart::Uniform,
+        RandomStart::Gaussian { std: 0.001 },
+        RandomStart::UniformPositive,
+    ] {
         let adv = PgdConfig::new().with_eps(0.02).with_steps(0).with_start(start).perturb(
             &frozen,
             case.images.clone(),

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::classifier::Classifier;
+use crate::head::HeadKind;
 use crate::linear_classifier::{LinearClassifier, LinearClassifierConfig};
 use crate::mode::Mode;
 use crate::normalization::{InputNormalization, InputNormalizationConfig};
@@ -106,6 +107,9 @@ pub struct ModelConfig {
     /// Per-channel normalisation applied inside the model; inputs stay in [0, 1].
     #[config(default = "None")]
     pub normalization: Option<InputNormalizationConfig>,
+    /// Last layer (the linear classifier has only a linear head).
+    #[config(default = "HeadKind::Linear")]
+    pub head: HeadKind,
 }
 
 impl ModelConfig {
@@ -126,6 +130,9 @@ impl ModelConfig {
                 self.input_shape[0]
             ));
         }
+        if self.arch == Architecture::Linear && self.head != HeadKind::Linear {
+            return Err("the linear classifier has no other head than a linear one".into());
+        }
         self.arch.validate()
     }
 
@@ -135,23 +142,31 @@ impl ModelConfig {
         let classes = self.num_classes;
         let channels = self.input_shape[0];
         let network = match self.arch {
-            Architecture::ResNet18 => {
-                Network::ResNet(ResNetConfig::new(classes).with_in_channels(channels).init(device))
-            }
-            Architecture::PreActResNet18 => {
-                Network::PreActResNet(PreActResNetConfig::new(classes).with_in_channels(channels).init(device))
-            }
+            Architecture::ResNet18 => Network::ResNet(
+                ResNetConfig::new(classes)
+                    .with_in_channels(channels)
+                    .with_head(self.head)
+                    .init(device),
+            ),
+            Architecture::PreActResNet18 => Network::PreActResNet(
+                PreActResNetConfig::new(classes)
+                    .with_in_channels(channels)
+                    .with_head(self.head)
+                    .init(device),
+            ),
             Architecture::WideResNet { depth, widen } => Network::WideResNet(
                 WideResNetConfig::new(classes)
                     .with_depth(depth)
                     .with_widen(widen)
                     .with_in_channels(channels)
+                    .with_head(self.head)
                     .init(device),
             ),
             Architecture::SmallCnn { width } => Network::SmallCnn(
                 SmallCnnConfig::new(classes)
                     .with_width(width)
                     .with_in_channels(channels)
+                    .with_head(self.head)
                     .init(device),
             ),
             Architecture::Linear => {

@@ -24,6 +24,7 @@ pub mod architecture;
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod classifier;
+pub mod head;
 pub mod layers;
 pub mod linear_classifier;
 pub mod mode;
@@ -40,5 +41,6 @@ pub use checkpoint::{
     CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint, save_checkpoint_with,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
+pub use head::{ClassifierHead, CosineHead, HeadKind};
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};

@@ -3,12 +3,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{BlockPlan, classifier_head, conv1x1, conv3x3, stage_plan};
+use crate::head::{ClassifierHead, HeadKind};
+use crate::layers::{BlockPlan, conv1x1, conv3x3, stage_plan};
 use crate::mode::Mode;
 use crate::resnet::global_average_pool;
 
@@ -67,6 +68,9 @@ pub struct PreActResNetConfig {
     pub width: usize,
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Last layer: linear, or RoBal's cosine classifier.
+    #[config(default = "HeadKind::Linear")]
+    pub head: HeadKind,
 }
 
 /// Pre-activation ResNet: 3x3 stem, four stages, final BN-ReLU, global average pooling, linear head.
@@ -75,7 +79,7 @@ pub struct PreActResNet<B: Backend> {
     stem: Conv2d<B>,
     stages: Vec<PreActBlock<B>>,
     final_bn: ModalBatchNorm<B>,
-    head: Linear<B>,
+    head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -88,7 +92,7 @@ impl PreActResNetConfig {
             stem: conv3x3(self.in_channels, w, 1).init(device),
             stages: PreActBlock::stack(&plan, device),
             final_bn: ModalBatchNormConfig::new(8 * w).init(device),
-            head: classifier_head(8 * w, self.num_classes).init(device),
+            head: self.head.init(8 * w, self.num_classes, device),
             relu: Relu::new(),
         }
     }

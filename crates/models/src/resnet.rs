@@ -3,12 +3,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{classifier_head, conv1x1, conv3x3, stage_plan};
+use crate::head::{ClassifierHead, HeadKind};
+use crate::layers::{conv1x1, conv3x3, stage_plan};
 use crate::mode::Mode;
 
 /// Projection shortcut: 1x1 convolution then BatchNorm.
@@ -80,6 +81,9 @@ pub struct ResNetConfig {
     pub width: usize,
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Last layer: linear, or RoBal's cosine classifier.
+    #[config(default = "HeadKind::Linear")]
+    pub head: HeadKind,
 }
 
 /// CIFAR ResNet: 3x3 stem, four stages, global average pooling, linear head.
@@ -88,7 +92,7 @@ pub struct ResNet<B: Backend> {
     stem: Conv2d<B>,
     stem_bn: ModalBatchNorm<B>,
     stages: Vec<BasicBlock<B>>,
-    head: Linear<B>,
+    head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -105,7 +109,7 @@ impl ResNetConfig {
             stem: conv3x3(self.in_channels, w, 1).init(device),
             stem_bn: ModalBatchNormConfig::new(w).init(device),
             stages,
-            head: classifier_head(8 * w, self.num_classes).init(device),
+            head: self.head.init(8 * w, self.num_classes, device),
             relu: Relu::new(),
         }
     }

@@ -3,12 +3,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{classifier_head, conv3x3};
+use crate::head::{ClassifierHead, HeadKind};
+use crate::layers::conv3x3;
 use crate::mode::Mode;
 use crate::resnet::global_average_pool;
 
@@ -21,6 +22,9 @@ pub struct SmallCnnConfig {
     pub width: usize,
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Last layer: linear, or RoBal's cosine classifier.
+    #[config(default = "HeadKind::Linear")]
+    pub head: HeadKind,
 }
 
 /// conv(w)-conv(2w, /2)-conv(4w, /2), each followed by BN and ReLU; pooling; linear head.
@@ -28,7 +32,7 @@ pub struct SmallCnnConfig {
 pub struct SmallCnn<B: Backend> {
     convs: Vec<Conv2d<B>>,
     norms: Vec<ModalBatchNorm<B>>,
-    head: Linear<B>,
+    head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -43,7 +47,7 @@ impl SmallCnnConfig {
                 .iter()
                 .map(|&(_, o, _)| ModalBatchNormConfig::new(o).init(device))
                 .collect(),
-            head: classifier_head(4 * w, self.num_classes).init(device),
+            head: self.head.init(4 * w, self.num_classes, device),
             relu: Relu::new(),
         }
     }

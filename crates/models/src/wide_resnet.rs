@@ -3,12 +3,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, Relu};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::layers::{classifier_head, conv3x3, stage_plan};
+use crate::head::{ClassifierHead, HeadKind};
+use crate::layers::{conv3x3, stage_plan};
 use crate::mode::Mode;
 use crate::preact_resnet::PreActBlock;
 use crate::resnet::global_average_pool;
@@ -25,6 +26,9 @@ pub struct WideResNetConfig {
     pub widen: usize,
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Last layer: linear, or RoBal's cosine classifier.
+    #[config(default = "HeadKind::Linear")]
+    pub head: HeadKind,
 }
 
 /// 3x3 stem (16 channels), three stages of (depth - 4) / 6 blocks, final BN-ReLU, pooling, linear head.
@@ -33,7 +37,7 @@ pub struct WideResNet<B: Backend> {
     stem: Conv2d<B>,
     stages: Vec<PreActBlock<B>>,
     final_bn: ModalBatchNorm<B>,
-    head: Linear<B>,
+    head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -62,7 +66,7 @@ impl WideResNetConfig {
             stem: conv3x3(self.in_channels, 16, 1).init(device),
             stages: PreActBlock::stack(&plan, device),
             final_bn: ModalBatchNormConfig::new(widths[2]).init(device),
-            head: classifier_head(widths[2], self.num_classes).init(device),
+            head: self.head.init(widths[2], self.num_classes, device),
             relu: Relu::new(),
         }
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tailguard_attacks::{PgdConfig, RandomStart, parse_eps};
 use tailguard_longtail::{DatasetKind, ImbalanceProfile};
-use tailguard_models::{Architecture, InputNormalizationConfig, ModelConfig};
+use tailguard_models::{Architecture, HeadKind, InputNormalizationConfig, ModelConfig};
 
 use crate::budget::RobustLtConfig;
 use crate::losses::AbsentClasses;
@@ -101,6 +101,13 @@ pub struct ModelSection {
     /// Input normalisation inside the model: none, cifar10 or cifar100 statistics.
     #[serde(default = "no_normalization")]
     pub normalization: String,
+    /// Last layer: linear, or cosine (RoBal's scale-invariant classifier, gamma 1/32).
+    #[serde(default = "linear_head")]
+    pub head: String,
+}
+
+fn linear_head() -> String {
+    "linear".into()
 }
 
 fn no_normalization() -> String {
@@ -143,7 +150,7 @@ pub struct AttackSection {
     pub eps: Budget,
     pub step_size: Budget,
     pub steps: usize,
-    /// none, uniform or gaussian.
+    /// none, uniform, uniform-positive (RoBal) or gaussian.
     #[serde(default = "default_start")]
     pub start: String,
     /// Standard deviation of the Gaussian start.
@@ -176,6 +183,21 @@ pub enum MethodConfig {
         #[serde(default = "one")]
         tau: f64,
     },
+    /// Cosine classifier with class-aware margins and prior bias, plus a KL term (RoBal-R by default).
+    Robal {
+        #[serde(default = "robal_scale")]
+        scale: f64,
+        #[serde(default = "tenth")]
+        margin: f64,
+        #[serde(default = "robal_tau_m")]
+        tau_m: f64,
+        #[serde(default = "robal_tau_b")]
+        tau_b: f64,
+        #[serde(default = "one")]
+        adversarial_weight: f64,
+        #[serde(default = "trades_beta")]
+        kl_weight: f64,
+    },
     /// Clean CE for `ce_epochs`, then HARL.
     Taet {
         #[serde(default = "ce_epochs")]
@@ -198,6 +220,15 @@ fn trades_beta() -> f64 {
 }
 fn one() -> f64 {
     1.0
+}
+fn robal_scale() -> f64 {
+    10.0
+}
+fn robal_tau_m() -> f64 {
+    0.3
+}
+fn robal_tau_b() -> f64 {
+    1.5
 }
 fn ce_epochs() -> usize {
     40
@@ -322,6 +353,11 @@ impl TrainConfig {
         {
             return Err(invalid(format!("method weight must be >= 0, got {beta}")));
         }
+        if let MethodConfig::Robal { scale, .. } = self.method
+            && !(scale > 0.0 && scale.is_finite())
+        {
+            return Err(invalid(format!("method.scale must be positive, got {scale}")));
+        }
         if let Some(r) = &self.robustlt {
             r.validate().map_err(invalid)?;
         }
@@ -348,10 +384,19 @@ impl TrainConfig {
                 )));
             }
         };
+        let head = match self.model.head.as_str() {
+            "linear" => HeadKind::Linear,
+            "cosine" => HeadKind::ROBAL,
+            other => return Err(invalid(format!("model.head must be linear or cosine, got '{other}'"))),
+        };
         if num_classes == 0 {
             return Err(invalid("the dataset has zero classes"));
         }
-        Ok(ModelConfig::new(arch, num_classes).with_normalization(normalization))
+        let config = ModelConfig::new(arch, num_classes)
+            .with_normalization(normalization)
+            .with_head(head);
+        config.validate().map_err(|e| invalid(format!("model: {e}")))?;
+        Ok(config)
     }
 
     /// The training attack.
@@ -361,9 +406,10 @@ impl TrainConfig {
             "none" => RandomStart::None,
             "uniform" => RandomStart::Uniform,
             "gaussian" => RandomStart::Gaussian { std: a.start_std },
+            "uniform-positive" => RandomStart::UniformPositive,
             other => {
                 return Err(invalid(format!(
-                    "attack.start must be none, uniform or gaussian, got '{other}'"
+                    "attack.start must be none, uniform, uniform-positive or gaussian, got '{other}'"
                 )));
             }
         };
@@ -397,6 +443,7 @@ impl TrainConfig {
             MethodConfig::PgdAt => "pgd-at",
             MethodConfig::Trades { .. } => "trades",
             MethodConfig::AtBsl { .. } => "at-bsl",
+            MethodConfig::Robal { .. } => "robal",
             MethodConfig::Taet { .. } => "taet",
         }
     }

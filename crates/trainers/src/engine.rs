@@ -16,7 +16,7 @@ use tailguard_models::Classifier;
 use crate::budget::BudgetPolicy;
 use crate::config::{ConfigError, MethodConfig, TrainConfig};
 use crate::method::{Method, StepInput};
-use crate::methods::{AtBsl, Natural, PgdAt, Taet, Trades};
+use crate::methods::{AtBsl, Natural, PgdAt, Robal, Taet, Trades};
 use crate::optimizer::GroupedSgd;
 
 /// What can stop a training run.
@@ -96,6 +96,23 @@ pub fn build_method<B: AutodiffBackend, M: Classifier<B> + 'static>(
         MethodConfig::PgdAt => Box::new(PgdAt { attack }),
         MethodConfig::Trades { beta } => Box::new(Trades { attack, beta: *beta }),
         MethodConfig::AtBsl { tau } => Box::new(AtBsl::new(attack, counts, *tau)),
+        MethodConfig::Robal {
+            scale,
+            margin,
+            tau_m,
+            tau_b,
+            adversarial_weight,
+            kl_weight,
+        } => Box::new(Robal::new(
+            attack,
+            counts,
+            *scale,
+            *margin,
+            *tau_m,
+            *tau_b,
+            *adversarial_weight,
+            *kl_weight,
+        )),
         MethodConfig::Taet {
             ce_epochs,
             alpha,

@@ -30,6 +30,31 @@ pub fn trades_kl<B: Backend>(clean_logits: Tensor<B, 2>, adversarial_logits: Ten
     (p * (log_p - log_q)).sum_dim(1).mean()
 }
 
+/// RoBal's class-aware margins `m_c = m + tau_m log(n_c / n_min) / s` (head classes get the larger margin).
+pub fn robal_margins(train_counts: &[usize], margin: f64, tau_m: f64, scale: f64) -> Vec<f32> {
+    let n_min = train_counts.iter().copied().filter(|&n| n > 0).min().unwrap_or(1) as f64;
+    train_counts
+        .iter()
+        .map(|&n| (margin + tau_m * (n.max(1) as f64 / n_min).ln() / scale) as f32)
+        .collect()
+}
+
+/// RoBal's training logits: `s (z - m_y 1[j = y]) + tau_b log(prior)`, (N, C), from cosine logits `z`, per-class
+/// margins `margins` (C) and `log_prior` (C).
+pub fn robal_logits<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    margins: Tensor<B, 1>,
+    scale: f64,
+    log_prior: Tensor<B, 1>,
+    tau_b: f64,
+) -> Tensor<B, 2> {
+    let [_, classes] = logits.dims();
+    let one_hot = labels.one_hot::<2>(classes).float();
+    let shifted = logits - one_hot * margins.reshape([1, classes]);
+    shifted.mul_scalar(scale) + log_prior.mul_scalar(tau_b).reshape([1, classes])
+}
+
 /// How HARL treats classes with no sample in the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -135,6 +160,27 @@ mod tests {
         // tau = 0 is plain cross-entropy: log 2.
         let loss = balanced_softmax(floats(vec![0.0, 0.0], [1, 2]), ints(vec![1]), log_prior, 0.0);
         assert!((scalar(loss) - 2f64.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn robal_margins_and_logits_by_hand() {
+        // Counts 400, 100: n_min 100; m_0 = 0.1 + 0.3 ln 4 / 10, m_1 = 0.1.
+        let margins = robal_margins(&[400, 100], 0.1, 0.3, 10.0);
+        assert!((margins[0] as f64 - (0.1 + 0.03 * 4f64.ln())).abs() < 1e-6);
+        assert!((margins[1] as f64 - 0.1).abs() < 1e-6);
+        let device = Default::default();
+        let m = Tensor::<Flex, 1>::from_floats([0.2, 0.1], &device);
+        let log_prior = Tensor::<Flex, 1>::from_floats([0.8f32.ln(), 0.2f32.ln()], &device);
+        let z = floats(vec![0.5, 0.3], [1, 2]);
+        let out: Vec<f32> = robal_logits(z, ints(vec![0]), m, 10.0, log_prior, 1.5)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        // True class 0: 10 (0.5 - 0.2) + 1.5 ln 0.8; class 1: 10 * 0.3 + 1.5 ln 0.2.
+        let expected = [3.0 + 1.5 * 0.8f32.ln(), 3.0 + 1.5 * 0.2f32.ln()];
+        for (a, b) in out.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-5, "{out:?} vs {expected:?}");
+        }
     }
 
     #[test]

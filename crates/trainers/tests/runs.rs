@@ -33,9 +33,19 @@ fn tiny_archive(dir: &Path) -> PathBuf {
 }
 
 fn config(data: &Path, epochs: usize) -> TrainConfig {
+    config_with(
+        data,
+        epochs,
+        "name = \"taet\"\nce_epochs = 1",
+        "robustlt = { alpha = 0.3, beta = 0.5 }",
+    )
+}
+
+fn config_with(data: &Path, epochs: usize, method: &str, robustlt: &str) -> TrainConfig {
     let text = format!(
         r#"
 seed = 3
+{robustlt}
 [data]
 dataset = "cifar10"
 data_dir = "{}"
@@ -54,11 +64,7 @@ step_size = "2/255"
 steps = 2
 start = "uniform"
 [method]
-name = "taet"
-ce_epochs = 1
-[robustlt]
-alpha = 0.3
-beta = 0.5
+{method}
 [validation]
 attack_steps = 2
 "#,
@@ -165,4 +171,24 @@ fn checkpoints_record_what_evaluation_needs() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
+}
+
+#[test]
+fn robal_trains_a_cosine_head() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let config = config_with(&data, 1, "name = \"robal\"", "");
+    let config = TrainConfig::parse(
+        &config.to_toml(),
+        &["model.head=cosine".into(), "attack.start=uniform-positive".into()],
+    )
+    .unwrap();
+    let out = dir.path().join("robal");
+    let mut run = Run::<B>::start(config, &out, &Default::default()).unwrap();
+    let record = run.run_epoch(&mut Silent).unwrap();
+    assert!(record.loss.is_finite() && record.loss > 0.0, "{record:?}");
+    assert!(record.clean_accuracy.is_some() && record.adversarial_accuracy.is_some());
+    let meta = tailguard_models::read_checkpoint_meta(&out.join("last")).unwrap();
+    assert_eq!(meta.model.head, tailguard_models::HeadKind::ROBAL);
 }

@@ -3,11 +3,13 @@
 pub mod at_bsl;
 pub mod natural;
 pub mod pgd_at;
+pub mod robal;
 pub mod taet;
 pub mod trades;
 
 pub use at_bsl::AtBsl;
 pub use natural::Natural;
 pub use pgd_at::PgdAt;
+pub use robal::Robal;
 pub use taet::Taet;
 pub use trades::Trades;

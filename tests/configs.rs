@@ -1,0 +1,31 @@
+//! Every configuration shipped in configs/ parses and validates, and names the method its file name says.
+
+use std::path::PathBuf;
+
+use tailguard_trainers::TrainConfig;
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut checked = 0;
+    for folder in ["cifar10-lt", "cifar100-lt", "cpu"] {
+        for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let config = TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            let method = name.trim_start_matches("robustlt-");
+            assert!(
+                method.starts_with(config.method_name()),
+                "{name}: method {}",
+                config.method_name()
+            );
+            assert_eq!(name.starts_with("robustlt-"), config.robustlt.is_some(), "{name}");
+            checked += 1;
+        }
+    }
+    // 4 datasets x (6 methods + 4 RobustLT variants), plus 7 CPU configurations.
+    assert_eq!(checked, 4 * 10 + 7);
+}
