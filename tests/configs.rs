@@ -26,6 +26,6 @@ fn shipped_configs_are_valid() {
             checked += 1;
         }
     }
-    // 4 datasets x (6 methods + 4 RobustLT variants), plus 7 CPU configurations.
-    assert_eq!(checked, 4 * 10 + 7);
+    // 4 datasets x (7 methods + 5 RobustLT variants), plus 8 CPU configurations.
+    assert_eq!(checked, 4 * 12 + 8);
 }

@@ -222,4 +222,20 @@ impl<B: Backend> Classifier<B> for Model<B> {
     fn num_classes(&self) -> usize {
         self.num_classes
     }
+
+    fn features_and_logits(&self, images: Tensor<B, 4>, mode: Mode) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        let x = match &self.normalization {
+            Some(norm) => norm.forward(images),
+            None => images,
+        };
+        let (features, head) = match &self.network {
+            Network::ResNet(net) => (net.features(x, mode), &net.head),
+            Network::PreActResNet(net) => (net.features(x, mode), &net.head),
+            Network::WideResNet(net) => (net.features(x, mode), &net.head),
+            Network::SmallCnn(net) => (net.features(x, mode), &net.head),
+            Network::Linear(_) => return None,
+        };
+        let logits = head.forward(features.clone());
+        Some((features, logits))
+    }
 }

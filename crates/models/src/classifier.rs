@@ -17,6 +17,12 @@ pub trait Classifier<B: Backend>: Module<B> {
     /// Number of output classes.
     fn num_classes(&self) -> usize;
 
+    /// Penultimate features (N, D) and logits (N, classes) from one forward pass, for methods that regularise the
+    /// feature space (REAT). Models that do not expose features keep the default, `None`.
+    fn features_and_logits(&self, _images: Tensor<B, 4>, _mode: Mode) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        None
+    }
+
     /// Which parameters get weight decay. The default follows the common PyTorch recipe: tensors of rank >= 2
     /// (convolution and linear weights) decay, rank-1 tensors (biases, BatchNorm scales and shifts) do not.
     fn parameter_groups(&self) -> ParameterGroups

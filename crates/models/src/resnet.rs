@@ -92,7 +92,7 @@ pub struct ResNet<B: Backend> {
     stem: Conv2d<B>,
     stem_bn: ModalBatchNorm<B>,
     stages: Vec<BasicBlock<B>>,
-    head: ClassifierHead<B>,
+    pub(crate) head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -118,11 +118,16 @@ impl ResNetConfig {
 impl<B: Backend> ResNet<B> {
     /// (N, C, H, W) -> (N, classes)
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        self.head.forward(self.features(x, mode))
+    }
+
+    /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
+    pub fn features(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let mut x = self.relu.forward(self.stem_bn.forward(self.stem.forward(x), mode));
         for block in &self.stages {
             x = block.forward(x, mode);
         }
-        self.head.forward(global_average_pool(x))
+        global_average_pool(x)
     }
 }
 

@@ -32,7 +32,7 @@ pub struct SmallCnnConfig {
 pub struct SmallCnn<B: Backend> {
     convs: Vec<Conv2d<B>>,
     norms: Vec<ModalBatchNorm<B>>,
-    head: ClassifierHead<B>,
+    pub(crate) head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -55,10 +55,15 @@ impl SmallCnnConfig {
 
 impl<B: Backend> SmallCnn<B> {
     /// (N, C, H, W) -> (N, classes)
-    pub fn forward(&self, mut x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        self.head.forward(self.features(x, mode))
+    }
+
+    /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
+    pub fn features(&self, mut x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
             x = self.relu.forward(norm.forward(conv.forward(x), mode));
         }
-        self.head.forward(global_average_pool(x))
+        global_average_pool(x)
     }
 }

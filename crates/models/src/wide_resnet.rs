@@ -37,7 +37,7 @@ pub struct WideResNet<B: Backend> {
     stem: Conv2d<B>,
     stages: Vec<PreActBlock<B>>,
     final_bn: ModalBatchNorm<B>,
-    head: ClassifierHead<B>,
+    pub(crate) head: ClassifierHead<B>,
     relu: Relu,
 }
 
@@ -75,11 +75,16 @@ impl WideResNetConfig {
 impl<B: Backend> WideResNet<B> {
     /// (N, C, H, W) -> (N, classes)
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        self.head.forward(self.features(x, mode))
+    }
+
+    /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
+    pub fn features(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let mut x = self.stem.forward(x);
         for block in &self.stages {
             x = block.forward(x, mode);
         }
         let x = self.relu.forward(self.final_bn.forward(x, mode));
-        self.head.forward(global_average_pool(x))
+        global_average_pool(x)
     }
 }

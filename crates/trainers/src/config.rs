@@ -183,6 +183,11 @@ pub enum MethodConfig {
         #[serde(default = "one")]
         tau: f64,
     },
+    /// Re-weighted inner loss, balanced softmax and a tail feature term.
+    Reat {
+        #[serde(default = "one")]
+        tau: f64,
+    },
     /// Cosine classifier with class-aware margins and prior bias, plus a KL term (RoBal-R by default).
     Robal {
         #[serde(default = "robal_scale")]
@@ -444,6 +449,7 @@ impl TrainConfig {
             MethodConfig::Trades { .. } => "trades",
             MethodConfig::AtBsl { .. } => "at-bsl",
             MethodConfig::Robal { .. } => "robal",
+            MethodConfig::Reat { .. } => "reat",
             MethodConfig::Taet { .. } => "taet",
         }
     }

@@ -16,7 +16,7 @@ use tailguard_models::Classifier;
 use crate::budget::BudgetPolicy;
 use crate::config::{ConfigError, MethodConfig, TrainConfig};
 use crate::method::{Method, StepInput};
-use crate::methods::{AtBsl, Natural, PgdAt, Robal, Taet, Trades};
+use crate::methods::{AtBsl, Natural, PgdAt, Reat, Robal, Taet, Trades};
 use crate::optimizer::GroupedSgd;
 
 /// What can stop a training run.
@@ -96,6 +96,7 @@ pub fn build_method<B: AutodiffBackend, M: Classifier<B> + 'static>(
         MethodConfig::PgdAt => Box::new(PgdAt { attack }),
         MethodConfig::Trades { beta } => Box::new(Trades { attack, beta: *beta }),
         MethodConfig::AtBsl { tau } => Box::new(AtBsl::new(attack, counts, *tau)),
+        MethodConfig::Reat { tau } => Box::new(Reat::new(attack, counts, *tau)),
         MethodConfig::Robal {
             scale,
             margin,
@@ -185,6 +186,20 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
     /// A trainer at epoch 0.
     pub fn new(config: &TrainConfig, data: &TrainData, model: M, device: &B::Device) -> Result<Self, TrainError> {
         let method = build_method::<B, M>(config, &data.counts)?;
+        if method.needs_features() {
+            let shape = data.train.shape();
+            let probe = Tensor::<B, 4>::zeros([1, shape.channels, shape.height, shape.width], device);
+            if model
+                .features_and_logits(probe, tailguard_models::Mode::Inference)
+                .is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{} needs penultimate features, which this model does not expose (Classifier::features_and_logits)",
+                    config.method_name()
+                ))
+                .into());
+            }
+        }
         let loader_config = BatchLoaderConfig {
             batch_size: config.optim.batch_size,
             sampling: if config.data.class_balanced {
@@ -275,6 +290,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
                 .loss(&self.model, &input, adversarial.map(Tensor::from_inner));
             let grads = output.loss.backward();
             self.model = self.optimizer.step(lr, self.model.clone(), grads);
+            self.method.after_step(&input, &output);
 
             // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
             let labels = input.labels.inner();
@@ -299,6 +315,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
             observer.on_step(epoch, step + 1, steps, shown);
         }
 
+        self.method.end_epoch();
         let loss = loss_sum.into_scalar().elem::<f64>() / seen.max(1) as f64;
         if !loss.is_finite() {
             return Err(TrainError::Diverged { epoch: epoch + 1, loss });
@@ -340,6 +357,16 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
             Some(clean.summary(&groups).balanced_accuracy),
             Some(robust.summary(&groups).balanced_accuracy),
         )
+    }
+
+    /// The method's state (saved with checkpoints).
+    pub fn method_state(&self) -> serde_json::Value {
+        self.method.state()
+    }
+
+    /// Restores the method's state.
+    pub fn load_method_state(&mut self, state: &serde_json::Value) -> Result<(), TrainError> {
+        self.method.load_state(state).map_err(TrainError::Checkpoint)
     }
 
     /// The per-class budgets at full intensity.

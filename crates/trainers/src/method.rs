@@ -46,6 +46,27 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
 
     /// The loss, with the model in training mode. `adversarial` is what [`Method::adversarial`] returned.
     fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B>;
+
+    /// Whether the loss needs [`Classifier::features_and_logits`] (checked once when training starts).
+    fn needs_features(&self) -> bool {
+        false
+    }
+
+    /// Sees every step's output after the optimizer step (for statistics a method carries between epochs).
+    fn after_step(&mut self, _input: &StepInput<B>, _output: &StepOutput<B>) {}
+
+    /// Called after the last step of every epoch.
+    fn end_epoch(&mut self) {}
+
+    /// State carried between epochs, saved with checkpoints so a resumed run continues exactly.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restores what [`Method::state`] returned.
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Cross-entropy PGD examples in each sample's budget, with steps scaled by `eps_i / eps` (every method's default

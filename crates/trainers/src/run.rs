@@ -18,10 +18,12 @@ const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const STATE_FILE: &str = "train_state.json";
 
 /// Progress that is not in the model or optimizer.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct RunState {
     next_epoch: usize,
     best_validation_robust: Option<f64>,
+    #[serde(default)]
+    method: serde_json::Value,
 }
 
 /// A training run writing into a folder.
@@ -83,6 +85,7 @@ impl<B: AutodiffBackend> Run<B> {
             .load_bytes(&optimizer, device)
             .map_err(checkpoint_error)?;
         trainer.next_epoch = state.next_epoch;
+        trainer.load_method_state(&state.method)?;
         // The log may have got one line ahead of the checkpoint if a run stopped between the two writes.
         let log_path = dir.join(LOG_FILE);
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -150,6 +153,7 @@ impl<B: AutodiffBackend> Run<B> {
         let state = serde_json::to_vec(&RunState {
             next_epoch: self.trainer.next_epoch,
             best_validation_robust: self.best,
+            method: self.trainer.method_state(),
         })
         .map_err(checkpoint_error)?;
         save_checkpoint_with(

@@ -192,3 +192,27 @@ fn robal_trains_a_cosine_head() {
     let meta = tailguard_models::read_checkpoint_meta(&out.join("last")).unwrap();
     assert_eq!(meta.model.head, tailguard_models::HeadKind::ROBAL);
 }
+
+#[test]
+fn reat_trains_and_carries_its_counts_through_a_resume() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let device = Default::default();
+    let out = dir.path().join("reat");
+    let mut run = Run::<B>::start(config_with(&data, 2, "name = \"reat\"", ""), &out, &device).unwrap();
+    let record = run.run_epoch(&mut Silent).unwrap();
+    assert!(record.loss.is_finite(), "{record:?}");
+    drop(run);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("last").join("train_state.json")).unwrap()).unwrap();
+    let counts: Vec<f64> = serde_json::from_value(state["method"]["predicted_counts"].clone()).unwrap();
+    // m_c after epoch 1 counts the adversarial predictions of every training image once.
+    let train_images = tailguard_trainers::TrainData::load(&config_with(&data, 2, "name = \"reat\"", ""))
+        .unwrap()
+        .train
+        .len();
+    assert_eq!(counts.iter().sum::<f64>() as usize, train_images);
+    let mut run = Run::<B>::resume(&out, &device).unwrap();
+    assert!(run.run_epoch(&mut Silent).unwrap().loss.is_finite());
+}

@@ -3,6 +3,7 @@
 pub mod at_bsl;
 pub mod natural;
 pub mod pgd_at;
+pub mod reat;
 pub mod robal;
 pub mod taet;
 pub mod trades;
@@ -10,6 +11,7 @@ pub mod trades;
 pub use at_bsl::AtBsl;
 pub use natural::Natural;
 pub use pgd_at::PgdAt;
+pub use reat::Reat;
 pub use robal::Robal;
 pub use taet::Taet;
 pub use trades::Trades;
