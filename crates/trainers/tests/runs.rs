@@ -216,3 +216,27 @@ fn reat_trains_and_carries_its_counts_through_a_resume() {
     let mut run = Run::<B>::resume(&out, &device).unwrap();
     assert!(run.run_epoch(&mut Silent).unwrap().loss.is_finite());
 }
+
+#[test]
+fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let config = config_with(&data, 2, "name = \"pgd-at\"", "");
+    // The learning rate jumps by 1e36 after the first epoch.
+    let config = TrainConfig::parse(&config.to_toml(), &["optim.schedule.gamma=1e36".into()]).unwrap();
+    let out = dir.path().join("diverge");
+    let mut run = Run::<B>::start(config, &out, &Default::default()).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    let err = run.run_epoch(&mut Silent).unwrap_err().to_string();
+    assert!(
+        err.contains("diverged in epoch 2") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let meta = tailguard_models::read_checkpoint_meta(&out.join("last")).unwrap();
+    assert_eq!(meta.epoch, Some(1), "last/ still holds the good epoch");
+    assert_eq!(
+        std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().count(),
+        1
+    );
+}
