@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Quick start: train a natural baseline and TAET on the embedded dataset, attack both, compare (about 10 min).
+    Demo(commands::demo::DemoArgs),
     /// Per-class counts of a long-tailed training split (and a shareable split file).
     Data(commands::data::DataArgs),
     /// Parameter count and output shape of an architecture.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::Train(args) => commands::train::run(args),

@@ -451,3 +451,37 @@ fn bad_training_configs_fail_with_one_line() {
         "config.toml",
     );
 }
+
+#[test]
+fn demo_trains_evaluates_and_compares() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let output = tailguard(&[
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        &embedded(),
+        "--epochs",
+        "3",
+        "--limit",
+        "20",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("[natural]") && md.contains("[taet]") && md.contains("balanced robustness"),
+        "{md}"
+    );
+    for model in ["natural", "taet"] {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(model).join("report/report.json")).unwrap()).unwrap();
+        assert_eq!(report["test_images"], 20);
+        let log = std::fs::read_to_string(out.join(model).join("log.jsonl")).unwrap();
+        assert_eq!(log.lines().count(), 3);
+    }
+    assert!(out.join("per_class_aa.png").exists());
+    let taet_log = std::fs::read_to_string(out.join("taet/log.jsonl")).unwrap();
+    assert!(taet_log.lines().next().unwrap().contains("\"stage\":\"clean\""));
+    assert!(taet_log.lines().last().unwrap().contains("\"stage\":\"adversarial\""));
+}

@@ -28,50 +28,61 @@ use crate::report::eval_report::{AttackReport, EvalReport};
 pub struct EvalArgs {
     /// Checkpoint folder (model.mpk + checkpoint.json).
     #[arg(long)]
-    checkpoint: PathBuf,
+    pub(crate) checkpoint: PathBuf,
     /// cifar10, cifar100 or imagefolder.
     #[arg(long)]
-    dataset: DatasetKind,
+    pub(crate) dataset: DatasetKind,
     /// The dataset (CIFAR binary folder or .tar.gz, or an image folder with ROOT/test/<class>/*).
     #[arg(long, value_name = "PATH")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Comma-separated attacks: clean, fgsm, pgd20, pgd20-step1 (TAET's 1/255 step), cw20, aa-lite, pgd10,
     /// taet-training.
     #[arg(long, value_delimiter = ',', default_value = "clean,fgsm,pgd20,cw20,aa-lite")]
-    attacks: Vec<AttackPreset>,
+    pub(crate) attacks: Vec<AttackPreset>,
     /// L-inf budget, as a fraction or a number.
     #[arg(long, default_value = "8/255", value_parser = parse_eps)]
-    eps: f64,
+    pub(crate) eps: f64,
     /// Evaluate a seeded random subset of N test images.
     #[arg(long, value_name = "N")]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Images per batch.
     #[arg(long, default_value_t = 128)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Use a long-tailed test split with this imbalance ratio (TAET's protocol) instead of the whole test set.
     #[arg(long, value_name = "RHO")]
-    lt_test: Option<f64>,
+    pub(crate) lt_test: Option<f64>,
     /// Per-class training counts for the many/medium/few/tail groups, comma-separated [default: from the checkpoint].
     #[arg(long, value_name = "N,N,...", value_parser = parse_counts)]
-    train_counts: Option<Counts>,
+    pub(crate) train_counts: Option<Counts>,
     /// Seed for the test subset and the attacks' random starts.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Folder for report.json, report.md and per_class.png.
     #[arg(long, value_name = "DIR")]
-    report: PathBuf,
+    pub(crate) report: PathBuf,
     /// Print report.json to stdout as well.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let report = evaluate(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!("wrote {}", args.report.join("report.md").display());
+    }
+    Ok(())
+}
+
+/// Runs the evaluation and writes the report folder.
+pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     let device = backend::device()?;
     let (model, meta) = load_checkpoint::<backend::Train>(&args.checkpoint, &device)?;
-    let test = test_set(&args, &meta)?;
+    let test = test_set(args, &meta)?;
     let train_counts = args
         .train_counts
         .clone()
@@ -157,12 +168,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     report.write(&args.report)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        eprintln!("wrote {}", args.report.join("report.md").display());
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// The test images: the whole test split, or its long-tailed version, optionally a seeded subset.
