@@ -88,17 +88,31 @@ impl PreActResNetConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> PreActResNet<B> {
         let w = self.width;
         let plan = stage_plan(w, &[w, 2 * w, 4 * w, 8 * w], &self.blocks);
-        PreActResNet {
-            stem: conv3x3(self.in_channels, w, 1).init(device),
-            stages: PreActBlock::stack(&plan, device),
-            final_bn: ModalBatchNormConfig::new(8 * w).init(device),
-            head: self.head.init(8 * w, self.num_classes, device),
-            relu: Relu::new(),
-        }
+        PreActResNet::from_plan(self.in_channels, w, &plan, self.head, self.num_classes, device)
     }
 }
 
 impl<B: Backend> PreActResNet<B> {
+    /// A 3x3 stem of `stem_channels`, the blocks of `plan`, final BN-ReLU and `head` (shared with WideResNet, which
+    /// is the same network with another plan).
+    pub(crate) fn from_plan(
+        in_channels: usize,
+        stem_channels: usize,
+        plan: &[BlockPlan],
+        head: HeadKind,
+        num_classes: usize,
+        device: &B::Device,
+    ) -> Self {
+        let features = plan.last().map_or(stem_channels, |b| b.out_channels);
+        PreActResNet {
+            stem: conv3x3(in_channels, stem_channels, 1).init(device),
+            stages: PreActBlock::stack(plan, device),
+            final_bn: ModalBatchNormConfig::new(features).init(device),
+            head: head.init(features, num_classes, device),
+            relu: Relu::new(),
+        }
+    }
+
     /// (N, C, H, W) -> (N, classes)
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         self.head.forward(self.features(x, mode))

@@ -1,18 +1,12 @@
 //! WideResNet-depth-width (Zagoruyko and Komodakis 2016) as in the TRADES / AT-BSL / RobustLT code:
-//! pre-activation blocks ([`PreActBlock`]), no dropout. WRN-28-10 has 36,479,194 parameters and WRN-34-10 46,160,474 (10 classes).
+//! pre-activation blocks, no dropout. WRN-28-10 has 36,479,194 parameters and WRN-34-10 46,160,474 (10 classes).
 
 use burn::config::Config;
-use burn::module::Module;
-use burn::nn::Relu;
-use burn::nn::conv::Conv2d;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 
-use crate::batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
-use crate::head::{ClassifierHead, HeadKind};
-use crate::layers::{conv3x3, stage_plan};
-use crate::mode::Mode;
-use crate::preact_resnet::PreActBlock;
-use crate::resnet::global_average_pool;
+use crate::head::HeadKind;
+use crate::layers::stage_plan;
+use crate::preact_resnet::PreActResNet;
 
 /// Configuration of a WideResNet.
 #[derive(Config, Debug)]
@@ -31,15 +25,9 @@ pub struct WideResNetConfig {
     pub head: HeadKind,
 }
 
-/// 3x3 stem (16 channels), three stages of (depth - 4) / 6 blocks, final BN-ReLU, pooling, linear head.
-#[derive(Module, Debug)]
-pub struct WideResNet<B: Backend> {
-    stem: Conv2d<B>,
-    stages: Vec<PreActBlock<B>>,
-    final_bn: ModalBatchNorm<B>,
-    pub(crate) head: ClassifierHead<B>,
-    relu: Relu,
-}
+/// 3x3 stem (16 channels), three stages of (depth - 4) / 6 pre-activation blocks, final BN-ReLU, pooling, head:
+/// structurally a pre-activation ResNet with another stage plan.
+pub type WideResNet<B> = PreActResNet<B>;
 
 impl WideResNetConfig {
     /// Checks that the depth is 6n + 4 and the width positive.
@@ -62,29 +50,6 @@ impl WideResNetConfig {
         let per_stage = (self.depth - 4) / 6;
         let widths = [16 * self.widen, 32 * self.widen, 64 * self.widen];
         let plan = stage_plan(16, &widths, &[per_stage; 3]);
-        WideResNet {
-            stem: conv3x3(self.in_channels, 16, 1).init(device),
-            stages: PreActBlock::stack(&plan, device),
-            final_bn: ModalBatchNormConfig::new(widths[2]).init(device),
-            head: self.head.init(widths[2], self.num_classes, device),
-            relu: Relu::new(),
-        }
-    }
-}
-
-impl<B: Backend> WideResNet<B> {
-    /// (N, C, H, W) -> (N, classes)
-    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        self.head.forward(self.features(x, mode))
-    }
-
-    /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
-    pub fn features(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let mut x = self.stem.forward(x);
-        for block in &self.stages {
-            x = block.forward(x, mode);
-        }
-        let x = self.relu.forward(self.final_bn.forward(x, mode));
-        global_average_pool(x)
+        PreActResNet::from_plan(self.in_channels, 16, &plan, self.head, self.num_classes, device)
     }
 }
