@@ -26,3 +26,15 @@ pub fn spinner(hidden: bool, message: String) -> ProgressBar {
     }
     spinner
 }
+
+/// "loss 0.1234  clean 45.6%  adv 12.3%" from a training step's figures.
+pub fn step_message(figures: &tailguard_trainers::StepFigures) -> String {
+    let mut message = format!("loss {:.4}", figures.loss);
+    if let Some(a) = figures.clean_accuracy {
+        message.push_str(&format!("  clean {:.1}%", 100.0 * a));
+    }
+    if let Some(a) = figures.adversarial_accuracy {
+        message.push_str(&format!("  adv {:.1}%", 100.0 * a));
+    }
+    message
+}

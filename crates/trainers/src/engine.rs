@@ -155,10 +155,21 @@ pub struct EpochRecord {
     pub validation_robust: Option<f64>,
 }
 
+/// Running figures of an epoch, read back from the device every few steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepFigures {
+    /// Loss of the latest step.
+    pub loss: f64,
+    /// Clean training accuracy so far in the epoch, when the method computes clean logits.
+    pub clean_accuracy: Option<f64>,
+    /// Adversarial training accuracy so far in the epoch, when the method makes adversarial examples.
+    pub adversarial_accuracy: Option<f64>,
+}
+
 /// Hooks for progress display.
 pub trait TrainObserver {
-    /// After each step; `loss` is given every few steps (reading it waits for the device).
-    fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _loss: Option<f64>) {}
+    /// After each step; `figures` come every few steps (reading them waits for the device).
+    fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _figures: Option<StepFigures>) {}
 }
 
 /// An observer that shows nothing.
@@ -305,14 +316,25 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
                 adversarial_seen += n;
             }
             seen += n;
-            let read = (step + 1) % LOSS_READ_EVERY == 0;
-            let shown = read.then(|| step_loss.into_scalar().elem::<f64>());
-            if let Some(loss) = shown
-                && !loss.is_finite()
+            let figures = ((step + 1) % LOSS_READ_EVERY == 0).then(|| {
+                let rate = |t: &Tensor<Inner<B>, 1, Int>, n: usize| {
+                    (n > 0).then(|| t.clone().into_scalar().elem::<i64>() as f64 / n as f64)
+                };
+                StepFigures {
+                    loss: step_loss.into_scalar().elem::<f64>(),
+                    clean_accuracy: rate(&clean_correct, clean_seen),
+                    adversarial_accuracy: rate(&adversarial_correct, adversarial_seen),
+                }
+            });
+            if let Some(f) = figures
+                && !f.loss.is_finite()
             {
-                return Err(TrainError::Diverged { epoch: epoch + 1, loss });
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    loss: f.loss,
+                });
             }
-            observer.on_step(epoch, step + 1, steps, shown);
+            observer.on_step(epoch, step + 1, steps, figures);
         }
 
         self.method.end_epoch();

@@ -32,7 +32,8 @@ pub mod schedule;
 pub use budget::{BudgetPolicy, RobustLtConfig};
 pub use config::{ConfigError, MethodConfig, TrainConfig};
 pub use engine::{
-    EpochRecord, Silent, TrainData, TrainError, TrainObserver, Trainer, budget_policy, build_method, evaluate,
+    EpochRecord, Silent, StepFigures, TrainData, TrainError, TrainObserver, Trainer, budget_policy, build_method,
+    evaluate,
 };
 pub use method::{Method, StepInput, StepOutput};
 pub use optimizer::{GroupedSgd, SgdSettings};

@@ -129,13 +129,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct BarObserver(indicatif::ProgressBar);
+struct BarObserver(indicatif::ProgressBar, String);
 
 impl tailguard_trainers::TrainObserver for BarObserver {
-    fn on_step(&mut self, _epoch: usize, step: usize, _steps: usize, loss: Option<f64>) {
+    fn on_step(&mut self, _epoch: usize, step: usize, _steps: usize, figures: Option<tailguard_trainers::StepFigures>) {
         self.0.set_position(step as u64);
-        if let Some(loss) = loss {
-            self.0.set_message(format!("loss {loss:.4}"));
+        if let Some(figures) = figures {
+            self.0
+                .set_message(format!("{} {}", self.1, progress::step_message(&figures)));
         }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tailguard_trainers::{EpochRecord, Run, TrainConfig, TrainObserver, plan};
+use tailguard_trainers::{EpochRecord, Run, StepFigures, TrainConfig, TrainObserver, plan};
 
 use crate::backend;
 use crate::progress;
@@ -43,13 +43,13 @@ struct Progress {
 }
 
 impl TrainObserver for Progress {
-    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, loss: Option<f64>) {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, figures: Option<StepFigures>) {
         let bar = self
             .bar
             .get_or_insert_with(|| progress::bar(self.hidden, steps as u64, format!("epoch {}", epoch + 1)));
         bar.set_position(step as u64);
-        if let Some(loss) = loss {
-            bar.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
+        if let Some(figures) = figures {
+            bar.set_message(format!("epoch {} {}", epoch + 1, progress::step_message(&figures)));
         }
     }
 }
