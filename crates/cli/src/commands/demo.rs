@@ -86,12 +86,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             dir.display()
         );
         while !run.finished() {
-            let bar = progress::bar(
-                false,
-                run.trainer.steps_per_epoch() as u64,
-                format!("[{name}] epoch {}", run.trainer.next_epoch + 1),
-            );
-            let mut observer = BarObserver(bar.clone());
+            let label = format!("[{name}] epoch {}", run.trainer.next_epoch + 1);
+            let bar = progress::bar(false, run.trainer.steps_per_epoch() as u64, label.clone());
+            let mut observer = BarObserver(bar.clone(), label);
             let record = run.run_epoch(&mut observer)?;
             bar.finish_and_clear();
             eprintln!(
