@@ -32,6 +32,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Clean and adversarial accuracy of a checkpoint, per class, with a report.
     Eval(commands::eval::EvalArgs),
+    /// Several evaluated runs side by side (table and chart).
+    Compare(commands::compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Model(args) => commands::model::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Compare(args) => commands::compare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -282,6 +282,24 @@ fn eval_writes_json_markdown_and_chart() {
     );
     let png = image::open(report_dir.join("per_class.png")).unwrap();
     assert!(png.width() >= 640 && png.height() == 480);
+
+    // Two runs side by side.
+    let compare_dir = dir.path().join("compare");
+    let output = tailguard(&[
+        "compare",
+        report_dir.to_str().unwrap(),
+        report_dir.to_str().unwrap(),
+        "--out",
+        compare_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("aa-lite (balanced)") && table.lines().count() >= 4,
+        "{table}"
+    );
+    assert!(compare_dir.join("compare.png").exists() && compare_dir.join("compare.md").exists());
+    assert_clean_failure(&tailguard(&["compare", checkpoint.to_str().unwrap()]), "report.json");
 }
 
 #[test]
@@ -418,6 +436,9 @@ fn train_runs_and_resumes_through_the_program() {
     assert_eq!(record["epoch"], 1);
     assert_eq!(record["stage"], "clean");
     assert!(record["loss"].as_f64().unwrap().is_finite());
+    for chart in ["curves_accuracy.png", "curves_loss.png", "curves_lr.png"] {
+        assert!(std::path::Path::new(out).join(chart).exists(), "{chart}");
+    }
     let output = tailguard(&["train", "--resume", out]);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("finished"));

@@ -91,6 +91,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             let mut observer = BarObserver(bar.clone(), label);
             let record = run.run_epoch(&mut observer)?;
             bar.finish_and_clear();
+            crate::report::curves::write_training_curves(&dir)?;
             eprintln!(
                 "[{name}] epoch {}/{} {:<11} loss {:.4}  validation balanced clean {}%  robust {}%",
                 record.epoch,

@@ -108,6 +108,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(bar) = observer.bar {
             bar.finish_and_clear();
         }
+        crate::report::curves::write_training_curves(run.dir())?;
         if args.json {
             println!("{}", serde_json::to_string(&record)?);
         } else {

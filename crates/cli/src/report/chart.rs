@@ -117,3 +117,68 @@ pub fn grouped_bars(path: &Path, title: &str, categories: &[String], series: &[S
     }
     save_png(path, buffer, size)
 }
+
+/// Lines over x = 1..=len (epochs), in the y range given; missing values leave gaps.
+pub fn lines_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    y_range: std::ops::Range<f64>,
+    series: &[Series],
+) -> anyhow::Result<()> {
+    register_fonts();
+    let size = (720u32, 420u32);
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE).map_err(drawing_error)?;
+        let len = series.iter().map(|s| s.values.len()).max().unwrap_or(1).max(2) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(1f64..len, y_range)
+            .map_err(drawing_error)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .max_light_lines(1)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(drawing_error)?;
+        let mut drawn = 0;
+        for (k, s) in series.iter().enumerate() {
+            let points: Vec<(f64, f64)> = s
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i as f64 + 1.0, v)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let color = PALETTE[k % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(drawing_error)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            drawn += 1;
+        }
+        if drawn > 0 {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(drawing_error)?;
+        }
+        root.present().map_err(drawing_error)?;
+    }
+    save_png(path, buffer, size)
+}

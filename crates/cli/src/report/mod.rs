@@ -1,6 +1,7 @@
 //! Reports people read: JSON for machines, Markdown for people, PNG charts for a glance.
 
 pub mod chart;
+pub mod curves;
 pub mod eval_report;
 
 use std::path::Path;

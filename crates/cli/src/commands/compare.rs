@@ -1,0 +1,125 @@
+//! `tailguard compare`: several evaluated runs side by side, as one table and one chart.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::Value;
+
+use crate::report::chart::{Series, grouped_bars};
+use crate::report::{percent, write_atomically};
+
+/// Put evaluated runs side by side: balanced accuracy and balanced robustness per attack.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  tailguard compare runs/demo/natural runs/demo/taet --out reports/compare\n\n\
+    Each folder is an evaluation report folder (with report.json) or a run folder holding report/report.json."
+)]
+pub struct CompareArgs {
+    /// Report folders or run folders.
+    #[arg(required = true, num_args = 1..)]
+    runs: Vec<PathBuf>,
+    /// Also write compare.md and compare.png into this folder.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+fn load_report(dir: &Path) -> anyhow::Result<Value> {
+    let candidates = [dir.join("report.json"), dir.join("report").join("report.json")];
+    let path = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("{} holds no report.json (run tailguard eval first)", dir.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a tailguard report", path.display()))
+}
+
+fn run_name(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if name == "report" {
+        dir.parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or(name)
+    } else {
+        name
+    }
+}
+
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let reports: Vec<(String, Value)> = args
+        .runs
+        .iter()
+        .map(|d| Ok((run_name(d), load_report(d)?)))
+        .collect::<anyhow::Result<_>>()?;
+    // Attacks in the order they first appear.
+    let mut attacks: Vec<String> = Vec::new();
+    for (_, report) in &reports {
+        for a in report["attacks"].as_array().into_iter().flatten() {
+            if let Some(name) = a["attack"].as_str()
+                && !attacks.iter().any(|x| x == name)
+            {
+                attacks.push(name.to_string());
+            }
+        }
+    }
+    if attacks.is_empty() {
+        bail!("the reports hold no attack results");
+    }
+    let balanced = |report: &Value, attack: &str| -> Option<f64> {
+        report["attacks"].as_array()?.iter().find(|a| a["attack"] == attack)?["balanced_accuracy"].as_f64()
+    };
+    let tail = |report: &Value, attack: &str| -> Option<f64> {
+        report["attacks"].as_array()?.iter().find(|a| a["attack"] == attack)?["groups"]["tail"].as_f64()
+    };
+    let mut md = String::from("| run | arch | test images |");
+    let mut rule = String::from("| --- | --- | ---: |");
+    for attack in &attacks {
+        md.push_str(&format!(" {attack} (balanced) |"));
+        rule.push_str(" ---: |");
+    }
+    let strongest = attacks.last().cloned().unwrap_or_default();
+    md.push_str(&format!(" tail under {strongest} |\n"));
+    rule.push_str(" ---: |\n");
+    md.push_str(&rule);
+    for (name, report) in &reports {
+        let _ = write!(
+            md,
+            "| {name} | {} | {} |",
+            report["arch"].as_str().unwrap_or("-"),
+            report["test_images"].as_u64().unwrap_or(0)
+        );
+        for attack in &attacks {
+            let _ = write!(md, " {} |", percent(balanced(report, attack)));
+        }
+        let _ = writeln!(md, " {} |", percent(tail(report, &strongest)));
+    }
+    println!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let names: Vec<String> = reports.iter().map(|(n, _)| n.clone()).collect();
+        let series: Vec<Series> = attacks
+            .iter()
+            .map(|attack| Series {
+                name: attack.clone(),
+                values: reports.iter().map(|(_, r)| balanced(r, attack)).collect(),
+            })
+            .collect();
+        grouped_bars(
+            &out.join("compare.png"),
+            "Balanced accuracy per attack",
+            &names,
+            &series,
+        )?;
+        let text = format!(
+            "# Comparison\n\nValues are balanced accuracies in % (under attack: balanced robustness).\n\n{md}\n![Balanced accuracy per attack](compare.png)\n"
+        );
+        write_atomically(&out.join("compare.md"), text.as_bytes())?;
+        eprintln!("wrote {}", out.join("compare.md").display());
+    }
+    Ok(())
+}
