@@ -52,27 +52,12 @@ pub fn run(epochs: usize, test_images: usize) -> Result<f64, Box<dyn std::error:
     let data_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/cifar10-lt-mini.tar.gz");
     let config = TrainConfig::parse(
         &format!(
-            r#"[data]
-dataset = "cifar10"
-data_dir = "{data_dir}"
-imbalance = 10.0
-[model]
-arch = "small-cnn" # not used: the model is ours
-[optim]
-epochs = {epochs}
-batch_size = 64
-lr = 0.05
-schedule = {{ name = "cosine", min_lr = 0.0 }}
-[attack]
-eps = "8/255"
-step_size = "2/255"
-steps = 3
-[method]
-name = "taet"
-ce_epochs = {ce}
-[robustlt]
-alpha = 0.3
-beta = 0.8"#,
+            r#"data = {{ dataset = "cifar10", data_dir = "{data_dir}", imbalance = 10.0 }}
+model = {{ arch = "small-cnn" }} # not used: the model is ours
+optim = {{ epochs = {epochs}, batch_size = 64, lr = 0.05, schedule = {{ name = "cosine", min_lr = 0.0 }} }}
+attack = {{ eps = "8/255", step_size = "2/255", steps = 3 }}
+method = {{ name = "taet", ce_epochs = {ce} }}
+robustlt = {{ alpha = 0.3, beta = 0.8 }}"#,
             ce = epochs / 2
         ),
         &[],
