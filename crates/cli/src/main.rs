@@ -34,6 +34,10 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Several evaluated runs side by side (table and chart).
     Compare(commands::compare::CompareArgs),
+    /// Write a checkpoint's weights as safetensors under PyTorch names.
+    Export(commands::interop::ExportArgs),
+    /// Make a checkpoint from PyTorch weights (safetensors) of a supported architecture.
+    Import(commands::interop::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Export(args) => commands::interop::export(args),
+        Command::Import(args) => commands::interop::import(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -506,3 +506,83 @@ fn demo_trains_evaluates_and_compares() {
     assert!(taet_log.lines().next().unwrap().contains("\"stage\":\"clean\""));
     assert!(taet_log.lines().last().unwrap().contains("\"stage\":\"adversarial\""));
 }
+
+#[test]
+fn export_and_import_round_trip_through_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = small_checkpoint(dir.path());
+    let weights = dir.path().join("w.safetensors");
+    let output = tailguard(&[
+        "export",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--format",
+        "safetensors",
+        "--out",
+        weights.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let imported = dir.path().join("imported");
+    let output = tailguard(&[
+        "import",
+        "--from",
+        weights.to_str().unwrap(),
+        "--arch",
+        "small-cnn-4",
+        "--dataset",
+        "cifar10",
+        "--out",
+        imported.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Identical predictions: evaluating both gives the same per-class accuracies.
+    let eval = |ckpt: &std::path::Path, name: &str| {
+        let report = dir.path().join(name);
+        stdout_json(&tailguard(&[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &embedded(),
+            "--attacks",
+            "clean",
+            "--limit",
+            "50",
+            "--report",
+            report.to_str().unwrap(),
+            "--json",
+        ]))["attacks"][0]["per_class"]
+            .clone()
+    };
+    assert_eq!(eval(&checkpoint, "a"), eval(&imported, "b"));
+    assert_clean_failure(
+        &tailguard(&[
+            "import",
+            "--from",
+            "model.pt",
+            "--arch",
+            "resnet18",
+            "--dataset",
+            "cifar10",
+            "--out",
+            "x",
+        ]),
+        "convert",
+    );
+    assert_clean_failure(
+        &tailguard(&[
+            "import",
+            "--from",
+            weights.to_str().unwrap(),
+            "--arch",
+            "resnet18",
+            "--dataset",
+            "cifar10",
+            "--out",
+            "x",
+        ]),
+        "missing",
+    );
+}

@@ -25,6 +25,7 @@ pub mod batch_norm;
 pub mod checkpoint;
 pub mod classifier;
 pub mod head;
+pub mod interop;
 pub mod layers;
 pub mod linear_classifier;
 pub mod mode;
@@ -42,5 +43,6 @@ pub use checkpoint::{
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use head::{ClassifierHead, CosineHead, HeadKind};
+pub use interop::{InteropError, export_safetensors, import_safetensors, read_safetensors, torch_name};
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};
