@@ -502,6 +502,9 @@ fn demo_trains_evaluates_and_compares() {
         assert_eq!(log.lines().count(), 3);
     }
     assert!(out.join("per_class_aa.png").exists());
+    // Each model's report links its training curves.
+    let md = std::fs::read_to_string(out.join("taet/report/report.md")).unwrap();
+    assert!(md.contains("](../curves_loss.png)"), "{md}");
     let taet_log = std::fs::read_to_string(out.join("taet/log.jsonl")).unwrap();
     assert!(taet_log.lines().next().unwrap().contains("\"stage\":\"clean\""));
     assert!(taet_log.lines().last().unwrap().contains("\"stage\":\"adversarial\""));

@@ -165,6 +165,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         groups,
         head_to_tail: order,
         attacks,
+        training_curves: training_curves(&args.checkpoint, &args.report),
     };
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     report.write(&args.report)?;
@@ -219,4 +220,41 @@ fn head_to_tail(counts: Option<&[usize]>, classes: usize) -> Vec<usize> {
         order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
     }
     order
+}
+
+/// The training curves beside the checkpoint's run folder (`RUN/last` -> `RUN/curves_*.png`), as paths relative to
+/// the report folder.
+fn training_curves(checkpoint: &std::path::Path, report: &std::path::Path) -> Vec<String> {
+    let Some(run) = std::fs::canonicalize(checkpoint)
+        .ok()
+        .and_then(|c| c.parent().map(|p| p.to_path_buf()))
+    else {
+        return Vec::new();
+    };
+    let _ = std::fs::create_dir_all(report);
+    let Ok(report) = std::fs::canonicalize(report) else {
+        return Vec::new();
+    };
+    let mut curves: Vec<String> = [
+        "curves_loss.png",
+        "curves_accuracy.png",
+        "curves_lr.png",
+        "curves_budgets.png",
+    ]
+    .iter()
+    .map(|name| run.join(name))
+    .filter(|path| path.is_file())
+    .map(|path| relative(&path, &report))
+    .collect();
+    curves.sort();
+    curves
+}
+
+/// `path` written relative to the folder `from` (both absolute).
+fn relative(path: &std::path::Path, from: &std::path::Path) -> String {
+    let (a, b): (Vec<_>, Vec<_>) = (path.components().collect(), from.components().collect());
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); b.len() - common];
+    parts.extend(a[common..].iter().map(|c| c.as_os_str().to_string_lossy().to_string()));
+    parts.join("/")
 }

@@ -64,6 +64,8 @@ pub struct EvalReport {
     /// Class indices from the most to the least frequent training class.
     pub head_to_tail: Vec<usize>,
     pub attacks: Vec<AttackReport>,
+    /// Training curves of the run that produced the checkpoint, relative to the report folder.
+    pub training_curves: Vec<String>,
 }
 
 impl EvalReport {
@@ -192,6 +194,13 @@ impl EvalReport {
             }
         }
         let _ = writeln!(md, "\n![Per-class accuracy, head to tail](per_class.png)\n");
+        if !self.training_curves.is_empty() {
+            let _ = writeln!(md, "## Training\n");
+            for curve in &self.training_curves {
+                let _ = writeln!(md, "![{curve}]({curve})");
+            }
+            let _ = writeln!(md);
+        }
         let _ = writeln!(md, "## Per class (head to tail)\n");
         let mut header = String::from("| class | train images | test images |");
         let mut rule = String::from("| --- | ---: | ---: |");
