@@ -572,7 +572,7 @@ fn export_and_import_round_trip_through_the_program() {
             "--out",
             "x",
         ]),
-        "convert",
+        "model.pt",
     );
     assert_clean_failure(
         &tailguard(&[

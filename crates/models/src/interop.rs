@@ -88,7 +88,9 @@ pub fn torch_name(arch: Architecture, path: &[String]) -> (String, bool) {
         (Architecture::WideResNet { .. }, ["final_bn", .., last]) => (format!("bn1.{}", leaf(last)), false),
         (Architecture::WideResNet { .. }, ["head", rest @ ..]) => head(rest, "fc"),
         _ => {
-            let transposed = p.contains(&"Linear") && p.last() == Some(&"weight");
+            // The linear classifier's `head` is a bare burn Linear; other heads sit under a `Linear`/`Cosine` variant.
+            let linear = p.contains(&"Linear") || (arch == Architecture::Linear && p.first() == Some(&"head"));
+            let transposed = linear && p.last() == Some(&"weight");
             let own: Vec<String> = p
                 .iter()
                 .filter(|s| !matches!(**s, "Linear" | "Cosine"))
@@ -236,11 +238,31 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors, InteropError> {
     Ok(tensors)
 }
 
-/// Loads PyTorch-named weights into `model` (built for `arch`); every parameter and statistic must be present with
-/// the right shape.
+/// Loads PyTorch-named weights from a `.safetensors` file or a `torch.save`d state dict (`.pt`, `.pth`) into
+/// `model` (built for `arch`); every parameter and statistic must be present with the right shape.
+pub fn import_weights<B: Backend>(model: Model<B>, arch: Architecture, path: &Path) -> Result<Model<B>, InteropError> {
+    let pickled = path.extension().is_some_and(|e| e == "pt" || e == "pth");
+    let tensors = if pickled {
+        crate::torch_file::read_torch_file(path)?
+    } else {
+        read_safetensors(path)?
+    };
+    load_tensors(model, arch, tensors, path)
+}
+
+/// Loads the weights of a safetensors file (see [`import_weights`]).
 pub fn import_safetensors<B: Backend>(
     model: Model<B>,
     arch: Architecture,
+    path: &Path,
+) -> Result<Model<B>, InteropError> {
+    load_tensors(model, arch, read_safetensors(path)?, path)
+}
+
+fn load_tensors<B: Backend>(
+    model: Model<B>,
+    arch: Architecture,
+    tensors: NamedTensors,
     path: &Path,
 ) -> Result<Model<B>, InteropError> {
     struct Load {
@@ -291,7 +313,6 @@ pub fn import_safetensors<B: Backend>(
             }
         }
     }
-    let tensors = read_safetensors(path)?;
     let mut load = Load {
         arch,
         path: Vec::new(),

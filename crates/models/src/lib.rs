@@ -34,6 +34,7 @@ pub mod preact_resnet;
 pub mod resnet;
 pub mod small_cnn;
 pub mod testing;
+pub mod torch_file;
 pub mod wide_resnet;
 
 pub use architecture::{Architecture, Model, ModelConfig, Network};
@@ -43,6 +44,8 @@ pub use checkpoint::{
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use head::{ClassifierHead, CosineHead, HeadKind};
-pub use interop::{InteropError, export_safetensors, import_safetensors, read_safetensors, torch_name};
+pub use interop::{
+    InteropError, NamedTensors, export_safetensors, import_safetensors, import_weights, read_safetensors, torch_name,
+};
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};

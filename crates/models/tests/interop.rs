@@ -108,3 +108,32 @@ fn mismatched_weights_are_a_clear_error() {
         .to_string();
     assert!(err.contains("not a safetensors file"), "{err}");
 }
+
+#[test]
+fn torch_save_files_are_read_without_pytorch() {
+    // fixtures/linear.pt comes from fixtures/make_torch_file.py: torch.save's zip layout and pickle opcodes.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linear.pt");
+    let device = Default::default();
+    let config = ModelConfig::new(Architecture::Linear, 2).with_input_shape([3, 2, 2]);
+    let model =
+        tailguard_models::import_weights(config.init::<Flex>(&device).unwrap(), Architecture::Linear, &path).unwrap();
+    // Input all ones: logit_k = sum_i w[k][i] + b[k], with w[k][i] = 0.01 (12 k + i).
+    let x = Tensor::<Flex, 4>::ones([1, 3, 2, 2], &device);
+    let logits: Vec<f32> = model.forward(x, Mode::Inference).into_data().to_vec().unwrap();
+    let expected = [
+        0.01 * (0..12).sum::<i32>() as f32 + 0.5,
+        0.01 * (12..24).sum::<i32>() as f32 - 0.25,
+    ];
+    for (a, b) in logits.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-5, "{logits:?} vs {expected:?}");
+    }
+    // The same weights through the wrong architecture: a clear error.
+    let wrong = ModelConfig::new(Architecture::Linear, 3)
+        .with_input_shape([3, 2, 2])
+        .init::<Flex>(&device)
+        .unwrap();
+    let err = tailguard_models::import_weights(wrong, Architecture::Linear, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shape"), "{err}");
+}

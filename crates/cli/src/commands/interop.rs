@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tailguard_longtail::DatasetKind;
 use tailguard_models::{
-    Architecture, CheckpointMeta, InputNormalizationConfig, ModelConfig, export_safetensors, import_safetensors,
+    Architecture, CheckpointMeta, InputNormalizationConfig, ModelConfig, export_safetensors, import_weights,
     load_checkpoint, save_checkpoint,
 };
 
@@ -47,12 +47,11 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
 /// Bring PyTorch weights of a supported architecture in as a tailguard checkpoint, e.g. to attack it with eval.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  tailguard import --from robust_resnet18.safetensors --arch resnet18 --dataset cifar10 --out ckpt\n\n\
-    A .pt state dict converts to safetensors with: python -c \"import torch, safetensors.torch as s; \
-    s.save_file(torch.load('m.pt'), 'm.safetensors')\""
+    after_help = "Examples:\n  tailguard import --from robust_resnet18.pt --arch resnet18 --dataset cifar10 --out ckpt\n  \
+    tailguard import --from wrn.safetensors --arch wrn-34-10 --dataset cifar100 --normalization cifar100 --out ckpt"
 )]
 pub struct ImportArgs {
-    /// Weights file (.safetensors) with the tensor names of docs/interop.md.
+    /// Weights: .safetensors, or a torch.save'd state dict (.pt, .pth), with the tensor names of docs/interop.md.
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
     /// resnet18, preact-resnet18, wrn-28-10, wrn-34-10, small-cnn, linear.
@@ -70,13 +69,6 @@ pub struct ImportArgs {
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
-    if args.from.extension().is_some_and(|e| e == "pt" || e == "pth") {
-        bail!(
-            "{} is a pickled PyTorch file; convert it first: python -c \"import torch, safetensors.torch as s; \
-             s.save_file(torch.load('{0}'), 'model.safetensors')\"",
-            args.from.display()
-        );
-    }
     let Some(classes) = args.dataset.standard_classes() else {
         bail!("--dataset must be cifar10 or cifar100 (their class names label the checkpoint)");
     };
@@ -89,7 +81,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     let device = backend::device()?;
     let config = ModelConfig::new(args.arch, classes.len()).with_normalization(normalization);
     let model = config.init::<backend::Compute>(&device).map_err(anyhow::Error::msg)?;
-    let model = import_safetensors(model, args.arch, &args.from)?;
+    let model = import_weights(model, args.arch, &args.from)?;
     let mut meta = CheckpointMeta::new(config, classes);
     meta.training = serde_json::json!({ "imported_from": args.from.display().to_string() });
     save_checkpoint(&args.out, &model, &meta).with_context(|| format!("writing {}", args.out.display()))?;
