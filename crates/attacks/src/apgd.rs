@@ -205,15 +205,10 @@ impl ApgdConfig {
         robust: Tensor<Inner<B>, 1, Bool>,
     ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
         self.seed_backend(&images);
-        let mut adversarial = images.clone();
-        let mut robust = robust;
-        for _ in 0..self.restarts {
-            let Some(subset) = Subset::of(&robust) else { break };
-            let ball = LinfBall::uniform(subset.rows(&images), self.eps);
-            let run = self.run_once(model, &ball, AttackLoss::CrossEntropy, subset.rows(&labels), None);
-            (adversarial, robust) = subset.merge(adversarial, robust, run.adversarial, run.robust);
-        }
-        (adversarial, robust)
+        self.restarts_on_robust(&images, (images.clone(), robust), |subset, clean| {
+            let ball = LinfBall::uniform(clean, self.eps);
+            self.run_once(model, &ball, AttackLoss::CrossEntropy, subset.rows(&labels), None)
+        })
     }
 
     /// APGD-T: for the k-th most likely wrong class of each still-robust point's clean logits (k = 1 up to
@@ -226,23 +221,33 @@ impl ApgdConfig {
         robust: Tensor<Inner<B>, 1, Bool>,
     ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
         self.seed_backend(&images);
-        let classes = model.num_classes();
-        let mut adversarial = images.clone();
-        let mut robust = robust;
-        for rank in 1..=self.target_classes.min(classes.saturating_sub(1)) {
-            for _ in 0..self.restarts {
-                let Some(subset) = Subset::of(&robust) else {
-                    return (adversarial, robust);
-                };
-                let clean = subset.rows(&images);
+        let mut state = (images.clone(), robust);
+        for rank in 1..=self.target_classes.min(model.num_classes().saturating_sub(1)) {
+            state = self.restarts_on_robust(&images, state, |subset, clean| {
                 let m = subset.len();
                 // Clean logits sorted descending; column `rank` is the (rank+1)-th most likely class.
                 let (_, order) = model.logits(clean.clone()).sort_descending_with_indices(1);
                 let targets = order.slice([0..m, rank..rank + 1]).reshape([m]);
                 let ball = LinfBall::uniform(clean, self.eps);
-                let run = self.run_once(model, &ball, AttackLoss::Dlr, subset.rows(&labels), Some(targets));
-                (adversarial, robust) = subset.merge(adversarial, robust, run.adversarial, run.robust);
-            }
+                self.run_once(model, &ball, AttackLoss::Dlr, subset.rows(&labels), Some(targets))
+            });
+        }
+        state
+    }
+
+    /// `restarts` runs of `attack` on the clean images of the rows still robust; broken rows take the attack's
+    /// adversarial image and lose their flag. `state` is (adversarial images, robust flags).
+    fn restarts_on_robust<B: AutodiffBackend>(
+        &self,
+        images: &Tensor<Inner<B>, 4>,
+        state: (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>),
+        mut attack: impl FnMut(&Subset<Inner<B>>, Tensor<Inner<B>, 4>) -> ApgdRun<B>,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        let (mut adversarial, mut robust) = state;
+        for _ in 0..self.restarts {
+            let Some(subset) = Subset::of(&robust) else { break };
+            let run = attack(&subset, subset.rows(images));
+            (adversarial, robust) = subset.merge(adversarial, robust, run.adversarial, run.robust);
         }
         (adversarial, robust)
     }
