@@ -3,6 +3,7 @@
 mod args;
 mod backend;
 mod commands;
+mod memory;
 mod progress;
 mod report;
 
@@ -38,6 +39,8 @@ enum Command {
     Export(commands::interop::ExportArgs),
     /// Make a checkpoint from PyTorch weights (safetensors) of a supported architecture.
     Import(commands::interop::ImportArgs),
+    /// Throughput of training steps and attacks, FLOP/s against the matrix-multiply peak, peak memory.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => commands::compare::run(args),
         Command::Export(args) => commands::interop::export(args),
         Command::Import(args) => commands::interop::import(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

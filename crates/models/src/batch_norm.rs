@@ -57,6 +57,7 @@ impl<B: Backend> ModalBatchNorm<B> {
     }
 
     fn forward_inference(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [n, channels, h, w] = x.dims();
         let device = x.device();
         // `value_sync` folds in a pending update from an earlier training pass on this thread.
         let mean = self.running_mean.value_sync().to_device(&device);
@@ -64,29 +65,44 @@ impl<B: Backend> ModalBatchNorm<B> {
         // Folded into one scale and one shift per channel: two element-wise passes over the activations.
         let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
         let shift = self.beta.val() - mean * scale.clone();
-        let channels = scale.dims()[0];
-        x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
+        let x = x.reshape([n, channels, h * w]);
+        (x * per_row(scale, n) + per_row(shift, n)).reshape([n, channels, h, w])
     }
 
     fn forward_train(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, channels, h, w] = x.dims();
         let count = (n * h * w) as f64;
-        let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3); // (1, C, 1, 1)
-        let centered = x - mean.clone();
-        let var = centered.clone().square().mean_dim(0).mean_dim(2).mean_dim(3); // biased, (1, C, 1, 1)
+        // Statistics over (N, H, W): the contiguous inner reduction first, then the small one over N.
+        let x = x.reshape([n, channels, h * w]);
+        let mean = x.clone().sum_dim(2).sum_dim(0).reshape([channels]).div_scalar(count); // (C)
+        let centered = x - per_row(mean.clone(), n);
+        let var = centered
+            .clone()
+            .square()
+            .sum_dim(2)
+            .sum_dim(0)
+            .reshape([channels])
+            .div_scalar(count); // biased
 
         let device = centered.device();
         let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
         let m = self.momentum;
-        let running_mean = self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m)
-            + mean.detach().reshape([channels]).mul_scalar(m);
+        let running_mean =
+            self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);
         let running_var = self.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m)
-            + var.clone().detach().reshape([channels]).mul_scalar(m * unbiased);
+            + var.clone().detach().mul_scalar(m * unbiased);
         self.running_mean.update(running_mean);
         self.running_var.update(running_var);
 
-        let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
-        let scale = inv_std * self.gamma.val().reshape([1, channels, 1, 1]);
-        centered * scale + self.beta.val().reshape([1, channels, 1, 1])
+        let scale = var.add_scalar(self.epsilon).sqrt().recip() * self.gamma.val();
+        (centered * per_row(scale, n) + per_row(self.beta.val(), n)).reshape([n, channels, h, w])
     }
+}
+
+/// A per-channel vector (C) laid out as a contiguous (N, C, 1) tensor. Broadcasting it over (N, C, H*W) walks its
+/// storage in order, which CPU backends (burn-flex) run as a vectorised per-row loop; a (1, C, 1, 1) view instead
+/// falls back to a scalar strided loop several times slower, in the forward pass and again in the backward pass.
+fn per_row<B: Backend>(values: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
+    let channels = values.dims()[0];
+    values.reshape([1, channels, 1]).repeat_dim(0, n)
 }

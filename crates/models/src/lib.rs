@@ -24,6 +24,7 @@ pub mod architecture;
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod classifier;
+pub mod flops;
 pub mod head;
 pub mod interop;
 pub mod layers;
@@ -43,6 +44,7 @@ pub use checkpoint::{
     CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint, save_checkpoint_with,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
+pub use flops::{forward_flops, forward_multiply_adds};
 pub use head::{ClassifierHead, CosineHead, HeadKind};
 pub use interop::{
     InteropError, NamedTensors, export_safetensors, import_safetensors, import_weights, read_safetensors, torch_name,

@@ -15,7 +15,7 @@ use tailguard_models::Classifier;
 
 use crate::budget::BudgetPolicy;
 use crate::config::{ConfigError, MethodConfig, TrainConfig};
-use crate::method::{Method, StepInput};
+use crate::method::{Method, StepInput, StepOutput};
 use crate::methods::{AtBsl, Natural, PgdAt, Reat, Robal, Taet, Trades};
 use crate::optimizer::GroupedSgd;
 
@@ -294,14 +294,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
                 epoch,
             };
 
-            // batch -> attack (inference mode) -> loss (training mode) -> backward -> optimizer
-            let adversarial = self.method.adversarial(&FrozenModel::new(&self.model), &input);
-            let output = self
-                .method
-                .loss(&self.model, &input, adversarial.map(Tensor::from_inner));
-            let grads = output.loss.backward();
-            self.model = self.optimizer.step(lr, self.model.clone(), grads);
-            self.method.after_step(&input, &output);
+            let output = train_step(self.method.as_mut(), &mut self.model, &mut self.optimizer, &input, lr);
 
             // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
             let labels = input.labels.inner();
@@ -395,6 +388,23 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B> + 'static> Trainer
     pub fn full_budgets(&self) -> &[f64] {
         self.budget.full_budgets()
     }
+}
+
+/// One optimisation step of `method` on `input`: attack (inference mode), loss (training mode), backward, optimizer
+/// step at learning rate `lr`. The training loop and `tailguard bench` both run exactly this.
+pub fn train_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
+    method: &mut dyn Method<B, M>,
+    model: &mut M,
+    optimizer: &mut GroupedSgd<B, M>,
+    input: &StepInput<B>,
+    lr: f64,
+) -> StepOutput<B> {
+    let adversarial = method.adversarial(&FrozenModel::new(model), input);
+    let output = method.loss(model, input, adversarial.map(Tensor::from_inner));
+    let grads = output.loss.backward();
+    *model = optimizer.step(lr, model.clone(), grads);
+    method.after_step(input, &output);
+    output
 }
 
 /// Per-class clean and robust (under `attack`, final iterate) correctness over every batch of `loader`.

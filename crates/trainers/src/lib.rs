@@ -33,7 +33,7 @@ pub use budget::{BudgetPolicy, RobustLtConfig};
 pub use config::{ConfigError, MethodConfig, TrainConfig};
 pub use engine::{
     EpochRecord, Silent, StepFigures, TrainData, TrainError, TrainObserver, Trainer, budget_policy, build_method,
-    evaluate,
+    evaluate, train_step,
 };
 pub use method::{Method, StepInput, StepOutput};
 pub use optimizer::{GroupedSgd, SgdSettings};

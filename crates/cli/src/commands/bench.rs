@@ -1,0 +1,333 @@
+//! `tailguard bench`: throughput of training steps and attacks, FLOP/s against the device's matrix-multiply peak,
+//! and peak memory, as JSON that `benches/pytorch/compare.py` puts beside PyTorch's figures.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tailguard_attacks::{ApgdConfig, AttackPreset, FrozenModel, Inner, predictions};
+use tailguard_models::{Architecture, Model, ModelConfig, forward_flops};
+use tailguard_trainers::{GroupedSgd, Method, StepInput, TrainConfig, build_method, train_step};
+
+use crate::backend::{self, Compute, Train};
+use crate::memory;
+use crate::report::write_atomically;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  tailguard bench --arch resnet18 --batch 32 --json\n  \
+    tailguard bench --arch resnet18,wrn-34-10 --batch 128 --out bench.json\n\n\
+    FLOP counts: forward F (convolutions and linear layers, 2 per multiply-add); a training step with parameter \
+    gradients 3F; an attack step (input gradient only) 2F.")]
+pub struct BenchArgs {
+    /// Architectures, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "resnet18")]
+    arch: Vec<Architecture>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Workloads, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "natural,pgd10-at,taet-stage2,pgd20-eval,apgd-ce-eval"
+    )]
+    workloads: Vec<Workload>,
+    /// Timed repetitions of each workload (after the warm-up).
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// Untimed repetitions first (compilation, autotuning, allocator warm-up).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Iterations of APGD-CE (AutoAttack: 100).
+    #[arg(long, default_value_t = 100)]
+    apgd_iterations: usize,
+    /// Side of the square matrices for the matrix-multiply peak.
+    #[arg(long, default_value_t = 2048)]
+    matmul_size: usize,
+    /// Classes of the models.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Seed of the weights and the random batch.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+/// What one timed iteration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// One clean cross-entropy training step (forward, backward, SGD).
+    Natural,
+    /// One PGD-AT step: PGD-10 (eps 8/255, step 2/255) in inference mode, then a training step on the result.
+    Pgd10At,
+    /// One TAET stage-2 step with the official settings (PGD-10 of 0.003, extra clean forward, HARL).
+    TaetStage2,
+    /// PGD-20 (eps 8/255, step 2/255) and the prediction on its result: the papers' PGD evaluation.
+    Pgd20Eval,
+    /// One APGD-CE run (AutoAttack's settings) on every image of the batch.
+    ApgdCeEval,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Natural => "natural",
+            Workload::Pgd10At => "pgd10-at",
+            Workload::TaetStage2 => "taet-stage2",
+            Workload::Pgd20Eval => "pgd20-eval",
+            Workload::ApgdCeEval => "apgd-ce-eval",
+        }
+    }
+
+    /// Cost in forward passes per image: an attack step is 2 (forward and input gradient), a training step 3.
+    fn forward_equivalents(self, apgd_iterations: usize) -> f64 {
+        match self {
+            Workload::Natural => 3.0,
+            Workload::Pgd10At => 10.0 * 2.0 + 3.0,
+            Workload::TaetStage2 => 10.0 * 2.0 + 1.0 + 3.0,
+            Workload::Pgd20Eval => 20.0 * 2.0 + 1.0,
+            // The start's gradient, one per iteration, and the final prediction.
+            Workload::ApgdCeEval => (apgd_iterations as f64 + 1.0) * 2.0 + 1.0,
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Serialize)]
+struct BenchResult {
+    arch: String,
+    workload: Workload,
+    batch: usize,
+    seconds: Vec<f64>,
+    median_seconds: f64,
+    images_per_second: f64,
+    flops_per_image: f64,
+    achieved_gflops: f64,
+    fraction_of_matmul_peak: f64,
+    /// Peak resident memory of the process during the workload (CPU), in bytes.
+    peak_memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    tool: &'static str,
+    version: &'static str,
+    backend: &'static str,
+    threads: usize,
+    matmul_size: usize,
+    matmul_peak_gflops: f64,
+    results: Vec<BenchResult>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    validate(&args)?;
+    let device = backend::device()?;
+    <Train as Backend>::seed(&device, args.seed);
+    eprintln!("matrix-multiply peak ({0}x{0} by {0}x{0}) ...", args.matmul_size);
+    let peak = matmul_peak_gflops(args.matmul_size, &device);
+    let mut results = Vec::new();
+    for &arch in &args.arch {
+        for &workload in &args.workloads {
+            eprintln!("{arch} {} batch {} ...", workload.name(), args.batch);
+            let result = bench_one(&args, arch, workload, peak, &device)?;
+            eprintln!(
+                "  {:.2} images/s ({:.3} s per batch, {:.1} GFLOP/s)",
+                result.images_per_second, result.median_seconds, result.achieved_gflops
+            );
+            results.push(result);
+        }
+    }
+    let report = BenchReport {
+        tool: "tailguard",
+        version: env!("CARGO_PKG_VERSION"),
+        backend: backend::name(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        matmul_size: args.matmul_size,
+        matmul_peak_gflops: peak,
+        results,
+    };
+    let text = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.out {
+        write_atomically(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{text}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn validate(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(args.iterations > 0, "--iterations must be at least 1");
+    anyhow::ensure!(args.apgd_iterations > 0, "--apgd-iterations must be at least 1");
+    anyhow::ensure!(args.matmul_size > 0, "--matmul-size must be at least 1");
+    anyhow::ensure!(args.classes >= 2, "--classes must be at least 2");
+    for arch in &args.arch {
+        arch.validate().map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+fn print_table(report: &BenchReport) {
+    println!(
+        "backend {}, {} threads, matrix-multiply peak {:.1} GFLOP/s",
+        report.backend, report.threads, report.matmul_peak_gflops
+    );
+    println!(
+        "{:<12} {:<13} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10}",
+        "arch", "workload", "batch", "s/batch", "images/s", "GFLOP/s", "peak", "memory MB"
+    );
+    for r in &report.results {
+        let memory = r
+            .peak_memory_bytes
+            .map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
+        println!(
+            "{:<12} {:<13} {:>6} {:>10.3} {:>10.2} {:>10.1} {:>6.1}% {:>10}",
+            r.arch,
+            r.workload.name(),
+            r.batch,
+            r.median_seconds,
+            r.images_per_second,
+            r.achieved_gflops,
+            100.0 * r.fraction_of_matmul_peak,
+            memory
+        );
+    }
+}
+
+/// Best of five timed `n x n` by `n x n` products after two untimed ones, in GFLOP/s.
+fn matmul_peak_gflops(n: usize, device: &burn::tensor::Device<Compute>) -> f64 {
+    let a = Tensor::<Compute, 2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
+    let b = Tensor::<Compute, 2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
+    let mut best = f64::INFINITY;
+    for round in 0..7 {
+        let start = Instant::now();
+        let product = a.clone().matmul(b.clone());
+        let _ = product.slice([0..1, 0..1]).into_scalar();
+        if round >= 2 {
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// Training configurations of the papers' CIFAR-10-LT runs, for their methods and attack settings.
+const NATURAL: &str = include_str!("../../../../configs/cifar10-lt/natural-rho100.toml");
+const PGD_AT: &str = include_str!("../../../../configs/cifar10-lt/pgd-at-rho100.toml");
+const TAET: &str = include_str!("../../../../configs/cifar10-lt/taet-rho100.toml");
+
+fn bench_one(
+    args: &BenchArgs,
+    arch: Architecture,
+    workload: Workload,
+    peak_gflops: f64,
+    device: &burn::tensor::Device<Train>,
+) -> anyhow::Result<BenchResult> {
+    let model_config = ModelConfig::new(arch, args.classes);
+    let model: Model<Train> = model_config.init(device).map_err(anyhow::Error::msg)?;
+    let n = args.batch;
+    let images = Tensor::<Train, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    let labels_host: Vec<i64> = (0..n).map(|i| (i % args.classes) as i64).collect();
+    let labels = Tensor::<Train, 1, Int>::from_data(TensorData::new(labels_host, [n]), device);
+
+    let mut step: Box<dyn FnMut()> = match workload {
+        Workload::Natural | Workload::Pgd10At | Workload::TaetStage2 => {
+            let text = match workload {
+                Workload::Natural => NATURAL,
+                Workload::Pgd10At => PGD_AT,
+                _ => TAET,
+            };
+            let config = TrainConfig::parse(text, &[])?;
+            let mut method: Box<dyn Method<Train, Model<Train>>> = build_method(&config, &vec![1; args.classes])?;
+            let eps = config.attack.eps.0;
+            let epoch = match workload {
+                Workload::TaetStage2 => 1_000, // past TAET's clean stage
+                _ => 0,
+            };
+            let mut optimizer = GroupedSgd::new(&config.sgd(), &model);
+            let mut model = model;
+            let input = StepInput {
+                images,
+                labels,
+                eps: Tensor::<Inner<Train>, 1>::full([n], eps, device),
+                epoch,
+            };
+            Box::new(move || {
+                let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01);
+                let _ = output.loss.into_scalar().elem::<f64>();
+            })
+        }
+        Workload::Pgd20Eval => {
+            let attack = AttackPreset::Pgd20.pgd(8.0 / 255.0).expect("PGD-20 is a PGD attack");
+            let images = images.inner();
+            let labels = labels.inner();
+            Box::new(move || {
+                let frozen = FrozenModel::new(&model);
+                let adversarial = attack.perturb(&frozen, images.clone(), labels.clone(), None);
+                let correct = predictions(frozen.logits(adversarial))
+                    .equal(labels.clone())
+                    .int()
+                    .sum();
+                let _ = correct.into_scalar().elem::<i64>();
+            })
+        }
+        Workload::ApgdCeEval => {
+            let attack = ApgdConfig::new().with_iterations(args.apgd_iterations);
+            let images = images.inner();
+            let labels = labels.inner();
+            Box::new(move || {
+                let frozen = FrozenModel::new(&model);
+                let everyone = labels.clone().greater_equal_elem(0);
+                let (adversarial, _) = attack.apgd_ce(&frozen, images.clone(), labels.clone(), everyone);
+                let correct = predictions(frozen.logits(adversarial))
+                    .equal(labels.clone())
+                    .int()
+                    .sum();
+                let _ = correct.into_scalar().elem::<i64>();
+            })
+        }
+    };
+
+    for _ in 0..args.warmup {
+        step();
+    }
+    memory::reset_peak();
+    let mut seconds = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let start = Instant::now();
+        step();
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    let peak_memory_bytes = memory::peak_bytes();
+    let mut sorted = seconds.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_seconds = sorted[sorted.len() / 2];
+    let images_per_second = n as f64 / median_seconds;
+    let flops_per_image = forward_flops(&model_config) as f64 * workload.forward_equivalents(args.apgd_iterations);
+    let achieved_gflops = flops_per_image * images_per_second / 1e9;
+    Ok(BenchResult {
+        arch: arch.to_string(),
+        workload,
+        batch: n,
+        seconds,
+        median_seconds,
+        images_per_second,
+        flops_per_image,
+        achieved_gflops,
+        fraction_of_matmul_peak: achieved_gflops / peak_gflops,
+        peak_memory_bytes,
+    })
+}
