@@ -589,3 +589,55 @@ fn export_and_import_round_trip_through_the_program() {
         "missing",
     );
 }
+
+#[test]
+fn bench_reports_consistent_throughput_and_flops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let line = format!(
+        "bench --arch small-cnn-4 --batch 4 --iterations 2 --warmup 1 --apgd-iterations 3 --matmul-size 64 \
+         --json --out {}",
+        out.display()
+    );
+    let report = stdout_json(&run(&line));
+    assert_eq!(
+        report,
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out).unwrap()).unwrap()
+    );
+    assert!(report["matmul_peak_gflops"].as_f64().unwrap() > 0.0);
+    let results = report["results"].as_array().unwrap();
+    let workloads: Vec<&str> = results.iter().map(|r| r["workload"].as_str().unwrap()).collect();
+    assert_eq!(
+        workloads,
+        ["natural", "pgd10-at", "taet-stage2", "pgd20-eval", "apgd-ce-eval"]
+    );
+    // small-cnn-4 on 32x32: 3*4*9*1024 + 4*8*9*256 + 8*16*9*64 + 16*10 multiply-adds per forward pass.
+    let forward = 2.0 * (3 * 4 * 9 * 1024 + 4 * 8 * 9 * 256 + 8 * 16 * 9 * 64 + 16 * 10) as f64;
+    let passes = [3.0, 23.0, 24.0, 41.0, 9.0]; // forward passes per image; APGD-CE: (3 + 1) * 2 + 1
+    for (result, passes) in results.iter().zip(passes) {
+        let seconds: Vec<f64> = result["seconds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect();
+        assert_eq!(seconds.len(), 2);
+        let median = result["median_seconds"].as_f64().unwrap();
+        assert!(seconds.contains(&median) && median > 0.0);
+        let rate = result["images_per_second"].as_f64().unwrap();
+        assert!((rate - 4.0 / median).abs() < 1e-9 * rate);
+        assert_eq!(result["flops_per_image"].as_f64().unwrap(), forward * passes);
+        let gflops = result["achieved_gflops"].as_f64().unwrap();
+        assert!((gflops - forward * passes * rate / 1e9).abs() < 1e-9 * gflops);
+        if cfg!(target_os = "linux") {
+            assert!(result["peak_memory_bytes"].as_u64().unwrap() > 1 << 20);
+        }
+    }
+}
+
+#[test]
+fn bad_bench_input_fails_with_one_line() {
+    assert_clean_failure(&run("bench --arch small-cnn --batch 0"), "--batch");
+    assert_clean_failure(&run("bench --arch wrn-30-10"), "6n + 4");
+    assert_clean_failure(&run("bench --arch small-cnn --iterations 0"), "--iterations");
+}
