@@ -277,11 +277,7 @@ fn bench_one(
             Box::new(move || {
                 let frozen = FrozenModel::new(&model);
                 let adversarial = attack.perturb(&frozen, images.clone(), labels.clone(), None);
-                let correct = predictions(frozen.logits(adversarial))
-                    .equal(labels.clone())
-                    .int()
-                    .sum();
-                let _ = correct.into_scalar().elem::<i64>();
+                count_correct(&frozen, adversarial, &labels);
             })
         }
         Workload::ApgdCeEval => {
@@ -292,11 +288,7 @@ fn bench_one(
                 let frozen = FrozenModel::new(&model);
                 let everyone = labels.clone().greater_equal_elem(0);
                 let (adversarial, _) = attack.apgd_ce(&frozen, images.clone(), labels.clone(), everyone);
-                let correct = predictions(frozen.logits(adversarial))
-                    .equal(labels.clone())
-                    .int()
-                    .sum();
-                let _ = correct.into_scalar().elem::<i64>();
+                count_correct(&frozen, adversarial, &labels);
             })
         }
     };
@@ -330,4 +322,14 @@ fn bench_one(
         fraction_of_matmul_peak: achieved_gflops / peak_gflops,
         peak_memory_bytes,
     })
+}
+
+/// Robust images of an evaluation, read on the host so the timed work has finished on the device.
+fn count_correct(
+    model: &FrozenModel<Train, Model<Train>>,
+    adversarial: Tensor<Inner<Train>, 4>,
+    labels: &Tensor<Inner<Train>, 1, Int>,
+) -> i64 {
+    let correct = predictions(model.logits(adversarial)).equal(labels.clone()).int().sum();
+    correct.into_scalar().elem::<i64>()
 }
