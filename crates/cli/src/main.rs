@@ -43,8 +43,12 @@ enum Command {
     Bench(commands::bench::BenchArgs),
 }
 
+/// The last panic's location and message, recorded by the panic hook and printed by `main` only if the panic ended
+/// the command: a panic that the code catches and turns into an error (a damaged checkpoint inside burn) is not
+/// shown.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn main() -> ExitCode {
-    // A bug should still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()
@@ -56,11 +60,13 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("error: internal error{location}: {}", message.replace('\n', " "));
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = Some(format!("internal error{location}: {}", message.replace('\n', " ")));
+        }
     }));
 
     let cli = Cli::parse();
-    let result = match cli.command {
+    let outcome = std::panic::catch_unwind(|| match cli.command {
         Command::Demo(args) => commands::demo::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Model(args) => commands::model::run(args),
@@ -70,22 +76,36 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::interop::export(args),
         Command::Import(args) => commands::interop::import(args),
         Command::Bench(args) => commands::bench::run(args),
-    };
+    });
+    let result = outcome.unwrap_or_else(|_| {
+        let message = LAST_PANIC
+            .lock()
+            .ok()
+            .and_then(|mut last| last.take())
+            .unwrap_or_else(|| "internal error".into());
+        Err(anyhow::anyhow!(message))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Errors that print their source themselves would otherwise repeat it.
-            let mut message = String::new();
-            for cause in error.chain().map(|e| e.to_string()) {
-                if !message.contains(&cause) {
-                    if !message.is_empty() {
-                        message.push_str(": ");
-                    }
-                    message.push_str(&cause);
-                }
-            }
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined with ": ", each once: a cause is skipped when the message before it already
+/// ends with it (errors whose message includes their `{source}`).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain().map(|e| e.to_string()) {
+        if message.ends_with(&cause) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause);
+    }
+    message
 }

@@ -30,6 +30,8 @@ pub enum DataError {
     EmptyClass { path: PathBuf },
     #[error("invalid value: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Output(#[from] tailguard_output::OutputError),
 }
 
 impl DataError {

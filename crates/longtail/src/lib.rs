@@ -26,7 +26,6 @@
 //! assert_eq!(batch.images.dims(), [16, 3, 8, 8]);
 //! ```
 
-pub mod atomic;
 pub mod augment;
 pub mod batcher;
 pub mod dataset;

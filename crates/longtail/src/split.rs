@@ -137,7 +137,7 @@ impl LongTailSplit {
             split: self.clone(),
         };
         let json = serde_json::to_vec(&file).map_err(|e| DataError::invalid(e.to_string()))?;
-        crate::atomic::write_atomically(path, &json)
+        tailguard_output::write_atomically(path, &json).map_err(DataError::from)
     }
 
     /// Reads a split written by [`LongTailSplit::save`].

@@ -2,7 +2,9 @@
 //! `checkpoint.json` (architecture, classes, normalisation, training configuration).
 //!
 //! A checkpoint is written into a temporary sibling folder and swapped into place with renames, so a crash never
-//! leaves a half-written checkpoint under the final name.
+//! leaves a half-written checkpoint under the final name; a crash between the two renames leaves the previous
+//! checkpoint under a sibling name, which [`recover_checkpoint`] puts back. Replacing a checkpoint folder never
+//! deletes a file that a checkpoint does not consist of: such a folder is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -49,12 +51,23 @@ impl CheckpointMeta {
 /// What can go wrong with a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot access checkpoint {path}: {source}")]
+    #[error("cannot read checkpoint {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write checkpoint {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} holds {names}, which a checkpoint does not consist of; tailguard replaces a checkpoint folder only \
+         when it holds nothing else: move them away or choose another folder"
+    )]
+    Foreign { path: PathBuf, names: String },
     #[error("checkpoint {path} is invalid: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -66,13 +79,71 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ 
     }
 }
 
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A hidden sibling of `dir` in the output policy's temporary naming (`.last.previous.tailguard-tmp-PID`), so that
+/// a folder holding one still counts as tailguard's and a resumed run sweeps it away.
 fn sibling(dir: &Path, tag: &str) -> PathBuf {
     let mut name = dir
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "checkpoint".into());
-    name.push(format!(".{tag}-{}", std::process::id()));
-    dir.with_file_name(name)
+    name.push(format!(".{tag}"));
+    tailguard_output::temporary_path(&dir.with_file_name(name))
+}
+
+/// Puts back the checkpoint `dir` if a process was killed between moving the old one aside and moving the new one
+/// in (the old one is complete; the new one may not be). Does nothing when `dir` exists.
+pub fn recover_checkpoint(dir: &Path) -> Result<(), CheckpointError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    let prefix = format!(".{name}.previous");
+    let Ok(read) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in read.flatten() {
+        let candidate = entry.file_name().to_string_lossy().into_owned();
+        if candidate.starts_with(&prefix) && tailguard_output::is_temporary(&candidate) {
+            let aside = entry.path();
+            if aside.join(META_FILE).exists() && aside.join(MODEL_FILE).exists() {
+                std::fs::rename(&aside, dir).map_err(write_error(dir))?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to replace `dir` if it holds anything but the files a checkpoint consists of.
+fn check_replaceable(dir: &Path, own: &[&str]) -> Result<(), CheckpointError> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut foreign: Vec<String> = read
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !own.contains(&name.as_str()))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    Err(CheckpointError::Foreign {
+        path: dir.to_path_buf(),
+        names: foreign.join(", "),
+    })
 }
 
 /// Writes `model` and `meta` to the folder `dir` (created or replaced as a whole).
@@ -104,25 +175,51 @@ pub fn save_checkpoint_with<B: Backend>(
         .map_err(|e| invalid(e.to_string()))?;
     let json = serde_json::to_vec_pretty(meta).map_err(|e| invalid(e.to_string()))?;
 
+    if dir.exists() && !dir.is_dir() {
+        return Err(invalid("it exists and is not a folder".into()));
+    }
+    let mut own = vec![MODEL_FILE, META_FILE];
+    own.extend(extras.iter().map(|(name, _)| *name));
+    check_replaceable(dir, &own)?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        std::fs::create_dir_all(parent).map_err(write_error(parent))?;
     }
     let staging = sibling(dir, "partial");
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(io_error(&staging))?;
-    std::fs::write(staging.join(MODEL_FILE), &record).map_err(io_error(&staging))?;
-    std::fs::write(staging.join(META_FILE), &json).map_err(io_error(&staging))?;
-    for (name, bytes) in extras {
-        std::fs::write(staging.join(name), bytes).map_err(io_error(&staging))?;
+    let written = (|| {
+        std::fs::create_dir(&staging)?;
+        std::fs::write(staging.join(MODEL_FILE), &record)?;
+        std::fs::write(staging.join(META_FILE), &json)?;
+        for (name, bytes) in extras {
+            std::fs::write(staging.join(name), bytes)?;
+        }
+        // Durable before it replaces anything.
+        for name in &own {
+            std::fs::File::open(staging.join(name))?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(CheckpointError::Write { path: dir.to_path_buf(), source: e });
     }
 
     let previous = sibling(dir, "previous");
     let had_previous = dir.exists();
     if had_previous {
         let _ = std::fs::remove_dir_all(&previous);
-        std::fs::rename(dir, &previous).map_err(io_error(dir))?;
+        if let Err(e) = std::fs::rename(dir, &previous) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(write_error(dir)(e));
+        }
     }
-    std::fs::rename(&staging, dir).map_err(io_error(dir))?;
+    if let Err(e) = std::fs::rename(&staging, dir) {
+        let _ = std::fs::remove_dir_all(&staging);
+        if had_previous {
+            let _ = std::fs::rename(&previous, dir);
+        }
+        return Err(write_error(dir)(e));
+    }
     if had_previous {
         let _ = std::fs::remove_dir_all(&previous);
     }
@@ -168,7 +265,8 @@ pub fn load_checkpoint<B: Backend>(
         NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device)
     }))
     .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?
-    .map_err(|e| invalid(format!("cannot decode weights: {e}")))?;
+    // burn's own message suggests a build flag, which is no help here: the file is damaged.
+    .map_err(|_| invalid("cannot decode the weights: the file is truncated or damaged".into()))?;
     let expected = tensor_shapes(&model);
     let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record)))
         .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?;

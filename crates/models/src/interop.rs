@@ -2,8 +2,10 @@
 //! the PreAct-ResNet-18 of Rice et al. (with its final `bn`), and the TRADES WideResNet. The small CNN and the linear
 //! classifier use tailguard's own names. See docs/interop.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -21,6 +23,8 @@ pub enum InteropError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Output(#[from] tailguard_output::OutputError),
 }
 
 fn invalid(message: impl Into<String>) -> InteropError {
@@ -117,9 +121,12 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Writes every parameter and BatchNorm statistic of `model` to a safetensors file under PyTorch names (with a
+/// What tailguard writes into a safetensors header's `__metadata__`, so that `--force` knows the file is its own.
+pub const PRODUCER_METADATA: (&str, &str) = ("producer", "tailguard");
+
+/// The safetensors bytes of every parameter and BatchNorm statistic of `model` under PyTorch names (with a
 /// `num_batches_tracked` of 0 beside each BatchNorm, as PyTorch's state dicts have).
-pub fn export_safetensors<B: Backend>(model: &Model<B>, arch: Architecture, path: &Path) -> Result<(), InteropError> {
+pub fn safetensors_bytes<B: Backend>(model: &Model<B>, arch: Architecture) -> Result<Vec<u8>, InteropError> {
     struct Collect {
         arch: Architecture,
         path: Vec<String>,
@@ -149,17 +156,7 @@ pub fn export_safetensors<B: Backend>(model: &Model<B>, arch: Architecture, path
         entries: BTreeMap::new(),
     };
     model.visit(&mut collect);
-    let mut header = serde_json::Map::new();
-    let mut body: Vec<u8> = Vec::new();
-    let mut add = |name: &str, dtype: &str, shape: &[usize], bytes: &[u8], body: &mut Vec<u8>| {
-        let start = body.len();
-        body.extend_from_slice(bytes);
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, body.len()]}),
-        );
-    };
-    let running: Vec<String> = collect
+    let counters: Vec<String> = collect
         .entries
         .keys()
         .filter_map(|k| {
@@ -167,87 +164,117 @@ pub fn export_safetensors<B: Backend>(model: &Model<B>, arch: Architecture, path
                 .map(|p| format!("{p}.num_batches_tracked"))
         })
         .collect();
-    for (name, entry) in &collect.entries {
-        let bytes: Vec<u8> = entry.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        add(name, "F32", &entry.shape, &bytes, &mut body);
-    }
-    for name in running {
-        add(&name, "I64", &[], &0i64.to_le_bytes(), &mut body);
-    }
-    let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| invalid(e.to_string()))?;
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut file = (header.len() as u64).to_le_bytes().to_vec();
-    file.extend(header);
-    file.extend(body);
-    let temporary = path.with_extension("safetensors.partial");
-    std::fs::write(&temporary, &file)
-        .and_then(|_| std::fs::rename(&temporary, path))
-        .map_err(|source| InteropError::Io {
-            path: path.to_path_buf(),
-            source,
+    let mut raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = collect
+        .entries
+        .into_iter()
+        .map(|(name, entry)| {
+            let bytes = entry.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, Dtype::F32, entry.shape, bytes)
         })
+        .collect();
+    raw.extend(counters.into_iter().map(|name| (name, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())));
+    let views = raw
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| invalid(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([(PRODUCER_METADATA.0.to_string(), PRODUCER_METADATA.1.to_string())]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(e.to_string()))
+}
+
+/// Writes [`safetensors_bytes`] to `path`, atomically.
+pub fn export_safetensors<B: Backend>(model: &Model<B>, arch: Architecture, path: &Path) -> Result<(), InteropError> {
+    let bytes = safetensors_bytes(model, arch)?;
+    tailguard_output::write_atomically(path, &bytes).map_err(InteropError::Output)
 }
 
 /// Float tensors by name: (shape, values).
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Reads the float tensors of a safetensors file.
-pub fn read_safetensors(path: &Path) -> Result<NamedTensors, InteropError> {
+/// The tensors of a weights file: float tensors by name, and the dtype of every other tensor (integer counters,
+/// half precision), so that a dtype mismatch is reported as one.
+#[derive(Debug, Default)]
+pub struct WeightsFile {
+    pub floats: NamedTensors,
+    pub others: BTreeMap<String, String>,
+}
+
+/// Reads the tensors of a safetensors file (the header and every offset are validated by the `safetensors` crate).
+pub fn read_weights_file(path: &Path) -> Result<WeightsFile, InteropError> {
     let bytes = std::fs::read(path).map_err(|source| InteropError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let bad = |reason: &str| invalid(format!("{} is not a safetensors file: {reason}", path.display()));
-    let n = u64::from_le_bytes(
-        bytes
-            .get(..8)
-            .ok_or_else(|| bad("too short"))?
-            .try_into()
-            .expect("8 bytes"),
-    ) as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(bytes.get(8..8 + n).ok_or_else(|| bad("truncated header"))?)
-            .map_err(|_| bad("bad header"))?;
-    let data = &bytes[8 + n..];
-    let mut tensors = BTreeMap::new();
-    for (name, info) in header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).map_err(|_| bad("bad shape"))?;
-        let offsets: [usize; 2] =
-            serde_json::from_value(info["data_offsets"].clone()).map_err(|_| bad("bad offsets"))?;
-        let raw = data
-            .get(offsets[0]..offsets[1])
-            .ok_or_else(|| bad("offsets past the end"))?;
-        let values: Vec<f32> = match info["dtype"].as_str() {
-            Some("F32") => raw
+    let parsed = SafeTensors::deserialize(&bytes)
+        .map_err(|e| invalid(format!("{} is not a safetensors file: {e}", path.display())))?;
+    let mut file = WeightsFile::default();
+    for (name, view) in parsed.tensors() {
+        let raw = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect(),
-            Some("F64") => raw
+            Dtype::F64 => raw
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect(),
-            _ => continue, // integer counters such as num_batches_tracked
+            other => {
+                file.others.insert(name, format!("{other:?}"));
+                continue;
+            }
         };
-        tensors.insert(name, (shape, values));
+        file.floats.insert(name, (view.shape().to_vec(), values));
     }
-    Ok(tensors)
+    Ok(file)
+}
+
+/// Reads the float tensors of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<NamedTensors, InteropError> {
+    read_weights_file(path).map(|file| file.floats)
+}
+
+/// Whether the safetensors file at `path` was written by tailguard (its header's metadata says so).
+pub fn written_by_tailguard(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| {
+        SafeTensors::read_metadata(&bytes).is_ok_and(|(_, metadata)| {
+            metadata
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get(PRODUCER_METADATA.0))
+                .is_some_and(|v| v == PRODUCER_METADATA.1)
+        })
+    })
+}
+
+/// What an import accepts beyond a complete, finite set of the architecture's tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Import tensors holding NaN or infinite values (refused by default: such a model is broken).
+    pub allow_non_finite: bool,
+    /// Ignore tensors the architecture does not have (refused by default: the file is probably of another model).
+    pub drop_unknown: bool,
 }
 
 /// Loads PyTorch-named weights from a `.safetensors` file or a `torch.save`d state dict (`.pt`, `.pth`) into
-/// `model` (built for `arch`); every parameter and statistic must be present with the right shape.
-pub fn import_weights<B: Backend>(model: Model<B>, arch: Architecture, path: &Path) -> Result<Model<B>, InteropError> {
+/// `model` (built for `arch`); every parameter and statistic must be present with the right shape and dtype, finite,
+/// and nothing else may be in the file (see [`ImportOptions`]).
+pub fn import_weights<B: Backend>(
+    model: Model<B>,
+    arch: Architecture,
+    path: &Path,
+    options: ImportOptions,
+) -> Result<Model<B>, InteropError> {
     let pickled = path.extension().is_some_and(|e| e == "pt" || e == "pth");
     let tensors = if pickled {
         crate::torch_file::read_torch_file(path)?
     } else {
-        read_safetensors(path)?
+        read_weights_file(path)?
     };
-    load_tensors(model, arch, tensors, path)
+    load_tensors(model, arch, tensors, path, options)
 }
 
 /// Loads the weights of a safetensors file (see [`import_weights`]).
@@ -256,19 +283,22 @@ pub fn import_safetensors<B: Backend>(
     arch: Architecture,
     path: &Path,
 ) -> Result<Model<B>, InteropError> {
-    load_tensors(model, arch, read_safetensors(path)?, path)
+    load_tensors(model, arch, read_weights_file(path)?, path, ImportOptions::default())
 }
 
 fn load_tensors<B: Backend>(
     model: Model<B>,
     arch: Architecture,
-    tensors: NamedTensors,
+    file: WeightsFile,
     path: &Path,
+    options: ImportOptions,
 ) -> Result<Model<B>, InteropError> {
     struct Load {
         arch: Architecture,
         path: Vec<String>,
         tensors: NamedTensors,
+        others: BTreeMap<String, String>,
+        allow_non_finite: bool,
         errors: Vec<String>,
     }
     impl<B: Backend> ModuleMapper<B> for Load {
@@ -286,6 +316,13 @@ fn load_tensors<B: Backend>(
                 want.swap(0, 1);
             }
             match self.tensors.remove(&name) {
+                Some((_, values)) if !self.allow_non_finite && values.iter().any(|v| !v.is_finite()) => {
+                    let bad = values.iter().filter(|v| !v.is_finite()).count();
+                    self.errors.push(format!(
+                        "{name} holds {bad} non-finite values (NaN or infinite; --allow-non-finite imports them)"
+                    ));
+                    Param::from_mapped_value(id, tensor, mapper)
+                }
                 Some((shape, values)) if shape == want => {
                     let (values, shape) = if transposed {
                         (transpose(&values, shape[0], shape[1]), vec![shape[1], shape[0]])
@@ -307,7 +344,10 @@ fn load_tensors<B: Backend>(
                     Param::from_mapped_value(id, tensor, mapper)
                 }
                 None => {
-                    self.errors.push(format!("{name} is missing"));
+                    self.errors.push(match self.others.remove(&name) {
+                        Some(dtype) => format!("{name} has dtype {dtype}, tailguard reads F32 or F64 tensors"),
+                        None => format!("{name} is missing"),
+                    });
                     Param::from_mapped_value(id, tensor, mapper)
                 }
             }
@@ -316,10 +356,29 @@ fn load_tensors<B: Backend>(
     let mut load = Load {
         arch,
         path: Vec::new(),
-        tensors,
+        tensors: file.floats,
+        others: file.others,
+        allow_non_finite: options.allow_non_finite,
         errors: Vec::new(),
     };
     let model = model.map(&mut load);
+    // PyTorch's BatchNorm step counters have no counterpart in the model and are not "unknown".
+    let unknown: Vec<String> = load
+        .tensors
+        .keys()
+        .chain(load.others.keys())
+        .filter(|name| !name.ends_with(".num_batches_tracked"))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() && !options.drop_unknown {
+        let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+        load.errors.push(format!(
+            "it holds {} tensor(s) {arch} does not have: {}{} (--drop-unknown ignores them)",
+            unknown.len(),
+            shown.join(", "),
+            if unknown.len() > 5 { ", ..." } else { "" }
+        ));
+    }
     if let Some(first) = load.errors.first() {
         return Err(invalid(format!(
             "{} does not fit {arch}: {first}{}",

@@ -41,13 +41,15 @@ pub mod wide_resnet;
 pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
 pub use checkpoint::{
-    CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint, save_checkpoint_with,
+    CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, recover_checkpoint, save_checkpoint,
+    save_checkpoint_with,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use flops::{forward_flops, forward_multiply_adds};
 pub use head::{ClassifierHead, CosineHead, HeadKind};
 pub use interop::{
-    InteropError, NamedTensors, export_safetensors, import_safetensors, import_weights, read_safetensors, torch_name,
+    ImportOptions, InteropError, NamedTensors, WeightsFile, export_safetensors, import_safetensors, import_weights,
+    read_safetensors, read_weights_file, safetensors_bytes, torch_name, written_by_tailguard,
 };
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};

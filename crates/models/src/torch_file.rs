@@ -3,12 +3,24 @@
 //! understood: dictionaries, tuples, lists, strings, numbers, `collections.OrderedDict`,
 //! `torch._utils._rebuild_tensor_v2` and float/double/long storages; anything else is skipped or refused by name.
 //! Nothing is executed.
+//!
+//! The reader is bounded, so a hostile file fails cleanly instead of exhausting the stack, memory or time:
+//! containers nest at most [`MAX_DEPTH`] deep, the values built (memo copies included) number at most
+//! [`MAX_VALUES`], the pickle is at most [`MAX_PICKLE_BYTES`], and each storage is read only as far as its tensors
+//! reach.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use crate::interop::{InteropError, NamedTensors};
+use crate::interop::{InteropError, WeightsFile};
+
+/// Deepest nesting of containers accepted (a state dict needs about 5).
+pub const MAX_DEPTH: usize = 100;
+/// Most values the reader builds, counting every copy a memo lookup makes (a ResNet-18 state dict needs ~3,000).
+pub const MAX_VALUES: usize = 2_000_000;
+/// Largest pickle accepted (tensor data lives in separate storages; a WRN-34-10 state dict pickles to ~40 KB).
+pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
 /// A pickled value. Every kind is parsed so the stack stays faithful, though a state dict reads only some.
 #[derive(Debug, Clone)]
@@ -19,22 +31,69 @@ enum Value {
     Int(i64),
     Float(f64),
     Str(String),
-    Tuple(Vec<Value>),
-    List(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
+    Tuple(Seq),
+    List(Seq),
+    /// Keys and values alternate.
+    Dict(Seq),
     Global(String),
     Storage {
         key: String,
         dtype: String,
     },
     Tensor {
-        storage: Box<Value>,
-        offset: usize,
-        shape: Vec<usize>,
-        stride: Vec<usize>,
+        key: String,
+        dtype: String,
+        offset: i64,
+        shape: Vec<i64>,
+        stride: Vec<i64>,
     },
     Object,
     Mark,
+}
+
+/// The items of a container, with its nesting depth and its number of values kept up to date, so that limits are
+/// checked without walking the tree.
+#[derive(Debug, Clone, Default)]
+struct Seq {
+    items: Vec<Value>,
+    depth: usize,
+    size: usize,
+}
+
+impl Seq {
+    fn new(items: Vec<Value>) -> Self {
+        let mut seq = Seq {
+            items: Vec::with_capacity(items.len()),
+            depth: 1,
+            size: 1,
+        };
+        for item in items {
+            seq.push(item);
+        }
+        seq
+    }
+
+    fn push(&mut self, item: Value) {
+        self.depth = self.depth.max(1 + item.depth());
+        self.size += item.size();
+        self.items.push(item);
+    }
+}
+
+impl Value {
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(s) | Value::List(s) | Value::Dict(s) => s.depth,
+            _ => 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Value::Tuple(s) | Value::List(s) | Value::Dict(s) => s.size,
+            _ => 1,
+        }
+    }
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> InteropError {
@@ -44,8 +103,41 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> InteropError {
     ))
 }
 
-/// Reads the float tensors of a `torch.save`d state dict.
-pub fn read_torch_file(path: &Path) -> Result<NamedTensors, InteropError> {
+/// Bytes per element of a storage class, for the dtypes tailguard reads or names.
+fn element_bytes(dtype: &str) -> Option<(usize, &'static str)> {
+    Some(match dtype {
+        "FloatStorage" => (4, "F32"),
+        "DoubleStorage" => (8, "F64"),
+        "HalfStorage" => (2, "F16"),
+        "BFloat16Storage" => (2, "BF16"),
+        "LongStorage" => (8, "I64"),
+        "IntStorage" => (4, "I32"),
+        "ShortStorage" => (2, "I16"),
+        "CharStorage" => (1, "I8"),
+        "ByteStorage" => (1, "U8"),
+        "BoolStorage" => (1, "BOOL"),
+        _ => return None,
+    })
+}
+
+/// Reads at most `limit` bytes of one archive member.
+fn read_member(
+    archive: &mut zip::ZipArchive<std::fs::File>,
+    path: &Path,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, InteropError> {
+    let entry = archive.by_name(name).map_err(|e| bad(path, format!("{name}: {e}")))?;
+    let mut bytes = Vec::new();
+    entry
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(path, format!("{name}: {e}")))?;
+    Ok(bytes)
+}
+
+/// Reads the tensors of a `torch.save`d state dict.
+pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
     let file = std::fs::File::open(path).map_err(|source| InteropError::Io {
         path: path.to_path_buf(),
         source,
@@ -58,25 +150,33 @@ pub fn read_torch_file(path: &Path) -> Result<NamedTensors, InteropError> {
         .ok_or_else(|| bad(path, "no data.pkl"))?
         .clone();
     let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
-    let mut read = |name: &str| -> Result<Vec<u8>, InteropError> {
-        let mut entry = archive.by_name(name).map_err(|e| bad(path, format!("{name}: {e}")))?;
-        let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| bad(path, format!("{name}: {e}")))?;
-        Ok(bytes)
-    };
-    let root = unpickle(&read(&pickle_name)?).map_err(|e| bad(path, e))?;
+    let pickle = read_member(&mut archive, path, &pickle_name, MAX_PICKLE_BYTES + 1)?;
+    if pickle.len() as u64 > MAX_PICKLE_BYTES {
+        return Err(bad(path, format!("data.pkl is larger than {MAX_PICKLE_BYTES} bytes")));
+    }
+    let root = unpickle(&pickle).map_err(|e| bad(path, e))?;
     let Value::Dict(entries) = root else {
         return Err(bad(path, "the pickle is not a dictionary"));
     };
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut tensors = NamedTensors::new();
-    for (key, value) in entries {
+
+    // Every tensor's extent, checked, before any storage is read; each storage is then read as far as needed.
+    struct Spec {
+        name: String,
+        key: String,
+        dtype: String,
+        offset: usize,
+        shape: Vec<usize>,
+    }
+    let mut specs = Vec::new();
+    let mut needed: HashMap<String, usize> = HashMap::new();
+    let mut file_tensors = WeightsFile::default();
+    let mut items = entries.items.into_iter();
+    while let (Some(key), Some(value)) = (items.next(), items.next()) {
         let (
             Value::Str(name),
             Value::Tensor {
-                storage,
+                key,
+                dtype,
                 offset,
                 shape,
                 stride,
@@ -85,52 +185,104 @@ pub fn read_torch_file(path: &Path) -> Result<NamedTensors, InteropError> {
         else {
             continue;
         };
-        let Value::Storage { key, dtype } = *storage else {
-            continue;
+        let size = |what: &str, v: i64| {
+            usize::try_from(v).map_err(|_| bad(path, format!("{name}: negative {what} {v}")))
         };
-        if !storages.contains_key(&key) {
-            storages.insert(key.clone(), read(&format!("{prefix}data/{key}"))?);
+        let offset = size("offset", offset)?;
+        let shape = shape.iter().map(|d| size("dimension", *d)).collect::<Result<Vec<_>, _>>()?;
+        let stride = stride.iter().map(|d| size("stride", *d)).collect::<Result<Vec<_>, _>>()?;
+        if shape.len() != stride.len() {
+            return Err(bad(path, format!("{name}: {} dimensions but {} strides", shape.len(), stride.len())));
         }
-        let raw = &storages[&key];
-        let numel: usize = shape.iter().product();
-        let mut expected = 1;
+        let mut expected = 1usize;
         for (dim, s) in shape.iter().zip(&stride).rev() {
             if *dim > 1 && *s != expected {
                 return Err(bad(path, format!("{name} is not contiguous")));
             }
-            expected *= dim;
+            expected = expected.saturating_mul(*dim);
         }
-        let values: Vec<f32> = match dtype.as_str() {
+        let Some((bytes, dtype_name)) = element_bytes(&dtype) else {
+            return Err(bad(path, format!("{name}: unsupported storage type {dtype}")));
+        };
+        let too_large = || bad(path, format!("{name}: shape {shape:?} at offset {offset} is too large"));
+        let numel = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d)).ok_or_else(too_large)?;
+        let end = offset
+            .checked_add(numel)
+            .and_then(|n| n.checked_mul(bytes))
+            .filter(|n| *n as u64 <= u64::MAX / 2)
+            .ok_or_else(too_large)?;
+        if !matches!(dtype_name, "F32" | "F64") {
+            file_tensors.others.insert(name, dtype_name.to_string());
+            continue;
+        }
+        let need = needed.entry(key.clone()).or_default();
+        *need = (*need).max(end);
+        specs.push(Spec {
+            name,
+            key,
+            dtype,
+            offset,
+            shape,
+        });
+    }
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    for (key, need) in &needed {
+        let member = format!("{prefix}data/{key}");
+        storages.insert(key.clone(), read_member(&mut archive, path, &member, *need as u64)?);
+    }
+    for spec in specs {
+        let raw = &storages[&spec.key];
+        let numel: usize = spec.shape.iter().product();
+        let values: Vec<f32> = match spec.dtype.as_str() {
             "FloatStorage" => raw
                 .chunks_exact(4)
-                .skip(offset)
+                .skip(spec.offset)
                 .take(numel)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
                 .collect(),
-            "DoubleStorage" => raw
+            _ => raw
                 .chunks_exact(8)
-                .skip(offset)
+                .skip(spec.offset)
                 .take(numel)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
                 .collect(),
-            _ => continue, // integer counters such as num_batches_tracked
         };
         if values.len() != numel {
-            return Err(bad(path, format!("{name}: storage {key} is too short")));
+            return Err(bad(path, format!("{}: storage {} is too short", spec.name, spec.key)));
         }
-        tensors.insert(name, (shape, values));
+        file_tensors.floats.insert(spec.name, (spec.shape, values));
     }
-    Ok(tensors)
+    Ok(file_tensors)
 }
 
-/// A pickle (protocol <= 2) machine restricted to the opcodes of state dicts.
+/// A pickle (protocol <= 2) machine restricted to the opcodes of state dicts, with bounded depth and work.
 fn unpickle(bytes: &[u8]) -> Result<Value, String> {
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
     let mut at = 0usize;
+    let mut work = 0usize;
+    // Every value built or copied is charged; a container is checked for depth when it grows.
+    let mut charge = |n: usize| -> Result<(), String> {
+        work = work.saturating_add(n);
+        if work > MAX_VALUES {
+            Err(format!(
+                "the pickle builds more than {MAX_VALUES} values (memo copies included); refused"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let check_depth = |value: &Value| -> Result<(), String> {
+        if value.depth() > MAX_DEPTH {
+            Err(format!("containers nest more than {MAX_DEPTH} deep; refused"))
+        } else {
+            Ok(())
+        }
+    };
     let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
-        let slice = bytes.get(*at..*at + n).ok_or("truncated pickle")?;
-        *at += n;
+        let end = at.checked_add(n).ok_or("truncated pickle")?;
+        let slice = bytes.get(*at..end).ok_or("truncated pickle")?;
+        *at = end;
         Ok(slice)
     };
     let pop_mark = |stack: &mut Vec<Value>| -> Result<Vec<Value>, String> {
@@ -144,13 +296,14 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
     };
     loop {
         let op = *take(&mut at, 1)?.first().expect("one byte");
+        charge(1)?;
         match op {
             0x80 => {
                 take(&mut at, 1)?;
             }
-            b'}' => stack.push(Value::Dict(Vec::new())),
-            b']' => stack.push(Value::List(Vec::new())),
-            b')' => stack.push(Value::Tuple(Vec::new())),
+            b'}' => stack.push(Value::Dict(Seq::new(Vec::new()))),
+            b']' => stack.push(Value::List(Seq::new(Vec::new()))),
+            b')' => stack.push(Value::Tuple(Seq::new(Vec::new()))),
             b'(' => stack.push(Value::Mark),
             b'N' => stack.push(Value::None),
             0x88 => stack.push(Value::Bool(true)),
@@ -165,8 +318,11 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
             0x8a => {
                 let n = take(&mut at, 1)?[0] as usize;
                 let raw = take(&mut at, n)?;
+                if n > 8 {
+                    return Err(format!("a {n}-byte integer does not fit 64 bits"));
+                }
                 let mut value: i64 = 0;
-                for (i, b) in raw.iter().enumerate().take(8) {
+                for (i, b) in raw.iter().enumerate() {
                     value |= (*b as i64) << (8 * i);
                 }
                 if n > 0 && n < 8 && raw[n - 1] & 0x80 != 0 {
@@ -192,65 +348,68 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
                 let name = line(&mut at)?;
                 stack.push(Value::Global(format!("{module}.{name}")));
             }
-            b'q' => {
-                let key = take(&mut at, 1)?[0] as u32;
-                memo.insert(key, stack.last().cloned().ok_or("empty stack")?);
+            b'q' | b'r' => {
+                let key = if op == b'q' {
+                    take(&mut at, 1)?[0] as u32
+                } else {
+                    u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4"))
+                };
+                let top = stack.last().ok_or("empty stack")?;
+                charge(top.size())?;
+                memo.insert(key, top.clone());
             }
-            b'r' => {
-                let key = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4"));
-                memo.insert(key, stack.last().cloned().ok_or("empty stack")?);
-            }
-            b'h' => {
-                let key = take(&mut at, 1)?[0] as u32;
-                stack.push(memo.get(&key).cloned().ok_or("unknown memo")?);
-            }
-            b'j' => {
-                let key = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4"));
-                stack.push(memo.get(&key).cloned().ok_or("unknown memo")?);
+            b'h' | b'j' => {
+                let key = if op == b'h' {
+                    take(&mut at, 1)?[0] as u32
+                } else {
+                    u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4"))
+                };
+                let value = memo.get(&key).ok_or("unknown memo")?;
+                charge(value.size())?;
+                stack.push(value.clone());
             }
             b't' => {
-                let items = pop_mark(&mut stack)?;
-                stack.push(Value::Tuple(items));
+                let value = Value::Tuple(Seq::new(pop_mark(&mut stack)?));
+                check_depth(&value)?;
+                stack.push(value);
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 let items = stack.split_off(stack.len().checked_sub(n).ok_or("short stack")?);
-                stack.push(Value::Tuple(items));
+                let value = Value::Tuple(Seq::new(items));
+                check_depth(&value)?;
+                stack.push(value);
             }
-            b'a' => {
-                let item = stack.pop().ok_or("empty stack")?;
-                if let Some(Value::List(list)) = stack.last_mut() {
-                    list.push(item);
+            b'a' | b'e' | b's' | b'u' => {
+                let items = match op {
+                    b'a' => vec![stack.pop().ok_or("empty stack")?],
+                    b's' => {
+                        let value = stack.pop().ok_or("empty stack")?;
+                        let key = stack.pop().ok_or("empty stack")?;
+                        vec![key, value]
+                    }
+                    _ => pop_mark(&mut stack)?,
+                };
+                let pairs = matches!(op, b's' | b'u');
+                match stack.last_mut() {
+                    Some(Value::List(seq)) if !pairs => seq.items.reserve(items.len()),
+                    Some(Value::Dict(seq)) if pairs => seq.items.reserve(items.len()),
+                    _ => continue, // appending to an object we do not model: dropped
                 }
-            }
-            b'e' => {
-                let items = pop_mark(&mut stack)?;
-                if let Some(Value::List(list)) = stack.last_mut() {
-                    list.extend(items);
-                }
-            }
-            b's' => {
-                let value = stack.pop().ok_or("empty stack")?;
-                let key = stack.pop().ok_or("empty stack")?;
-                if let Some(Value::Dict(dict)) = stack.last_mut() {
-                    dict.push((key, value));
-                }
-            }
-            b'u' => {
-                let items = pop_mark(&mut stack)?;
-                if let Some(Value::Dict(dict)) = stack.last_mut() {
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        dict.push((k, v));
+                if let Some(Value::List(seq) | Value::Dict(seq)) = stack.last_mut() {
+                    let whole = if pairs { items.len() / 2 * 2 } else { items.len() };
+                    for item in items.into_iter().take(whole) {
+                        seq.push(item);
                     }
                 }
+                check_depth(stack.last().expect("a container"))?;
             }
             b'Q' => {
                 let pid = stack.pop().ok_or("empty stack")?;
                 let Value::Tuple(parts) = pid else {
                     return Err("bad persistent id".into());
                 };
-                match parts.as_slice() {
+                match parts.items.as_slice() {
                     [Value::Str(kind), Value::Global(class), Value::Str(key), ..] if kind == "storage" => {
                         let dtype = class.rsplit('.').next().unwrap_or_default().to_string();
                         stack.push(Value::Storage {
@@ -267,30 +426,36 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
                 let Value::Tuple(args) = args else {
                     return Err("REDUCE without a tuple".into());
                 };
-                let value = match (&callable, args.as_slice()) {
+                let ints = |v: &Seq| -> Option<Vec<i64>> {
+                    v.items
+                        .iter()
+                        .map(|x| if let Value::Int(i) = x { Some(*i) } else { None })
+                        .collect()
+                };
+                let value = match (&callable, args.items.as_slice()) {
                     (
                         Value::Global(g),
                         [
-                            storage,
+                            Value::Storage { key, dtype },
                             Value::Int(offset),
                             Value::Tuple(size),
                             Value::Tuple(stride),
                             ..,
                         ],
                     ) if g == "torch._utils._rebuild_tensor_v2" => {
-                        let ints = |v: &[Value]| {
-                            v.iter()
-                                .map(|x| if let Value::Int(i) = x { *i as usize } else { 0 })
-                                .collect()
+                        let (Some(shape), Some(stride)) = (ints(size), ints(stride)) else {
+                            return Err("a tensor's size or stride is not a tuple of integers".into());
                         };
                         Value::Tensor {
-                            storage: Box::new(storage.clone()),
-                            offset: *offset as usize,
-                            shape: ints(size),
-                            stride: ints(stride),
+                            key: key.clone(),
+                            dtype: dtype.clone(),
+                            offset: *offset,
+                            shape,
+                            stride,
                         }
                     }
-                    (Value::Global(g), _) if g == "collections.OrderedDict" => Value::Dict(Vec::new()),
+                    (Value::Global(g), _) if g == "collections.OrderedDict" => Value::Dict(Seq::new(Vec::new())),
+                    // Any other callable (os.system, builtins.eval, ...) is never called: it becomes an inert object.
                     _ => Value::Object,
                 };
                 stack.push(value);

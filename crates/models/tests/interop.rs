@@ -116,7 +116,13 @@ fn torch_save_files_are_read_without_pytorch() {
     let device = Default::default();
     let config = ModelConfig::new(Architecture::Linear, 2).with_input_shape([3, 2, 2]);
     let model =
-        tailguard_models::import_weights(config.init::<Flex>(&device).unwrap(), Architecture::Linear, &path).unwrap();
+        tailguard_models::import_weights(
+            config.init::<Flex>(&device).unwrap(),
+            Architecture::Linear,
+            &path,
+            Default::default(),
+        )
+        .unwrap();
     // Input all ones: logit_k = sum_i w[k][i] + b[k], with w[k][i] = 0.01 (12 k + i).
     let x = Tensor::<Flex, 4>::ones([1, 3, 2, 2], &device);
     let logits: Vec<f32> = model.forward(x, Mode::Inference).into_data().to_vec().unwrap();
@@ -132,8 +138,208 @@ fn torch_save_files_are_read_without_pytorch() {
         .with_input_shape([3, 2, 2])
         .init::<Flex>(&device)
         .unwrap();
-    let err = tailguard_models::import_weights(wrong, Architecture::Linear, &path)
+    let err = tailguard_models::import_weights(wrong, Architecture::Linear, &path, Default::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("shape"), "{err}");
+}
+
+/// A torch.save-style zip holding `pickle` as `archive/data.pkl` and raw storages `archive/data/KEY`.
+fn torch_zip(dir: &std::path::Path, pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("hostile.pt");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", options).unwrap();
+    zip.write_all(pickle).unwrap();
+    for (key, bytes) in storages {
+        zip.start_file(format!("archive/data/{key}"), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+    path
+}
+
+fn linear_model() -> tailguard_models::Model<Flex> {
+    ModelConfig::new(Architecture::Linear, 2)
+        .with_input_shape([3, 2, 2])
+        .init::<Flex>(&Default::default())
+        .unwrap()
+}
+
+fn import_error(path: &std::path::Path, options: tailguard_models::ImportOptions) -> String {
+    tailguard_models::import_weights(linear_model(), Architecture::Linear, path, options)
+        .err()
+        .expect("the import must fail")
+        .to_string()
+}
+
+#[test]
+fn deeply_nested_pickles_fail_cleanly_instead_of_overflowing_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200,000 nested tuples: "(((...ttt" -- recursion over this would overflow the stack.
+    let depth = 200_000;
+    let mut pickle = vec![0x80, 2];
+    pickle.extend(std::iter::repeat_n(b'(', depth));
+    pickle.extend(std::iter::repeat_n(b't', depth));
+    pickle.push(b'.');
+    let path = torch_zip(dir.path(), &pickle, &[]);
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("nest more than 100 deep") && err.contains("hostile.pt"), "{err}");
+}
+
+#[test]
+fn memo_bombs_hit_the_work_limit_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each level is a tuple of ten copies of the previous level: 10^9 values after nine levels.
+    let mut pickle = vec![0x80, 2, b')', b'q', 0];
+    for level in 0..9u8 {
+        pickle.push(b'(');
+        for _ in 0..10 {
+            pickle.extend([b'h', level]);
+        }
+        pickle.extend([b't', b'q', level + 1]);
+    }
+    pickle.push(b'.');
+    let path = torch_zip(dir.path(), &pickle, &[]);
+    let start = std::time::Instant::now();
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("values (memo copies included)"), "{err}");
+    assert!(start.elapsed().as_secs() < 20, "the limit must stop the work early");
+}
+
+#[test]
+fn code_in_a_pickle_is_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let command = format!("touch {}", marker.display());
+    // os.system("touch ...") through GLOBAL + REDUCE.
+    let mut pickle = b"\x80\x02cos\nsystem\nX".to_vec();
+    pickle.extend((command.len() as u32).to_le_bytes());
+    pickle.extend(command.as_bytes());
+    pickle.extend(b"\x85R.");
+    let path = torch_zip(dir.path(), &pickle, &[]);
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("not a dictionary"), "{err}");
+    assert!(!marker.exists(), "the pickle's command ran");
+}
+
+/// A pickle of `{name: tensor}` for float32 storages, as torch.save writes it (protocol 2 opcodes).
+fn state_dict_pickle(tensors: &[(&str, &str, &[usize], &str)]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}', b'('];
+    let text = |p: &mut Vec<u8>, s: &str| {
+        p.push(b'X');
+        p.extend((s.len() as u32).to_le_bytes());
+        p.extend(s.as_bytes());
+    };
+    for (name, key, shape, storage) in tensors {
+        text(&mut p, name);
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        // persistent id ('storage', torch.<Storage>, key, 'cpu', numel)
+        p.push(b'(');
+        text(&mut p, "storage");
+        p.extend(format!("ctorch\n{storage}\n").as_bytes());
+        text(&mut p, key);
+        text(&mut p, "cpu");
+        p.extend([b'K', 1, b't', b'Q']);
+        p.extend([b'K', 0, b'(']);
+        for d in *shape {
+            p.extend(b"J");
+            p.extend((*d as i32).to_le_bytes());
+        }
+        p.push(b't');
+        p.push(b'(');
+        let mut stride = 1;
+        let mut strides = vec![0; shape.len()];
+        for (i, d) in shape.iter().enumerate().rev() {
+            strides[i] = stride;
+            stride *= d;
+        }
+        for s in strides {
+            p.extend(b"J");
+            p.extend((s as i32).to_le_bytes());
+        }
+        p.extend([b't', 0x89, b')', b't', b'R']);
+    }
+    p.extend([b'u', b'.']);
+    p
+}
+
+fn floats(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    values.into_iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn imports_refuse_non_finite_unknown_and_mistyped_tensors_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let weight = ("head.weight", "0", &[2usize, 12][..], "FloatStorage");
+    let bias = ("head.bias", "1", &[2usize][..], "FloatStorage");
+    let good_weight = floats((0..24).map(|i| i as f32 * 0.01));
+    let nan_bias = floats([f32::NAN, 1.0]);
+    let path = torch_zip(
+        dir.path(),
+        &state_dict_pickle(&[weight, bias]),
+        &[("0", good_weight.clone()), ("1", nan_bias)],
+    );
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("head.bias holds 1 non-finite") && err.contains("--allow-non-finite"), "{err}");
+    let allowed = tailguard_models::ImportOptions {
+        allow_non_finite: true,
+        ..Default::default()
+    };
+    tailguard_models::import_weights(linear_model(), Architecture::Linear, &path, allowed).unwrap();
+
+    // An extra tensor is refused by name, and dropped only on request.
+    let extra = ("features.0.weight", "2", &[3usize][..], "FloatStorage");
+    let path = torch_zip(
+        dir.path(),
+        &state_dict_pickle(&[weight, bias, extra]),
+        &[("0", good_weight.clone()), ("1", floats([0.5, -0.25])), ("2", floats([1.0; 3]))],
+    );
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("features.0.weight") && err.contains("--drop-unknown"), "{err}");
+    let dropped = tailguard_models::ImportOptions {
+        drop_unknown: true,
+        ..Default::default()
+    };
+    tailguard_models::import_weights(linear_model(), Architecture::Linear, &path, dropped).unwrap();
+
+    // An integer tensor where a float is expected is named as a dtype mismatch, not as missing.
+    let long_bias = ("head.bias", "1", &[2usize][..], "LongStorage");
+    let path = torch_zip(
+        dir.path(),
+        &state_dict_pickle(&[weight, long_bias]),
+        &[("0", good_weight.clone()), ("1", vec![0u8; 16])],
+    );
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("head.bias has dtype I64"), "{err}");
+
+    // A shape whose extent overflows, and a storage shorter than its tensor.
+    let huge = ("head.weight", "0", &[1usize << 30, 1 << 30][..], "FloatStorage");
+    let path = torch_zip(dir.path(), &state_dict_pickle(&[huge, bias]), &[("0", good_weight.clone()), ("1", floats([0.0; 2]))]);
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("too large") || err.contains("too short"), "{err}");
+    let path = torch_zip(dir.path(), &state_dict_pickle(&[weight, bias]), &[("0", floats([1.0; 4])), ("1", floats([0.0; 2]))]);
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("storage 0 is too short"), "{err}");
+}
+
+#[test]
+fn safetensors_exports_name_their_producer_and_bad_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    export_safetensors(&linear_model(), Architecture::Linear, &path).unwrap();
+    assert!(tailguard_models::written_by_tailguard(&path));
+    // An offset past the end of the file.
+    let header = br#"{"head.bias":{"dtype":"F32","shape":[2],"data_offsets":[0,4000000000]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend([0u8; 8]);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = import_error(&path, Default::default());
+    assert!(err.contains("is not a safetensors file"), "{err}");
+    assert!(!tailguard_models::written_by_tailguard(&path));
+    // A header length larger than the file.
+    std::fs::write(&path, u64::MAX.to_le_bytes()).unwrap();
+    assert!(import_error(&path, Default::default()).contains("is not a safetensors file"));
 }

@@ -33,6 +33,10 @@ pub enum TrainError {
     Diverged { epoch: usize, loss: f64 },
     #[error("{0}")]
     Checkpoint(String),
+    #[error(transparent)]
+    CheckpointFile(#[from] tailguard_models::CheckpointError),
+    #[error(transparent)]
+    Output(#[from] tailguard_output::OutputError),
 }
 
 /// The training images, split into training and validation parts.

@@ -37,5 +37,5 @@ pub use engine::{
 };
 pub use method::{Method, StepInput, StepOutput};
 pub use optimizer::{GroupedSgd, SgdSettings};
-pub use run::{Run, plan};
+pub use run::{RESUME_SAFE_KEYS, Run, plan};
 pub use schedule::LrSchedule;

@@ -58,9 +58,12 @@ pub struct BenchArgs {
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also write the JSON report to this file.
+    /// Also write the JSON report to this file (an existing one only with --force, and only if tailguard wrote it).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
+    /// Replace an earlier --out report that tailguard wrote.
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 /// What one timed iteration runs.
@@ -132,6 +135,9 @@ struct BenchReport {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     validate(&args)?;
+    if let Some(path) = &args.out {
+        tailguard_output::prepare_file(path, args.force)?;
+    }
     let device = backend::device()?;
     <Train as Backend>::seed(&device, args.seed);
     eprintln!("matrix-multiply peak ({0}x{0} by {0}x{0}) ...", args.matmul_size);

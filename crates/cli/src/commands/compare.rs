@@ -20,9 +20,12 @@ pub struct CompareArgs {
     /// Report folders or run folders.
     #[arg(required = true, num_args = 1..)]
     runs: Vec<PathBuf>,
-    /// Also write compare.md and compare.png into this folder.
+    /// Also write compare.md and compare.png into this folder (new or empty; see --force).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Replace an earlier comparison in --out (only files tailguard wrote).
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 fn load_report(dir: &Path) -> anyhow::Result<Value> {
@@ -100,7 +103,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     println!("{md}");
     if let Some(out) = &args.out {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        tailguard_output::OutputDir::claim(out, &["compare.md", "compare.png"], args.force)?;
         let names: Vec<String> = reports.iter().map(|(n, _)| n.clone()).collect();
         let series: Vec<Series> = attacks
             .iter()

@@ -65,6 +65,9 @@ pub struct DataArgs {
     /// With --arch: images per batch.
     #[arg(long, default_value_t = 128, value_name = "N")]
     batch_size: usize,
+    /// Replace an earlier --save-split or --export file that tailguard wrote (never any other file).
+    #[arg(long)]
+    force: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -83,6 +86,10 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         "profile": args.profile,
         "seed": args.seed,
     });
+    // Outputs are checked before the dataset is read, so a refused path costs nothing.
+    for path in [&args.save_split, &args.export].into_iter().flatten() {
+        tailguard_output::prepare_file(path, args.force)?;
+    }
     let (classes, counts) = match &args.data_dir {
         Some(dir) => {
             let source = load(args.dataset, dir, Split::Train, args.json)?;
@@ -92,11 +99,13 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             };
             let split = spec.select(&source)?;
             if let Some(path) = &args.save_split {
+                tailguard_output::record_file(path)?;
                 split.save(path)?;
                 eprintln!("wrote {} image indices to {}", split.len(), path.display());
             }
             let train = split.apply(&source)?;
             if let Some(path) = &args.export {
+                tailguard_output::record_file(path)?;
                 export(&args, dir, &train, path)?;
             }
             if let Some(arch) = args.arch {

@@ -23,9 +23,12 @@ use crate::report::{percent, write_atomically};
 #[command(after_help = "Example:\n  tailguard demo --out runs/demo\n\n\
     Writes runs/demo/report.md, with the two models' balanced accuracy and balanced robustness side by side.")]
 pub struct DemoArgs {
-    /// Output folder; an interrupted demo continues where it stopped.
+    /// Output folder; an interrupted demo continues where it stopped. Any other non-empty folder is refused.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
+    /// Start over in --out, replacing the earlier demo's files (never anything tailguard did not write).
+    #[arg(long)]
+    force: bool,
     /// The dataset archive [default: datasets/cifar10-lt-mini.tar.gz of the repository].
     #[arg(long, value_name = "PATH")]
     data_dir: Option<PathBuf>,
@@ -62,6 +65,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => embedded_dataset()?,
     };
+    // An earlier demo in --out (its manifest names its runs) is continued; any other non-empty folder needs --force.
+    let continuing = !args.force && tailguard_output::Manifest::read(&args.out)?.owns("natural");
+    let mut output = tailguard_output::OutputDir::claim(
+        &args.out,
+        &["natural", "taet", "report.md", "per_class_aa.png"],
+        args.force || continuing,
+    )?;
     let device = backend::device()?;
     let mut reports = Vec::new();
     for (name, text) in [("natural", NATURAL), ("taet", TAET)] {
@@ -73,11 +83,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             overrides.push(format!("method.ce_epochs={}", args.epochs / 3));
         }
         let config = TrainConfig::parse(text, &overrides)?;
-        let dir = args.out.join(name);
-        let mut run = if dir.join("last").exists() {
+        let dir = output.record(name)?;
+        let mut run = if continuing && dir.join("last").exists() {
             Run::<backend::Train>::resume(&dir, &device)?
         } else {
-            Run::<backend::Train>::start(config, &dir, &device)?
+            // The folder is this demo's own: an earlier start is replaced (its foreign files are still refused).
+            Run::<backend::Train>::start_with(config, &dir, &device, true)?
         };
         eprintln!(
             "[{name}] training {} epochs on {} -> {}",
@@ -118,6 +129,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             train_counts: None,
             seed: 0,
             report: dir.join("report"),
+            force: true,
             json: false,
         };
         reports.push((name, evaluate(&eval).with_context(|| format!("evaluating {name}"))?));

@@ -57,9 +57,12 @@ pub struct EvalArgs {
     /// Seed for the test subset and the attacks' random starts.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
-    /// Folder for report.json, report.md and per_class.png.
+    /// Folder for report.json, report.md and per_class.png: new or empty (see --force).
     #[arg(long, value_name = "DIR")]
     pub(crate) report: PathBuf,
+    /// Replace an earlier report in --report (only files tailguard wrote; anything else there is kept).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Print report.json to stdout as well.
     #[arg(long)]
     pub(crate) json: bool,
@@ -75,11 +78,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The files an evaluation writes into its report folder.
+const REPORT_FILES: &[&str] = &["report.json", "report.md", "per_class.png"];
+
 /// Runs the evaluation and writes the report folder.
 pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    // Claimed before the attacks run, so a refused folder costs nothing.
+    tailguard_output::OutputDir::claim(&args.report, REPORT_FILES, args.force)?;
     let device = backend::device()?;
     let (model, meta) = load_checkpoint::<backend::Train>(&args.checkpoint, &device)?;
     let test = test_set(args, &meta)?;
@@ -167,7 +175,6 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         attacks,
         training_curves: training_curves(&args.checkpoint, &args.report),
     };
-    std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     report.write(&args.report)?;
     Ok(report)
 }

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use tailguard_longtail::DatasetKind;
 use tailguard_models::{
-    Architecture, CheckpointMeta, InputNormalizationConfig, ModelConfig, export_safetensors, import_weights,
-    load_checkpoint, save_checkpoint,
+    Architecture, CheckpointMeta, ImportOptions, InputNormalizationConfig, ModelConfig, export_safetensors,
+    import_weights, load_checkpoint, read_checkpoint_meta, save_checkpoint, written_by_tailguard,
 };
 
 use crate::backend;
@@ -24,14 +24,25 @@ pub struct ExportArgs {
     /// Output format (safetensors).
     #[arg(long, default_value = "safetensors")]
     format: String,
-    /// Output file.
+    /// Output file. An existing file is replaced only with --force, and only if tailguard wrote it.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// Replace an existing output file that tailguard wrote (never one it did not write).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     if args.format != "safetensors" {
         bail!("unknown format '{}' (tailguard exports safetensors)", args.format);
+    }
+    // A tailguard export carries its producer in the header; anything else under that name is never replaced.
+    let ours = written_by_tailguard(&args.out);
+    if args.out.exists() && !(args.force && ours) {
+        tailguard_output::prepare_file(&args.out, args.force && !ours)?;
+        if !ours {
+            return Err(tailguard_output::OutputError::NotOurs { path: args.out }.into());
+        }
     }
     let device = backend::device()?;
     let (model, meta) = load_checkpoint::<backend::Compute>(&args.checkpoint, &device)?;
@@ -63,9 +74,18 @@ pub struct ImportArgs {
     /// Input normalisation the model was trained with: none, cifar10 or cifar100.
     #[arg(long, default_value = "none")]
     normalization: String,
-    /// Checkpoint folder to write.
+    /// Checkpoint folder to write: new or empty (with --force, a checkpoint that tailguard imported before).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Replace the imported checkpoint in --out (never a trained one, nor any other file).
+    #[arg(long)]
+    force: bool,
+    /// Import tensors holding NaN or infinite values (refused by default).
+    #[arg(long)]
+    allow_non_finite: bool,
+    /// Ignore tensors that the architecture does not have (refused by default).
+    #[arg(long)]
+    drop_unknown: bool,
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
@@ -78,13 +98,42 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         "cifar100" => Some(InputNormalizationConfig::cifar100()),
         other => bail!("--normalization must be none, cifar10 or cifar100, got '{other}'"),
     };
+    check_import_target(&args.out, args.force)?;
     let device = backend::device()?;
     let config = ModelConfig::new(args.arch, classes.len()).with_normalization(normalization);
     let model = config.init::<backend::Compute>(&device).map_err(anyhow::Error::msg)?;
-    let model = import_weights(model, args.arch, &args.from)?;
+    let options = ImportOptions {
+        allow_non_finite: args.allow_non_finite,
+        drop_unknown: args.drop_unknown,
+    };
+    let model = import_weights(model, args.arch, &args.from, options)?;
     let mut meta = CheckpointMeta::new(config, classes);
     meta.training = serde_json::json!({ "imported_from": args.from.display().to_string() });
-    save_checkpoint(&args.out, &model, &meta).with_context(|| format!("writing {}", args.out.display()))?;
+    save_checkpoint(&args.out, &model, &meta)?;
     eprintln!("wrote checkpoint {}", args.out.display());
+    Ok(())
+}
+
+/// An import writes a whole checkpoint folder: it must be new or empty, or with `--force` a checkpoint that an
+/// earlier import wrote (the checkpoint itself refuses any other file in it, such as a trained run's optimizer state).
+fn check_import_target(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let non_empty = out.is_dir() && std::fs::read_dir(out)?.next().is_some();
+    if out.exists() && !out.is_dir() {
+        return Err(tailguard_output::OutputError::NotOurs { path: out.into() }.into());
+    }
+    if !non_empty {
+        return Ok(());
+    }
+    if !force {
+        return Err(tailguard_output::OutputError::Exists { path: out.into() }.into());
+    }
+    let meta = read_checkpoint_meta(out).map_err(|_| tailguard_output::OutputError::NotOurs { path: out.into() })?;
+    if meta.training.get("imported_from").is_none() {
+        bail!(
+            "{} is a trained checkpoint; --force replaces only a checkpoint that import wrote: import into another \
+             folder",
+            out.display()
+        );
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use tailguard_trainers::{EpochRecord, Run, StepFigures, TrainConfig, TrainObserver, plan};
 
@@ -23,10 +23,14 @@ pub struct TrainArgs {
     /// Override a configuration value, e.g. --set optim.lr=0.05 --set robustlt.alpha=0.3 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Folder for config.toml, log.jsonl, last/ and best/.
+    /// Folder for config.toml, log.jsonl, last/ and best/: new or empty (see --force).
     #[arg(long, value_name = "DIR", required_unless_present_any = ["resume", "dry_run"])]
     out: Option<PathBuf>,
-    /// Continue the run in this folder from its last checkpoint.
+    /// Start over in --out, replacing the earlier run's files there (never a file tailguard did not write).
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Continue the run in this folder from its last checkpoint (with the configuration stored in it; of an edited
+    /// config.toml only optim.epochs is taken).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "overrides"])]
     resume: Option<PathBuf>,
     /// Print the resolved plan (config, per-class counts, stages, RobustLT budgets) without training.
@@ -70,12 +74,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let device = backend::device()?;
     let mut run = match (&args.resume, &args.config, &args.out) {
-        (Some(dir), _, _) => {
-            Run::<backend::Train>::resume(dir, &device).with_context(|| format!("resuming {}", dir.display()))?
-        }
+        (Some(dir), _, _) => Run::<backend::Train>::resume(dir, &device)?,
         (None, Some(path), Some(out)) => {
             let config = TrainConfig::load(path, &args.overrides)?;
-            Run::<backend::Train>::start(config, out, &device)?
+            Run::<backend::Train>::start_with(config, out, &device, args.force)?
         }
         _ => bail!("give --config and --out, or --resume"),
     };

@@ -25,7 +25,7 @@ pub fn read_archive_members(path: &Path, wanted: &[&str]) -> DataResult<HashMap<
         format: "tar archive",
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| tailguard_output::OutputError::write(path, e))?;
     let reader: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::GzDecoder::new(&bytes[..]))
     } else {
@@ -76,11 +76,11 @@ pub fn write_tar_gz(path: &Path, members: &[ArchiveMember<'_>]) -> DataResult<()
         header.set_entry_type(tar::EntryType::Regular);
         builder
             .append_data(&mut header, &member.path, member.bytes)
-            .map_err(|e| DataError::io(path, e))?;
+            .map_err(|e| tailguard_output::OutputError::write(path, e))?;
     }
-    let encoder = builder.into_inner().map_err(|e| DataError::io(path, e))?;
-    let bytes = encoder.finish().map_err(|e| DataError::io(path, e))?;
-    crate::atomic::write_atomically(path, &bytes)
+    let encoder = builder.into_inner().map_err(|e| tailguard_output::OutputError::write(path, e))?;
+    let bytes = encoder.finish().map_err(|e| tailguard_output::OutputError::write(path, e))?;
+    tailguard_output::write_atomically(path, &bytes).map_err(DataError::from)
 }
 
 /// Checks that a dataset fits CIFAR's record format.

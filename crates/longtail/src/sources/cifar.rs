@@ -401,7 +401,7 @@ pub fn write_cifar_archive(
 /// first, then renamed, so a reader never sees half a file.
 pub fn write_cifar(path: &Path, dataset: &ImageDataset, variant: CifarVariant) -> DataResult<()> {
     check_cifar_shape(dataset)?;
-    crate::atomic::write_atomically(path, &records(dataset, variant, 0..dataset.len()))
+    tailguard_output::write_atomically(path, &records(dataset, variant, 0..dataset.len())).map_err(DataError::from)
 }
 
 /// Where the standard release keeps its files, to tell a user what was expected.
