@@ -204,6 +204,7 @@ pub fn save_checkpoint_with<B: Backend>(
         return Err(CheckpointError::Write { path: dir.to_path_buf(), source: e });
     }
 
+    tailguard_output::abort_point("checkpoint-staged", meta.epoch);
     let previous = sibling(dir, "previous");
     let had_previous = dir.exists();
     if had_previous {
@@ -213,6 +214,7 @@ pub fn save_checkpoint_with<B: Backend>(
             return Err(write_error(dir)(e));
         }
     }
+    tailguard_output::abort_point("checkpoint-aside", meta.epoch);
     if let Err(e) = std::fs::rename(&staging, dir) {
         let _ = std::fs::remove_dir_all(&staging);
         if had_previous {

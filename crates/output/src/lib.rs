@@ -19,3 +19,18 @@ pub use error::{OutputError, OutputResult};
 pub use lock::{LOCK_FILE, RunLock};
 pub use manifest::{MANIFEST_FILE, Manifest};
 pub use target::{OutputDir, prepare_file, record_file, write_owned};
+
+/// The environment variable that [`abort_point`] reads.
+pub const ABORT_AT_VARIABLE: &str = "TAILGUARD_TEST_ABORT_AT";
+
+/// Test hook for crash safety: when the environment variable [`ABORT_AT_VARIABLE`] is `POINT:EPOCH` for this point
+/// and epoch, the process aborts on the spot, as `kill -9` would stop it (no destructor runs, nothing is cleaned
+/// up). The kill tests use it to stop a run at exact moments, such as between moving the old checkpoint aside and
+/// moving the new one in; unset, it does nothing.
+pub fn abort_point(point: &str, epoch: Option<usize>) {
+    if let Ok(target) = std::env::var(ABORT_AT_VARIABLE)
+        && target == format!("{point}:{}", epoch.unwrap_or(0))
+    {
+        std::process::abort();
+    }
+}

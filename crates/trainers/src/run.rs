@@ -272,6 +272,7 @@ impl<B: AutodiffBackend> Run<B> {
             .map_err(write_error(&log_path))?;
         let line = serde_json::to_string(&record).map_err(checkpoint_error)?;
         writeln!(log, "{line}").map_err(write_error(&log_path))?;
+        tailguard_output::abort_point("log-written", Some(record.epoch));
         self.save(LAST, record.epoch)?;
         if improved {
             self.save(BEST, record.epoch)?;

@@ -1,0 +1,430 @@
+//! Bad input, table-driven: every case must end with a non-zero exit and one `error:` line that names the problem,
+//! show no panic, and leave every file that existed before exactly as it was (hashed before and after).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::backend::Flex;
+use tailguard_models::{Architecture, CheckpointMeta, ModelConfig, save_checkpoint};
+
+fn tailguard(args: &[String]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tailguard")).args(args).output().unwrap()
+}
+
+fn embedded() -> String {
+    format!("{}/../../datasets/cifar10-lt-mini.tar.gz", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn configs() -> String {
+    format!("{}/../../configs", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Content hash of every file under `root`, by path.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&path).unwrap().hash(&mut hasher);
+                files.insert(path, hasher.finish());
+            }
+        }
+    }
+    files
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A torch.save-style zip with `pickle` as its data.pkl and the given storages.
+fn torch_zip(path: &Path, pickle: &[u8], storages: &[(&str, &[u8])]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", options).unwrap();
+    zip.write_all(pickle).unwrap();
+    for (key, bytes) in storages {
+        zip.start_file(format!("archive/data/{key}"), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// A safetensors file from (name, dtype, shape, raw bytes); offsets are laid out in order.
+fn safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut body = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = body.len();
+        body.extend_from_slice(bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, body.len()]}),
+        );
+    }
+    let mut header = serde_json::to_vec(&header).unwrap();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header);
+    file.extend(body);
+    std::fs::write(path, file).unwrap();
+}
+
+fn floats(n: usize, value: f32) -> Vec<u8> {
+    (0..n).flat_map(|_| value.to_le_bytes()).collect()
+}
+
+/// Everything the cases point at, built once: checkpoints, a trained run, user files, broken variants.
+fn world(w: &Path) {
+    let cifar: Vec<String> = tailguard_longtail::sources::cifar::CIFAR10_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // An imported-style small CNN checkpoint.
+    let config = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10);
+    let model = config.init::<Flex>(&Default::default()).unwrap();
+    let mut meta = CheckpointMeta::new(config, cifar.clone());
+    meta.training = serde_json::json!({"imported_from": "test"});
+    save_checkpoint(&w.join("ckpt"), &model, &meta).unwrap();
+    // A linear model's weights under PyTorch names, for the import cases (head.weight [10, 3072], head.bias [10]).
+    let linear = ModelConfig::new(Architecture::Linear, 10);
+    let linear_model = linear.init::<Flex>(&Default::default()).unwrap();
+    tailguard_models::export_safetensors(&linear_model, Architecture::Linear, &w.join("good.safetensors")).unwrap();
+    let weight = |v: f32| ("head.weight", "F32", vec![10, 3072], floats(30_720, v));
+    let bias = |v: f32| ("head.bias", "F32", vec![10], floats(10, v));
+    safetensors(&w.join("nan.safetensors"), &[weight(0.1), bias(f32::NAN)]);
+    safetensors(&w.join("inf.safetensors"), &[weight(f32::INFINITY), bias(0.0)]);
+    safetensors(
+        &w.join("extra.safetensors"),
+        &[weight(0.1), bias(0.0), ("features.0.weight", "F32", vec![2], floats(2, 1.0))],
+    );
+    safetensors(&w.join("i64.safetensors"), &[weight(0.1), ("head.bias", "I64", vec![10], vec![0; 80])]);
+    safetensors(&w.join("f16.safetensors"), &[weight(0.1), ("head.bias", "F16", vec![10], vec![0; 20])]);
+    safetensors(&w.join("shape.safetensors"), &[weight(0.1), ("head.bias", "F32", vec![11], floats(11, 0.0))]);
+    safetensors(&w.join("missing.safetensors"), &[weight(0.1)]);
+    let good = std::fs::read(w.join("good.safetensors")).unwrap();
+    std::fs::write(w.join("truncated.safetensors"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(w.join("garbage.safetensors"), b"this is not a safetensors file at all").unwrap();
+    std::fs::write(w.join("empty.safetensors"), b"").unwrap();
+    std::fs::write(w.join("hugeheader.safetensors"), u64::MAX.to_le_bytes()).unwrap();
+    let header = br#"{"head.bias":{"dtype":"F32","shape":[10],"data_offsets":[0,99999999999]}}"#;
+    let mut offsets = (header.len() as u64).to_le_bytes().to_vec();
+    offsets.extend(header);
+    offsets.extend([0u8; 40]);
+    std::fs::write(w.join("offsets.safetensors"), offsets).unwrap();
+    let header = br#"{"head.bias":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,40]}}"#;
+    let mut huge = (header.len() as u64).to_le_bytes().to_vec();
+    huge.extend(header);
+    huge.extend([0u8; 40]);
+    std::fs::write(w.join("hugeshape.safetensors"), huge).unwrap();
+
+    // Hostile and broken pickles.
+    let mut deep = vec![0x80, 2];
+    deep.extend(std::iter::repeat_n(b'(', 300_000));
+    deep.extend(std::iter::repeat_n(b't', 300_000));
+    deep.push(b'.');
+    torch_zip(&w.join("deep.pt"), &deep, &[]);
+    let mut bomb = vec![0x80, 2, b')', b'q', 0];
+    for level in 0..9u8 {
+        bomb.push(b'(');
+        for _ in 0..10 {
+            bomb.extend([b'h', level]);
+        }
+        bomb.extend([b't', b'q', level + 1]);
+    }
+    bomb.push(b'.');
+    torch_zip(&w.join("bomb.pt"), &bomb, &[]);
+    let command = format!("touch {}", w.join("pwned").display());
+    let mut exec = b"\x80\x02cos\nsystem\nX".to_vec();
+    exec.extend((command.len() as u32).to_le_bytes());
+    exec.extend(command.as_bytes());
+    exec.extend(b"\x85R.");
+    torch_zip(&w.join("exec.pt"), &exec, &[]);
+    torch_zip(&w.join("eval.pt"), b"\x80\x02cbuiltins\neval\n(X\x04\x00\x00\x001+1tR.", &[]);
+    torch_zip(&w.join("opcode.pt"), b"\x80\x02S'text'\n.", &[]);
+    torch_zip(&w.join("truncpickle.pt"), b"\x80\x02}(X\x05\x00\x00\x00ab", &[]);
+    torch_zip(&w.join("notdict.pt"), b"\x80\x02]q\x00.", &[]);
+    torch_zip(&w.join("emptydict.pt"), b"\x80\x02}.", &[]);
+    torch_zip(&w.join("memo.pt"), b"\x80\x02h\x07.", &[]);
+    torch_zip(&w.join("mark.pt"), b"\x80\x02t.", &[]);
+    std::fs::write(w.join("notzip.pt"), b"PK not really a zip").unwrap();
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(w.join("nopkl.pt")).unwrap());
+        zip.start_file("archive/readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(b"no pickle").unwrap();
+        zip.finish().unwrap();
+    }
+
+    // User files tailguard never wrote.
+    std::fs::create_dir_all(w.join("user")).unwrap();
+    std::fs::write(w.join("user/notes.txt"), b"my notes").unwrap();
+    std::fs::write(w.join("user/log.jsonl"), b"{\"mine\": true}\n").unwrap();
+    std::fs::write(w.join("user/compare.md"), b"my comparison").unwrap();
+    std::fs::write(w.join("user/report.md"), b"my report").unwrap();
+    std::fs::write(w.join("user/w.safetensors"), b"my weights").unwrap();
+    std::fs::write(w.join("user/split.json"), b"{}").unwrap();
+    std::fs::write(w.join("user/bench.json"), b"{}").unwrap();
+    std::fs::create_dir_all(w.join("user/ckdir")).unwrap();
+    std::fs::write(w.join("user/ckdir/model.mpk"), b"not a model").unwrap();
+    std::fs::write(w.join("user/ckdir/keep.txt"), b"keep").unwrap();
+    // A folder whose manifest claims nothing: tailguard's manifest format, but the user's log.
+    std::fs::create_dir_all(w.join("userlog")).unwrap();
+    std::fs::write(w.join("userlog/log.jsonl"), b"{\"mine\": true}\n").unwrap();
+    std::fs::write(w.join("userlog/.tailguard-outputs.json"), br#"{"written_by":"tailguard","entries":[]}"#).unwrap();
+
+    // Broken checkpoints.
+    for name in ["ck_trunc", "ck_nometa", "ck_badjson", "ck_format", "ck_arch", "ck_nomodel", "ck_classes"] {
+        copy_dir(&w.join("ckpt"), &w.join(name));
+    }
+    let model_bytes = std::fs::read(w.join("ckpt/model.mpk")).unwrap();
+    std::fs::write(w.join("ck_trunc/model.mpk"), &model_bytes[..model_bytes.len() / 3]).unwrap();
+    std::fs::remove_file(w.join("ck_nometa/checkpoint.json")).unwrap();
+    std::fs::write(w.join("ck_badjson/checkpoint.json"), b"{\"format\": ").unwrap();
+    let edit_meta = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = w.join(name).join("checkpoint.json");
+        let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut meta);
+        std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    };
+    edit_meta("ck_format", &|m| m["format"] = "someone-else/9".into());
+    edit_meta("ck_arch", &|m| m["model"]["arch"] = "resnet18".into());
+    edit_meta("ck_classes", &|m| m["classes"] = serde_json::json!(["a", "b"]));
+    std::fs::remove_file(w.join("ck_nomodel/model.mpk")).unwrap();
+
+    // A trained run (one epoch) and broken copies of it.
+    let output = tailguard(&args(
+        w,
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --set data.n_max=30 --set optim.epochs=1 \
+         --set validation.attack_steps=1 --out {W}/run --json",
+    ));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for name in ["run_state", "run_opt", "run_edit", "run_seed", "run_noconf", "run_nock", "run_badconf", "run_lock"] {
+        copy_dir(&w.join("run"), &w.join(name));
+    }
+    std::fs::write(w.join("run_state/last/train_state.json"), b"{\"next_epoch\": ").unwrap();
+    std::fs::remove_file(w.join("run_opt/last/optimizer.mpk")).unwrap();
+    let config = std::fs::read_to_string(w.join("run/config.toml")).unwrap();
+    std::fs::write(w.join("run_edit/config.toml"), config.replace("small-cnn", "resnet18")).unwrap();
+    std::fs::write(w.join("run_seed/config.toml"), config.replace("seed = 0", "seed = 7")).unwrap();
+    std::fs::remove_file(w.join("run_noconf/config.toml")).unwrap();
+    std::fs::remove_dir_all(w.join("run_nock/last")).unwrap();
+    std::fs::write(w.join("run_badconf/config.toml"), b"[optim\nepochs = ").unwrap();
+
+    // Configurations and data.
+    std::fs::write(w.join("syntax.toml"), b"[data\ndataset = ").unwrap();
+    std::fs::write(w.join("empty.toml"), b"").unwrap();
+    let small = std::fs::read_to_string(format!("{}/cpu/natural-small.toml", configs())).unwrap();
+    std::fs::write(w.join("unknown.toml"), format!("{small}\n[extra]\nkey = 1\n")).unwrap();
+    std::fs::write(w.join("types.toml"), small.replace("epochs = 6", "epochs = \"six\"")).unwrap();
+    std::fs::write(w.join("corrupt.tar.gz"), b"\x1f\x8b\x08garbage garbage").unwrap();
+    std::fs::create_dir_all(w.join("emptydata/train")).unwrap();
+    std::fs::create_dir_all(w.join("badimages/train/cat")).unwrap();
+    std::fs::write(w.join("badimages/train/cat/0.png"), b"not a png").unwrap();
+    std::fs::write(w.join("notes.txt"), b"a user's file").unwrap();
+}
+
+/// Splits a command line on whitespace after filling in {W} (world), {C} (configs) and {D} (embedded data).
+fn args(w: &Path, line: &str) -> Vec<String> {
+    line.replace("{W}", w.to_str().unwrap())
+        .replace("{C}", &configs())
+        .replace("{D}", &embedded())
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// (command line, text the error must contain).
+const CASES: &[(&str, &str)] = &[
+    // Configurations and --set.
+    ("train --config {W}/nothere.toml --dry-run", "nothere.toml"),
+    ("train --config {W}/syntax.toml --dry-run", "syntax.toml"),
+    ("train --config {W}/empty.toml --dry-run", "missing field"),
+    ("train --config {W}/unknown.toml --dry-run", "extra"),
+    ("train --config {W}/types.toml --dry-run", "six"),
+    ("train --config {C}/cpu/natural-small.toml --set optim.lr --dry-run", "optim.lr"),
+    ("train --config {C}/cpu/natural-small.toml --set =3 --dry-run", "=3"),
+    ("train --config {C}/cpu/natural-small.toml --set optim.lr=-1 --dry-run", "optim.lr"),
+    ("train --config {C}/cpu/natural-small.toml --set optim.epochs=0 --dry-run", "epochs"),
+    ("train --config {C}/cpu/natural-small.toml --set optim.batch_size=0 --dry-run", "batch_size"),
+    ("train --config {C}/cpu/natural-small.toml --set data.imbalance=0.5 --dry-run", "data.imbalance"),
+    ("train --config {C}/cpu/natural-small.toml --set data.validation_fraction=2 --dry-run", "validation_fraction"),
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/nodata --dry-run", "nodata"),
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/corrupt.tar.gz --dry-run", "corrupt.tar.gz"),
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/notes.txt --dry-run", "notes.txt"),
+    ("train --config {C}/cpu/natural-small.toml --set model.arch=resnet99 --dry-run", "resnet99"),
+    ("train --config {C}/cpu/natural-small.toml --set method.name=magic --dry-run", "magic"),
+    ("train --config {C}/cpu/natural-small.toml --set attack.eps=2 --dry-run", "[0, 1]"),
+    ("train --config {C}/cpu/natural-small.toml --set attack.eps=\"8/0\" --dry-run", "zero"),
+    ("train --config {C}/cpu/natural-small.toml --set attack.steps=-3 --dry-run", "attack.steps"),
+    ("train --config {C}/cifar10-lt/taet-rho10.toml --set method.ce_epochs=999 --dry-run", "exceeds optim.epochs"),
+    ("train --config {C}/cifar10-lt/taet-rho10.toml --set optim.learning_rate=0.1 --dry-run", "learning_rate"),
+    ("train --config {C}/cpu/natural-small.toml --set seed=-1 --dry-run", "seed"),
+    ("train --config {C}/cpu/natural-small.toml --set data.dataset=mnist --dry-run", "mnist"),
+    // Where a run is written.
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/user", "not empty"),
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/userlog --force", "log.jsonl"),
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/run", "--resume"),
+    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/notes.txt", "notes.txt"),
+    ("train --config {C}/cpu/natural-small.toml --out {W}/x --resume {W}/run", "cannot be used with"),
+    // Resume.
+    ("train --resume {W}/nothere", "nothere"),
+    ("train --resume {W}/user", "no config.toml"),
+    ("train --resume {W}/run_noconf", "no config.toml"),
+    ("train --resume {W}/run_nock", "no checkpoint yet"),
+    ("train --resume {W}/run_state", "train_state.json"),
+    ("train --resume {W}/run_opt", "optimizer.mpk"),
+    ("train --resume {W}/run_edit", "model.arch"),
+    ("train --resume {W}/run_seed", "seed: 0 -> 7"),
+    ("train --resume {W}/run_badconf", "run_badconf/config.toml"),
+    ("train --resume {W}/run_lock", "in use"),
+    // Checkpoints.
+    ("eval --checkpoint {W}/nothere --dataset cifar10 --data-dir {D} --report {W}/r1", "nothere"),
+    ("eval --checkpoint {W}/ck_trunc --dataset cifar10 --data-dir {D} --report {W}/r2", "truncated or damaged"),
+    ("eval --checkpoint {W}/ck_nometa --dataset cifar10 --data-dir {D} --report {W}/r3", "checkpoint.json"),
+    ("eval --checkpoint {W}/ck_badjson --dataset cifar10 --data-dir {D} --report {W}/r4", "checkpoint.json"),
+    ("eval --checkpoint {W}/ck_format --dataset cifar10 --data-dir {D} --report {W}/r5", "someone-else/9"),
+    ("eval --checkpoint {W}/ck_arch --dataset cifar10 --data-dir {D} --report {W}/r6", "do not match"),
+    ("eval --checkpoint {W}/ck_nomodel --dataset cifar10 --data-dir {D} --report {W}/r7", "model.mpk"),
+    ("eval --checkpoint {W}/ck_classes --dataset cifar10 --data-dir {D} --report {W}/r8", "class"),
+    ("eval --checkpoint {W}/notes.txt --dataset cifar10 --data-dir {D} --report {W}/r9", "notes.txt"),
+    ("export --checkpoint {W}/ck_trunc --out {W}/e1.safetensors", "truncated or damaged"),
+    ("export --checkpoint {W}/ck_arch --out {W}/e2.safetensors", "do not match"),
+    ("export --checkpoint {W}/nothere --out {W}/e3.safetensors", "nothere"),
+    // Evaluation.
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/user", "not empty"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/user --force", "report.md"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/notes.txt", "notes.txt"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {W}/nodata --report {W}/r10", "nodata"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {W}/corrupt.tar.gz --report {W}/r11", "corrupt.tar.gz"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar100 --data-dir {D} --report {W}/r12", "cifar"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r13 --eps=-1/255", "[0, 1]"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r14 --attacks fgsm,deepfool", "deepfool"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r15 --lt-test 0.5", ">= 1"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r16 --train-counts 1,2", "2 training counts"),
+    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r17 --batch-size 0", "--batch-size"),
+    // Export.
+    ("export --checkpoint {W}/ckpt --out {W}/ckpt/model.mpk", "already exists"),
+    ("export --checkpoint {W}/ckpt --out {W}/ckpt/model.mpk --force", "not written by tailguard"),
+    ("export --checkpoint {W}/ckpt --out {W}/user/w.safetensors --force", "not written by tailguard"),
+    ("export --checkpoint {W}/ckpt --out {W}/good.safetensors", "already exists"),
+    ("export --checkpoint {W}/ckpt --out {W}/user", "not written by tailguard"),
+    ("export --checkpoint {W}/ckpt --format onnx --out {W}/e4.onnx", "onnx"),
+    ("export --checkpoint {W}/ckpt --out {W}/nofolder/deeper/e5.safetensors", "nofolder"),
+    // Import: targets.
+    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/ckpt", "already exists"),
+    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/run/last --force", "trained checkpoint"),
+    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/user --force", "not written by tailguard"),
+    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/user/ckdir --force", "ckdir"),
+    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/notes.txt", "notes.txt"),
+    ("import --from {W}/good.safetensors --arch linear --dataset imagefolder --out {W}/i0", "cifar10 or cifar100"),
+    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --normalization imagenet --out {W}/i0", "imagenet"),
+    // Import: safetensors contents.
+    ("import --from {W}/nothere.safetensors --arch linear --dataset cifar10 --out {W}/i1", "nothere.safetensors"),
+    ("import --from {W}/nan.safetensors --arch linear --dataset cifar10 --out {W}/i2", "head.bias holds 10 non-finite"),
+    ("import --from {W}/inf.safetensors --arch linear --dataset cifar10 --out {W}/i3", "non-finite"),
+    ("import --from {W}/extra.safetensors --arch linear --dataset cifar10 --out {W}/i4", "features.0.weight"),
+    ("import --from {W}/i64.safetensors --arch linear --dataset cifar10 --out {W}/i5", "dtype I64"),
+    ("import --from {W}/f16.safetensors --arch linear --dataset cifar10 --out {W}/i6", "dtype F16"),
+    ("import --from {W}/shape.safetensors --arch linear --dataset cifar10 --out {W}/i7", "[11]"),
+    ("import --from {W}/missing.safetensors --arch linear --dataset cifar10 --out {W}/i8", "head.bias is missing"),
+    ("import --from {W}/truncated.safetensors --arch linear --dataset cifar10 --out {W}/i9", "not a safetensors file"),
+    ("import --from {W}/garbage.safetensors --arch linear --dataset cifar10 --out {W}/i10", "not a safetensors file"),
+    ("import --from {W}/empty.safetensors --arch linear --dataset cifar10 --out {W}/i11", "not a safetensors file"),
+    ("import --from {W}/hugeheader.safetensors --arch linear --dataset cifar10 --out {W}/i12", "not a safetensors file"),
+    ("import --from {W}/offsets.safetensors --arch linear --dataset cifar10 --out {W}/i13", "not a safetensors file"),
+    ("import --from {W}/hugeshape.safetensors --arch linear --dataset cifar10 --out {W}/i14", "not a safetensors file"),
+    ("import --from {W}/good.safetensors --arch resnet18 --dataset cifar10 --out {W}/i15", "missing"),
+    // Import: pickles.
+    ("import --from {W}/deep.pt --arch linear --dataset cifar10 --out {W}/p1", "nest more than"),
+    ("import --from {W}/bomb.pt --arch linear --dataset cifar10 --out {W}/p2", "memo copies"),
+    ("import --from {W}/exec.pt --arch linear --dataset cifar10 --out {W}/p3", "not a dictionary"),
+    ("import --from {W}/eval.pt --arch linear --dataset cifar10 --out {W}/p4", "not a dictionary"),
+    ("import --from {W}/opcode.pt --arch linear --dataset cifar10 --out {W}/p5", "opcode 0x53"),
+    ("import --from {W}/truncpickle.pt --arch linear --dataset cifar10 --out {W}/p6", "truncated pickle"),
+    ("import --from {W}/notdict.pt --arch linear --dataset cifar10 --out {W}/p7", "not a dictionary"),
+    ("import --from {W}/emptydict.pt --arch linear --dataset cifar10 --out {W}/p8", "head.weight is missing"),
+    ("import --from {W}/memo.pt --arch linear --dataset cifar10 --out {W}/p9", "unknown memo"),
+    ("import --from {W}/mark.pt --arch linear --dataset cifar10 --out {W}/p10", "missing mark"),
+    ("import --from {W}/notzip.pt --arch linear --dataset cifar10 --out {W}/p11", "not a zip archive"),
+    ("import --from {W}/nopkl.pt --arch linear --dataset cifar10 --out {W}/p12", "no data.pkl"),
+    // Data.
+    ("data --dataset cifar10 --imbalance 0.5", ">= 1"),
+    ("data --dataset cifar10 --imbalance 10 --data-dir {W}/nodata", "nodata"),
+    ("data --dataset cifar10 --imbalance 10 --data-dir {W}/corrupt.tar.gz", "corrupt.tar.gz"),
+    ("data --dataset imagefolder --imbalance 10 --data-dir {W}/emptydata", "emptydata"),
+    ("data --dataset imagefolder --imbalance 10 --data-dir {W}/badimages", "0.png"),
+    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --export {W}/notes.txt", "already exists"),
+    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --export {W}/notes.txt --force", "not written by tailguard"),
+    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/user/split.json", "already exists"),
+    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/user/split.json --force", "not written"),
+    ("data --dataset cifar10 --imbalance 10 --save-split {W}/s.json", "--data-dir"),
+    // Compare, bench, demo.
+    ("compare {W}/nothere", "nothere"),
+    ("compare {W}/user", "report.json"),
+    ("compare {W}/run --out {W}/user", "not empty"),
+    ("bench --arch small-cnn --batch 2 --iterations 1 --warmup 0 --out {W}/user/bench.json", "already exists"),
+    ("bench --arch small-cnn --batch 2 --iterations 1 --warmup 0 --out {W}/user/bench.json --force", "not written"),
+    ("bench --arch small-cnn --batch 0", "batch"),
+    ("demo --out {W}/user --epochs 1 --limit 2", "not empty"),
+    ("demo --out {W}/notes.txt --epochs 1 --limit 2", "notes.txt"),
+];
+
+#[test]
+fn every_bad_input_fails_cleanly_and_changes_no_file() {
+    assert!(CASES.len() >= 80, "{} cases", CASES.len());
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    world(w);
+    // A second writer on a run: the lock is held by this process while the case runs.
+    let _lock = tailguard_output::RunLock::acquire(&w.join("run_lock")).unwrap();
+    let mut failures = Vec::new();
+    for (line, needle) in CASES {
+        let before = snapshot(w);
+        let output = tailguard(&args(w, line));
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        let after = snapshot(w);
+        let changed: Vec<&PathBuf> = before.iter().filter(|(p, h)| after.get(*p) != Some(h)).map(|(p, _)| p).collect();
+        let needle = needle.replace("{W}", w.to_str().unwrap());
+        let mut problems = Vec::new();
+        if output.status.success() {
+            problems.push("exit 0".to_string());
+        }
+        if !stderr.starts_with("error:") || stderr.matches("error:").count() != 1 {
+            problems.push("not one `error:` line".into());
+        }
+        if !stderr.contains(&needle) {
+            problems.push(format!("no '{needle}'"));
+        }
+        for bad in ["panicked", "internal error", "backtrace", "record-backward-compat"] {
+            if stderr.contains(bad) {
+                problems.push(format!("'{bad}' shown"));
+            }
+        }
+        if !changed.is_empty() {
+            problems.push(format!("changed {changed:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{line}\n    {}\n    stderr: {}", problems.join("; "), stderr.trim()));
+        }
+    }
+    assert!(!w.join("pwned").exists(), "a pickle ran code");
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+}
