@@ -11,7 +11,10 @@ use burn::backend::Flex;
 use tailguard_models::{Architecture, CheckpointMeta, ModelConfig, save_checkpoint};
 
 fn tailguard(args: &[String]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tailguard")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tailguard"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn embedded() -> String {
@@ -114,11 +117,24 @@ fn world(w: &Path) {
     safetensors(&w.join("inf.safetensors"), &[weight(f32::INFINITY), bias(0.0)]);
     safetensors(
         &w.join("extra.safetensors"),
-        &[weight(0.1), bias(0.0), ("features.0.weight", "F32", vec![2], floats(2, 1.0))],
+        &[
+            weight(0.1),
+            bias(0.0),
+            ("features.0.weight", "F32", vec![2], floats(2, 1.0)),
+        ],
     );
-    safetensors(&w.join("i64.safetensors"), &[weight(0.1), ("head.bias", "I64", vec![10], vec![0; 80])]);
-    safetensors(&w.join("f16.safetensors"), &[weight(0.1), ("head.bias", "F16", vec![10], vec![0; 20])]);
-    safetensors(&w.join("shape.safetensors"), &[weight(0.1), ("head.bias", "F32", vec![11], floats(11, 0.0))]);
+    safetensors(
+        &w.join("i64.safetensors"),
+        &[weight(0.1), ("head.bias", "I64", vec![10], vec![0; 80])],
+    );
+    safetensors(
+        &w.join("f16.safetensors"),
+        &[weight(0.1), ("head.bias", "F16", vec![10], vec![0; 20])],
+    );
+    safetensors(
+        &w.join("shape.safetensors"),
+        &[weight(0.1), ("head.bias", "F32", vec![11], floats(11, 0.0))],
+    );
     safetensors(&w.join("missing.safetensors"), &[weight(0.1)]);
     let good = std::fs::read(w.join("good.safetensors")).unwrap();
     std::fs::write(w.join("truncated.safetensors"), &good[..good.len() / 2]).unwrap();
@@ -158,7 +174,11 @@ fn world(w: &Path) {
     exec.extend(command.as_bytes());
     exec.extend(b"\x85R.");
     torch_zip(&w.join("exec.pt"), &exec, &[]);
-    torch_zip(&w.join("eval.pt"), b"\x80\x02cbuiltins\neval\n(X\x04\x00\x00\x001+1tR.", &[]);
+    torch_zip(
+        &w.join("eval.pt"),
+        b"\x80\x02cbuiltins\neval\n(X\x03\x00\x00\x001+1tR.",
+        &[],
+    );
     torch_zip(&w.join("opcode.pt"), b"\x80\x02S'text'\n.", &[]);
     torch_zip(&w.join("truncpickle.pt"), b"\x80\x02}(X\x05\x00\x00\x00ab", &[]);
     torch_zip(&w.join("notdict.pt"), b"\x80\x02]q\x00.", &[]);
@@ -168,7 +188,8 @@ fn world(w: &Path) {
     std::fs::write(w.join("notzip.pt"), b"PK not really a zip").unwrap();
     {
         let mut zip = zip::ZipWriter::new(std::fs::File::create(w.join("nopkl.pt")).unwrap());
-        zip.start_file("archive/readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.start_file("archive/readme.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(b"no pickle").unwrap();
         zip.finish().unwrap();
     }
@@ -188,10 +209,22 @@ fn world(w: &Path) {
     // A folder whose manifest claims nothing: tailguard's manifest format, but the user's log.
     std::fs::create_dir_all(w.join("userlog")).unwrap();
     std::fs::write(w.join("userlog/log.jsonl"), b"{\"mine\": true}\n").unwrap();
-    std::fs::write(w.join("userlog/.tailguard-outputs.json"), br#"{"written_by":"tailguard","entries":[]}"#).unwrap();
+    std::fs::write(
+        w.join("userlog/.tailguard-outputs.json"),
+        br#"{"written_by":"tailguard","entries":[]}"#,
+    )
+    .unwrap();
 
     // Broken checkpoints.
-    for name in ["ck_trunc", "ck_nometa", "ck_badjson", "ck_format", "ck_arch", "ck_nomodel", "ck_classes"] {
+    for name in [
+        "ck_trunc",
+        "ck_nometa",
+        "ck_badjson",
+        "ck_format",
+        "ck_arch",
+        "ck_nomodel",
+        "ck_classes",
+    ] {
         copy_dir(&w.join("ckpt"), &w.join(name));
     }
     let model_bytes = std::fs::read(w.join("ckpt/model.mpk")).unwrap();
@@ -205,7 +238,9 @@ fn world(w: &Path) {
         std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
     };
     edit_meta("ck_format", &|m| m["format"] = "someone-else/9".into());
-    edit_meta("ck_arch", &|m| m["model"]["arch"] = "resnet18".into());
+    edit_meta("ck_arch", &|m| {
+        m["model"]["arch"] = serde_json::json!({"name": "small-cnn", "width": 8})
+    });
     edit_meta("ck_classes", &|m| m["classes"] = serde_json::json!(["a", "b"]));
     std::fs::remove_file(w.join("ck_nomodel/model.mpk")).unwrap();
 
@@ -216,7 +251,16 @@ fn world(w: &Path) {
          --set validation.attack_steps=1 --out {W}/run --json",
     ));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for name in ["run_state", "run_opt", "run_edit", "run_seed", "run_noconf", "run_nock", "run_badconf", "run_lock"] {
+    for name in [
+        "run_state",
+        "run_opt",
+        "run_edit",
+        "run_seed",
+        "run_noconf",
+        "run_nock",
+        "run_badconf",
+        "run_lock",
+    ] {
         copy_dir(&w.join("run"), &w.join(name));
     }
     std::fs::write(w.join("run_state/last/train_state.json"), b"{\"next_epoch\": ").unwrap();
@@ -259,31 +303,103 @@ const CASES: &[(&str, &str)] = &[
     ("train --config {W}/empty.toml --dry-run", "missing field"),
     ("train --config {W}/unknown.toml --dry-run", "extra"),
     ("train --config {W}/types.toml --dry-run", "six"),
-    ("train --config {C}/cpu/natural-small.toml --set optim.lr --dry-run", "optim.lr"),
-    ("train --config {C}/cpu/natural-small.toml --set =3 --dry-run", "=3"),
-    ("train --config {C}/cpu/natural-small.toml --set optim.lr=-1 --dry-run", "optim.lr"),
-    ("train --config {C}/cpu/natural-small.toml --set optim.epochs=0 --dry-run", "epochs"),
-    ("train --config {C}/cpu/natural-small.toml --set optim.batch_size=0 --dry-run", "batch_size"),
-    ("train --config {C}/cpu/natural-small.toml --set data.imbalance=0.5 --dry-run", "data.imbalance"),
-    ("train --config {C}/cpu/natural-small.toml --set data.validation_fraction=2 --dry-run", "validation_fraction"),
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/nodata --dry-run", "nodata"),
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/corrupt.tar.gz --dry-run", "corrupt.tar.gz"),
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/notes.txt --dry-run", "notes.txt"),
-    ("train --config {C}/cpu/natural-small.toml --set model.arch=resnet99 --dry-run", "resnet99"),
-    ("train --config {C}/cpu/natural-small.toml --set method.name=magic --dry-run", "magic"),
-    ("train --config {C}/cpu/natural-small.toml --set attack.eps=2 --dry-run", "[0, 1]"),
-    ("train --config {C}/cpu/natural-small.toml --set attack.eps=\"8/0\" --dry-run", "zero"),
-    ("train --config {C}/cpu/natural-small.toml --set attack.steps=-3 --dry-run", "attack.steps"),
-    ("train --config {C}/cifar10-lt/taet-rho10.toml --set method.ce_epochs=999 --dry-run", "exceeds optim.epochs"),
-    ("train --config {C}/cifar10-lt/taet-rho10.toml --set optim.learning_rate=0.1 --dry-run", "learning_rate"),
-    ("train --config {C}/cpu/natural-small.toml --set seed=-1 --dry-run", "seed"),
-    ("train --config {C}/cpu/natural-small.toml --set data.dataset=mnist --dry-run", "mnist"),
+    (
+        "train --config {C}/cpu/natural-small.toml --set optim.lr --dry-run",
+        "optim.lr",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set =3 --dry-run",
+        "empty part",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set optim.lr=-1 --dry-run",
+        "optim.lr",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set optim.epochs=0 --dry-run",
+        "epochs",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set optim.batch_size=0 --dry-run",
+        "batch_size",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.imbalance=0.5 --dry-run",
+        "data.imbalance",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.validation_fraction=2 --dry-run",
+        "validation_fraction",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/nodata --dry-run",
+        "nodata",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/corrupt.tar.gz --dry-run",
+        "corrupt.tar.gz",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={W}/notes.txt --dry-run",
+        "notes.txt",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set model.arch=resnet99 --dry-run",
+        "resnet99",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set method.name=magic --dry-run",
+        "magic",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set attack.eps=2 --dry-run",
+        "[0, 1]",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set attack.eps=\"8/0\" --dry-run",
+        "zero",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set attack.steps=-3 --dry-run",
+        "attack.steps",
+    ),
+    (
+        "train --config {C}/cifar10-lt/taet-rho10.toml --set method.ce_epochs=999 --dry-run",
+        "exceeds optim.epochs",
+    ),
+    (
+        "train --config {C}/cifar10-lt/taet-rho10.toml --set optim.learning_rate=0.1 --dry-run",
+        "learning_rate",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set seed=-1 --dry-run",
+        "seed",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.dataset=mnist --dry-run",
+        "mnist",
+    ),
     // Where a run is written.
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/user", "not empty"),
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/userlog --force", "log.jsonl"),
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/run", "--resume"),
-    ("train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/notes.txt", "notes.txt"),
-    ("train --config {C}/cpu/natural-small.toml --out {W}/x --resume {W}/run", "cannot be used with"),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/user",
+        "not empty",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/userlog --force",
+        "log.jsonl",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/run",
+        "--resume",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --out {W}/notes.txt",
+        "notes.txt",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --out {W}/x --resume {W}/run",
+        "cannot be used with",
+    ),
     // Resume.
     ("train --resume {W}/nothere", "nothere"),
     ("train --resume {W}/user", "no config.toml"),
@@ -296,95 +412,311 @@ const CASES: &[(&str, &str)] = &[
     ("train --resume {W}/run_badconf", "run_badconf/config.toml"),
     ("train --resume {W}/run_lock", "in use"),
     // Checkpoints.
-    ("eval --checkpoint {W}/nothere --dataset cifar10 --data-dir {D} --report {W}/r1", "nothere"),
-    ("eval --checkpoint {W}/ck_trunc --dataset cifar10 --data-dir {D} --report {W}/r2", "truncated or damaged"),
-    ("eval --checkpoint {W}/ck_nometa --dataset cifar10 --data-dir {D} --report {W}/r3", "checkpoint.json"),
-    ("eval --checkpoint {W}/ck_badjson --dataset cifar10 --data-dir {D} --report {W}/r4", "checkpoint.json"),
-    ("eval --checkpoint {W}/ck_format --dataset cifar10 --data-dir {D} --report {W}/r5", "someone-else/9"),
-    ("eval --checkpoint {W}/ck_arch --dataset cifar10 --data-dir {D} --report {W}/r6", "do not match"),
-    ("eval --checkpoint {W}/ck_nomodel --dataset cifar10 --data-dir {D} --report {W}/r7", "model.mpk"),
-    ("eval --checkpoint {W}/ck_classes --dataset cifar10 --data-dir {D} --report {W}/r8", "class"),
-    ("eval --checkpoint {W}/notes.txt --dataset cifar10 --data-dir {D} --report {W}/r9", "notes.txt"),
-    ("export --checkpoint {W}/ck_trunc --out {W}/e1.safetensors", "truncated or damaged"),
-    ("export --checkpoint {W}/ck_arch --out {W}/e2.safetensors", "do not match"),
+    (
+        "eval --checkpoint {W}/nothere --dataset cifar10 --data-dir {D} --report {W}/r1",
+        "nothere",
+    ),
+    (
+        "eval --checkpoint {W}/ck_trunc --dataset cifar10 --data-dir {D} --report {W}/r2",
+        "truncated or damaged",
+    ),
+    (
+        "eval --checkpoint {W}/ck_nometa --dataset cifar10 --data-dir {D} --report {W}/r3",
+        "checkpoint.json",
+    ),
+    (
+        "eval --checkpoint {W}/ck_badjson --dataset cifar10 --data-dir {D} --report {W}/r4",
+        "checkpoint.json",
+    ),
+    (
+        "eval --checkpoint {W}/ck_format --dataset cifar10 --data-dir {D} --report {W}/r5",
+        "someone-else/9",
+    ),
+    (
+        "eval --checkpoint {W}/ck_arch --dataset cifar10 --data-dir {D} --report {W}/r6",
+        "do not match",
+    ),
+    (
+        "eval --checkpoint {W}/ck_nomodel --dataset cifar10 --data-dir {D} --report {W}/r7",
+        "model.mpk",
+    ),
+    (
+        "eval --checkpoint {W}/ck_classes --dataset cifar10 --data-dir {D} --report {W}/r8",
+        "class",
+    ),
+    (
+        "eval --checkpoint {W}/notes.txt --dataset cifar10 --data-dir {D} --report {W}/r9",
+        "notes.txt",
+    ),
+    (
+        "export --checkpoint {W}/ck_trunc --out {W}/e1.safetensors",
+        "truncated or damaged",
+    ),
+    (
+        "export --checkpoint {W}/ck_arch --out {W}/e2.safetensors",
+        "do not match",
+    ),
     ("export --checkpoint {W}/nothere --out {W}/e3.safetensors", "nothere"),
     // Evaluation.
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/user", "not empty"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/user --force", "report.md"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/notes.txt", "notes.txt"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {W}/nodata --report {W}/r10", "nodata"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {W}/corrupt.tar.gz --report {W}/r11", "corrupt.tar.gz"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar100 --data-dir {D} --report {W}/r12", "cifar"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r13 --eps=-1/255", "[0, 1]"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r14 --attacks fgsm,deepfool", "deepfool"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r15 --lt-test 0.5", ">= 1"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r16 --train-counts 1,2", "2 training counts"),
-    ("eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r17 --batch-size 0", "--batch-size"),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/user",
+        "not empty",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/user --force",
+        "report.md",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/notes.txt",
+        "notes.txt",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {W}/nodata --report {W}/r10",
+        "nodata",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {W}/corrupt.tar.gz --report {W}/r11",
+        "corrupt.tar.gz",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar100 --data-dir {D} --report {W}/r12",
+        "cifar",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r13 --eps=-1/255",
+        "[0, 1]",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r14 --attacks fgsm,deepfool",
+        "deepfool",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r15 --lt-test 0.5",
+        ">= 1",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r16 --train-counts 1,2",
+        "2 training counts",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r17 --batch-size 0",
+        "--batch-size",
+    ),
     // Export.
-    ("export --checkpoint {W}/ckpt --out {W}/ckpt/model.mpk", "already exists"),
-    ("export --checkpoint {W}/ckpt --out {W}/ckpt/model.mpk --force", "not written by tailguard"),
-    ("export --checkpoint {W}/ckpt --out {W}/user/w.safetensors --force", "not written by tailguard"),
-    ("export --checkpoint {W}/ckpt --out {W}/good.safetensors", "already exists"),
-    ("export --checkpoint {W}/ckpt --out {W}/user", "not written by tailguard"),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/ckpt/model.mpk",
+        "already exists",
+    ),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/ckpt/model.mpk --force",
+        "not written by tailguard",
+    ),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/user/w.safetensors --force",
+        "not written by tailguard",
+    ),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/good.safetensors",
+        "already exists",
+    ),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/user",
+        "not written by tailguard",
+    ),
     ("export --checkpoint {W}/ckpt --format onnx --out {W}/e4.onnx", "onnx"),
-    ("export --checkpoint {W}/ckpt --out {W}/nofolder/deeper/e5.safetensors", "nofolder"),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/nofolder/deeper/e5.safetensors",
+        "nofolder",
+    ),
     // Import: targets.
-    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/ckpt", "already exists"),
-    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/run/last --force", "trained checkpoint"),
-    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/user --force", "not written by tailguard"),
-    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/user/ckdir --force", "ckdir"),
-    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/notes.txt", "notes.txt"),
-    ("import --from {W}/good.safetensors --arch linear --dataset imagefolder --out {W}/i0", "cifar10 or cifar100"),
-    ("import --from {W}/good.safetensors --arch linear --dataset cifar10 --normalization imagenet --out {W}/i0", "imagenet"),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/ckpt",
+        "already exists",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/run/last --force",
+        "trained checkpoint",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/user --force",
+        "not written by tailguard",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/user/ckdir --force",
+        "ckdir",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset cifar10 --out {W}/notes.txt",
+        "notes.txt",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset imagefolder --out {W}/i0",
+        "cifar10 or cifar100",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch linear --dataset cifar10 --normalization imagenet --out {W}/i0",
+        "imagenet",
+    ),
     // Import: safetensors contents.
-    ("import --from {W}/nothere.safetensors --arch linear --dataset cifar10 --out {W}/i1", "nothere.safetensors"),
-    ("import --from {W}/nan.safetensors --arch linear --dataset cifar10 --out {W}/i2", "head.bias holds 10 non-finite"),
-    ("import --from {W}/inf.safetensors --arch linear --dataset cifar10 --out {W}/i3", "non-finite"),
-    ("import --from {W}/extra.safetensors --arch linear --dataset cifar10 --out {W}/i4", "features.0.weight"),
-    ("import --from {W}/i64.safetensors --arch linear --dataset cifar10 --out {W}/i5", "dtype I64"),
-    ("import --from {W}/f16.safetensors --arch linear --dataset cifar10 --out {W}/i6", "dtype F16"),
-    ("import --from {W}/shape.safetensors --arch linear --dataset cifar10 --out {W}/i7", "[11]"),
-    ("import --from {W}/missing.safetensors --arch linear --dataset cifar10 --out {W}/i8", "head.bias is missing"),
-    ("import --from {W}/truncated.safetensors --arch linear --dataset cifar10 --out {W}/i9", "not a safetensors file"),
-    ("import --from {W}/garbage.safetensors --arch linear --dataset cifar10 --out {W}/i10", "not a safetensors file"),
-    ("import --from {W}/empty.safetensors --arch linear --dataset cifar10 --out {W}/i11", "not a safetensors file"),
-    ("import --from {W}/hugeheader.safetensors --arch linear --dataset cifar10 --out {W}/i12", "not a safetensors file"),
-    ("import --from {W}/offsets.safetensors --arch linear --dataset cifar10 --out {W}/i13", "not a safetensors file"),
-    ("import --from {W}/hugeshape.safetensors --arch linear --dataset cifar10 --out {W}/i14", "not a safetensors file"),
-    ("import --from {W}/good.safetensors --arch resnet18 --dataset cifar10 --out {W}/i15", "missing"),
+    (
+        "import --from {W}/nothere.safetensors --arch linear --dataset cifar10 --out {W}/i1",
+        "nothere.safetensors",
+    ),
+    (
+        "import --from {W}/nan.safetensors --arch linear --dataset cifar10 --out {W}/i2",
+        "head.bias holds 10 non-finite",
+    ),
+    (
+        "import --from {W}/inf.safetensors --arch linear --dataset cifar10 --out {W}/i3",
+        "non-finite",
+    ),
+    (
+        "import --from {W}/extra.safetensors --arch linear --dataset cifar10 --out {W}/i4",
+        "features.0.weight",
+    ),
+    (
+        "import --from {W}/i64.safetensors --arch linear --dataset cifar10 --out {W}/i5",
+        "dtype I64",
+    ),
+    (
+        "import --from {W}/f16.safetensors --arch linear --dataset cifar10 --out {W}/i6",
+        "dtype F16",
+    ),
+    (
+        "import --from {W}/shape.safetensors --arch linear --dataset cifar10 --out {W}/i7",
+        "[11]",
+    ),
+    (
+        "import --from {W}/missing.safetensors --arch linear --dataset cifar10 --out {W}/i8",
+        "head.bias is missing",
+    ),
+    (
+        "import --from {W}/truncated.safetensors --arch linear --dataset cifar10 --out {W}/i9",
+        "not a safetensors file",
+    ),
+    (
+        "import --from {W}/garbage.safetensors --arch linear --dataset cifar10 --out {W}/i10",
+        "not a safetensors file",
+    ),
+    (
+        "import --from {W}/empty.safetensors --arch linear --dataset cifar10 --out {W}/i11",
+        "not a safetensors file",
+    ),
+    (
+        "import --from {W}/hugeheader.safetensors --arch linear --dataset cifar10 --out {W}/i12",
+        "not a safetensors file",
+    ),
+    (
+        "import --from {W}/offsets.safetensors --arch linear --dataset cifar10 --out {W}/i13",
+        "not a safetensors file",
+    ),
+    (
+        "import --from {W}/hugeshape.safetensors --arch linear --dataset cifar10 --out {W}/i14",
+        "not a safetensors file",
+    ),
+    (
+        "import --from {W}/good.safetensors --arch resnet18 --dataset cifar10 --out {W}/i15",
+        "missing",
+    ),
     // Import: pickles.
-    ("import --from {W}/deep.pt --arch linear --dataset cifar10 --out {W}/p1", "nest more than"),
-    ("import --from {W}/bomb.pt --arch linear --dataset cifar10 --out {W}/p2", "memo copies"),
-    ("import --from {W}/exec.pt --arch linear --dataset cifar10 --out {W}/p3", "not a dictionary"),
-    ("import --from {W}/eval.pt --arch linear --dataset cifar10 --out {W}/p4", "not a dictionary"),
-    ("import --from {W}/opcode.pt --arch linear --dataset cifar10 --out {W}/p5", "opcode 0x53"),
-    ("import --from {W}/truncpickle.pt --arch linear --dataset cifar10 --out {W}/p6", "truncated pickle"),
-    ("import --from {W}/notdict.pt --arch linear --dataset cifar10 --out {W}/p7", "not a dictionary"),
-    ("import --from {W}/emptydict.pt --arch linear --dataset cifar10 --out {W}/p8", "head.weight is missing"),
-    ("import --from {W}/memo.pt --arch linear --dataset cifar10 --out {W}/p9", "unknown memo"),
-    ("import --from {W}/mark.pt --arch linear --dataset cifar10 --out {W}/p10", "missing mark"),
-    ("import --from {W}/notzip.pt --arch linear --dataset cifar10 --out {W}/p11", "not a zip archive"),
-    ("import --from {W}/nopkl.pt --arch linear --dataset cifar10 --out {W}/p12", "no data.pkl"),
+    (
+        "import --from {W}/deep.pt --arch linear --dataset cifar10 --out {W}/p1",
+        "nest more than",
+    ),
+    (
+        "import --from {W}/bomb.pt --arch linear --dataset cifar10 --out {W}/p2",
+        "memo copies",
+    ),
+    (
+        "import --from {W}/exec.pt --arch linear --dataset cifar10 --out {W}/p3",
+        "not a dictionary",
+    ),
+    (
+        "import --from {W}/eval.pt --arch linear --dataset cifar10 --out {W}/p4",
+        "not a dictionary",
+    ),
+    (
+        "import --from {W}/opcode.pt --arch linear --dataset cifar10 --out {W}/p5",
+        "opcode 0x53",
+    ),
+    (
+        "import --from {W}/truncpickle.pt --arch linear --dataset cifar10 --out {W}/p6",
+        "truncated pickle",
+    ),
+    (
+        "import --from {W}/notdict.pt --arch linear --dataset cifar10 --out {W}/p7",
+        "not a dictionary",
+    ),
+    (
+        "import --from {W}/emptydict.pt --arch linear --dataset cifar10 --out {W}/p8",
+        "head.weight is missing",
+    ),
+    (
+        "import --from {W}/memo.pt --arch linear --dataset cifar10 --out {W}/p9",
+        "unknown memo",
+    ),
+    (
+        "import --from {W}/mark.pt --arch linear --dataset cifar10 --out {W}/p10",
+        "missing mark",
+    ),
+    (
+        "import --from {W}/notzip.pt --arch linear --dataset cifar10 --out {W}/p11",
+        "not a zip archive",
+    ),
+    (
+        "import --from {W}/nopkl.pt --arch linear --dataset cifar10 --out {W}/p12",
+        "no data.pkl",
+    ),
     // Data.
     ("data --dataset cifar10 --imbalance 0.5", ">= 1"),
     ("data --dataset cifar10 --imbalance 10 --data-dir {W}/nodata", "nodata"),
-    ("data --dataset cifar10 --imbalance 10 --data-dir {W}/corrupt.tar.gz", "corrupt.tar.gz"),
-    ("data --dataset imagefolder --imbalance 10 --data-dir {W}/emptydata", "emptydata"),
-    ("data --dataset imagefolder --imbalance 10 --data-dir {W}/badimages", "0.png"),
-    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --export {W}/notes.txt", "already exists"),
-    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --export {W}/notes.txt --force", "not written by tailguard"),
-    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/user/split.json", "already exists"),
-    ("data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/user/split.json --force", "not written"),
-    ("data --dataset cifar10 --imbalance 10 --save-split {W}/s.json", "--data-dir"),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {W}/corrupt.tar.gz",
+        "corrupt.tar.gz",
+    ),
+    (
+        "data --dataset imagefolder --imbalance 10 --data-dir {W}/emptydata",
+        "emptydata",
+    ),
+    (
+        "data --dataset imagefolder --imbalance 10 --data-dir {W}/badimages",
+        "0.png",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --export {W}/notes.txt",
+        "already exists",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --export {W}/notes.txt --force",
+        "not written by tailguard",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/user/split.json",
+        "already exists",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/user/split.json --force",
+        "not written",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --save-split {W}/s.json",
+        "--data-dir",
+    ),
     // Compare, bench, demo.
     ("compare {W}/nothere", "nothere"),
     ("compare {W}/user", "report.json"),
-    ("compare {W}/run --out {W}/user", "not empty"),
-    ("bench --arch small-cnn --batch 2 --iterations 1 --warmup 0 --out {W}/user/bench.json", "already exists"),
-    ("bench --arch small-cnn --batch 2 --iterations 1 --warmup 0 --out {W}/user/bench.json --force", "not written"),
+    ("compare {W}/run --out {W}/r18", "no report.json"),
+    (
+        "bench --arch small-cnn --batch 2 --iterations 1 --warmup 0 --out {W}/user/bench.json",
+        "already exists",
+    ),
+    (
+        "bench --arch small-cnn --batch 2 --iterations 1 --warmup 0 --out {W}/user/bench.json --force",
+        "not written",
+    ),
     ("bench --arch small-cnn --batch 0", "batch"),
-    ("demo --out {W}/user --epochs 1 --limit 2", "not empty"),
-    ("demo --out {W}/notes.txt --epochs 1 --limit 2", "notes.txt"),
+    ("demo --out {W}/user --epochs 3 --limit 2", "not empty"),
+    ("demo --out {W}/notes.txt --epochs 3 --limit 2", "notes.txt"),
 ];
 
 #[test]
@@ -401,7 +733,11 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
         let output = tailguard(&args(w, line));
         let stderr = String::from_utf8_lossy(&output.stderr).to_string();
         let after = snapshot(w);
-        let changed: Vec<&PathBuf> = before.iter().filter(|(p, h)| after.get(*p) != Some(h)).map(|(p, _)| p).collect();
+        let changed: Vec<&PathBuf> = before
+            .iter()
+            .filter(|(p, h)| after.get(*p) != Some(h))
+            .map(|(p, _)| p)
+            .collect();
         let needle = needle.replace("{W}", w.to_str().unwrap());
         let mut problems = Vec::new();
         if output.status.success() {
@@ -422,9 +758,19 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
             problems.push(format!("changed {changed:?}"));
         }
         if !problems.is_empty() {
-            failures.push(format!("{line}\n    {}\n    stderr: {}", problems.join("; "), stderr.trim()));
+            failures.push(format!(
+                "{line}\n    {}\n    stderr: {}",
+                problems.join("; "),
+                stderr.trim()
+            ));
         }
     }
     assert!(!w.join("pwned").exists(), "a pickle ran code");
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }

@@ -56,7 +56,10 @@ fn succeed(mut command: Command) -> Output {
 fn abort_at(mut command: Command, point: &str) {
     let output = command.env("TAILGUARD_TEST_ABORT_AT", point).output().unwrap();
     assert!(!output.status.success(), "{point}: the run should have been stopped");
-    assert!(output.status.code().is_none(), "{point}: stopped by a signal, not an error");
+    assert!(
+        output.status.code().is_none(),
+        "{point}: stopped by a signal, not an error"
+    );
 }
 
 fn export(run: &Path, dir: &Path, name: &str) -> Vec<u8> {
@@ -112,7 +115,11 @@ fn killed_runs_resume_to_byte_identical_weights() {
         let run = dir.path().join(format!("run{i}"));
         abort_at(train_command(&run), point);
         finish(&run);
-        assert!(stray_temporaries(&run).is_empty(), "{point}: {:?}", stray_temporaries(&run));
+        assert!(
+            stray_temporaries(&run).is_empty(),
+            "{point}: {:?}",
+            stray_temporaries(&run)
+        );
         assert_eq!(export(&run, dir.path(), &format!("run{i}")), reference, "{point}");
     }
 
@@ -121,7 +128,10 @@ fn killed_runs_resume_to_byte_identical_weights() {
     abort_at(train_command(&run), "checkpoint-aside:1");
     let output = resume_command(&run).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("no checkpoint yet") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("no checkpoint yet") && stderr.contains("--force"),
+        "{stderr}"
+    );
     let mut restart = train_command(&run);
     restart.arg("--force");
     succeed(restart);

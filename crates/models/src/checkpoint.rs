@@ -201,7 +201,10 @@ pub fn save_checkpoint_with<B: Backend>(
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(CheckpointError::Write { path: dir.to_path_buf(), source: e });
+        return Err(CheckpointError::Write {
+            path: dir.to_path_buf(),
+            source: e,
+        });
     }
 
     tailguard_output::abort_point("checkpoint-staged", meta.epoch);

@@ -172,7 +172,11 @@ pub fn safetensors_bytes<B: Backend>(model: &Model<B>, arch: Architecture) -> Re
             (name, Dtype::F32, entry.shape, bytes)
         })
         .collect();
-    raw.extend(counters.into_iter().map(|name| (name, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())));
+    raw.extend(
+        counters
+            .into_iter()
+            .map(|name| (name, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())),
+    );
     let views = raw
         .iter()
         .map(|(name, dtype, shape, bytes)| {

@@ -185,14 +185,22 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
         else {
             continue;
         };
-        let size = |what: &str, v: i64| {
-            usize::try_from(v).map_err(|_| bad(path, format!("{name}: negative {what} {v}")))
-        };
+        let size =
+            |what: &str, v: i64| usize::try_from(v).map_err(|_| bad(path, format!("{name}: negative {what} {v}")));
         let offset = size("offset", offset)?;
-        let shape = shape.iter().map(|d| size("dimension", *d)).collect::<Result<Vec<_>, _>>()?;
-        let stride = stride.iter().map(|d| size("stride", *d)).collect::<Result<Vec<_>, _>>()?;
+        let shape = shape
+            .iter()
+            .map(|d| size("dimension", *d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stride = stride
+            .iter()
+            .map(|d| size("stride", *d))
+            .collect::<Result<Vec<_>, _>>()?;
         if shape.len() != stride.len() {
-            return Err(bad(path, format!("{name}: {} dimensions but {} strides", shape.len(), stride.len())));
+            return Err(bad(
+                path,
+                format!("{name}: {} dimensions but {} strides", shape.len(), stride.len()),
+            ));
         }
         let mut expected = 1usize;
         for (dim, s) in shape.iter().zip(&stride).rev() {
@@ -205,7 +213,10 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
             return Err(bad(path, format!("{name}: unsupported storage type {dtype}")));
         };
         let too_large = || bad(path, format!("{name}: shape {shape:?} at offset {offset} is too large"));
-        let numel = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d)).ok_or_else(too_large)?;
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(*d))
+            .ok_or_else(too_large)?;
         let end = offset
             .checked_add(numel)
             .and_then(|n| n.checked_mul(bytes))

@@ -115,14 +115,13 @@ fn torch_save_files_are_read_without_pytorch() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linear.pt");
     let device = Default::default();
     let config = ModelConfig::new(Architecture::Linear, 2).with_input_shape([3, 2, 2]);
-    let model =
-        tailguard_models::import_weights(
-            config.init::<Flex>(&device).unwrap(),
-            Architecture::Linear,
-            &path,
-            Default::default(),
-        )
-        .unwrap();
+    let model = tailguard_models::import_weights(
+        config.init::<Flex>(&device).unwrap(),
+        Architecture::Linear,
+        &path,
+        Default::default(),
+    )
+    .unwrap();
     // Input all ones: logit_k = sum_i w[k][i] + b[k], with w[k][i] = 0.01 (12 k + i).
     let x = Tensor::<Flex, 4>::ones([1, 3, 2, 2], &device);
     let logits: Vec<f32> = model.forward(x, Mode::Inference).into_data().to_vec().unwrap();
@@ -185,7 +184,10 @@ fn deeply_nested_pickles_fail_cleanly_instead_of_overflowing_the_stack() {
     pickle.push(b'.');
     let path = torch_zip(dir.path(), &pickle, &[]);
     let err = import_error(&path, Default::default());
-    assert!(err.contains("nest more than 100 deep") && err.contains("hostile.pt"), "{err}");
+    assert!(
+        err.contains("nest more than 100 deep") && err.contains("hostile.pt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -282,7 +284,10 @@ fn imports_refuse_non_finite_unknown_and_mistyped_tensors_unless_allowed() {
         &[("0", good_weight.clone()), ("1", nan_bias)],
     );
     let err = import_error(&path, Default::default());
-    assert!(err.contains("head.bias holds 1 non-finite") && err.contains("--allow-non-finite"), "{err}");
+    assert!(
+        err.contains("head.bias holds 1 non-finite") && err.contains("--allow-non-finite"),
+        "{err}"
+    );
     let allowed = tailguard_models::ImportOptions {
         allow_non_finite: true,
         ..Default::default()
@@ -294,10 +299,17 @@ fn imports_refuse_non_finite_unknown_and_mistyped_tensors_unless_allowed() {
     let path = torch_zip(
         dir.path(),
         &state_dict_pickle(&[weight, bias, extra]),
-        &[("0", good_weight.clone()), ("1", floats([0.5, -0.25])), ("2", floats([1.0; 3]))],
+        &[
+            ("0", good_weight.clone()),
+            ("1", floats([0.5, -0.25])),
+            ("2", floats([1.0; 3])),
+        ],
     );
     let err = import_error(&path, Default::default());
-    assert!(err.contains("features.0.weight") && err.contains("--drop-unknown"), "{err}");
+    assert!(
+        err.contains("features.0.weight") && err.contains("--drop-unknown"),
+        "{err}"
+    );
     let dropped = tailguard_models::ImportOptions {
         drop_unknown: true,
         ..Default::default()
@@ -316,10 +328,18 @@ fn imports_refuse_non_finite_unknown_and_mistyped_tensors_unless_allowed() {
 
     // A shape whose extent overflows, and a storage shorter than its tensor.
     let huge = ("head.weight", "0", &[1usize << 30, 1 << 30][..], "FloatStorage");
-    let path = torch_zip(dir.path(), &state_dict_pickle(&[huge, bias]), &[("0", good_weight.clone()), ("1", floats([0.0; 2]))]);
+    let path = torch_zip(
+        dir.path(),
+        &state_dict_pickle(&[huge, bias]),
+        &[("0", good_weight.clone()), ("1", floats([0.0; 2]))],
+    );
     let err = import_error(&path, Default::default());
     assert!(err.contains("too large") || err.contains("too short"), "{err}");
-    let path = torch_zip(dir.path(), &state_dict_pickle(&[weight, bias]), &[("0", floats([1.0; 4])), ("1", floats([0.0; 2]))]);
+    let path = torch_zip(
+        dir.path(),
+        &state_dict_pickle(&[weight, bias]),
+        &[("0", floats([1.0; 4])), ("1", floats([0.0; 2]))],
+    );
     let err = import_error(&path, Default::default());
     assert!(err.contains("storage 0 is too short"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! One writer per run folder: an exclusive OS file lock (flock) on a lock file inside the folder, holding the
 //! owner's pid and host for the message a second writer sees. The kernel drops the lock when its process ends, even
-//! by `kill -9`, so a lock can never outlive its owner.
+//! by `kill -9`, so a lock can never outlive its owner. The lock file is removed when the lock is released, so a
+//! finished run leaves nothing behind; a locker that finds its file removed under it starts again.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -28,6 +29,16 @@ fn host_name() -> String {
 impl RunLock {
     /// Locks `dir` (which must exist) or says who holds it.
     pub fn acquire(dir: &Path) -> OutputResult<Self> {
+        loop {
+            if let Some(lock) = Self::try_acquire(dir)? {
+                return Ok(lock);
+            }
+        }
+    }
+
+    /// One attempt; `None` when the file was removed by its releasing owner between our open and our lock.
+    fn try_acquire(dir: &Path) -> OutputResult<Option<Self>> {
+        use std::os::unix::fs::MetadataExt;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -44,10 +55,21 @@ impl RunLock {
                 let owner = owner.trim();
                 return Err(OutputError::Locked {
                     path: dir.to_path_buf(),
-                    owner: if owner.is_empty() { "owner unknown".into() } else { owner.to_string() },
+                    owner: if owner.is_empty() {
+                        "owner unknown".into()
+                    } else {
+                        owner.to_string()
+                    },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(OutputError::write(&path, e)),
+        }
+        let same_file = match (file.metadata(), std::fs::metadata(&path)) {
+            (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+            _ => false,
+        };
+        if !same_file {
+            return Ok(None);
         }
         let owner = format!("pid {} on {}", std::process::id(), host_name());
         let written = file
@@ -56,7 +78,7 @@ impl RunLock {
             .and_then(|_| file.write_all(owner.as_bytes()))
             .and_then(|_| file.flush());
         written.map_err(|e| OutputError::write(&path, e))?;
-        Ok(Self { file, path })
+        Ok(Some(Self { file, path }))
     }
 
     /// The lock file.
@@ -67,6 +89,8 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        // Removed while still held, so no one can lock this file after us and then lose it.
+        let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
     }
 }
@@ -80,8 +104,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = RunLock::acquire(dir.path()).unwrap();
         let err = RunLock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("in use") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains("in use") && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
+        assert!(!dir.path().join(LOCK_FILE).exists(), "a released lock leaves no file");
         RunLock::acquire(dir.path()).unwrap();
     }
 }

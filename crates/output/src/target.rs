@@ -40,7 +40,9 @@ impl OutputDir {
     /// tailguard wrote (listed in the manifest); other entries are left alone.
     pub fn claim(dir: &Path, planned: &[&str], force: bool) -> OutputResult<Self> {
         if dir.exists() && !dir.is_dir() {
-            return Err(OutputError::NotOurs { path: dir.to_path_buf() });
+            return Err(OutputError::NotOurs {
+                path: dir.to_path_buf(),
+            });
         }
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| OutputError::write(dir, e))?;
@@ -160,16 +162,22 @@ pub fn prepare_file(path: &Path, force: bool) -> OutputResult<()> {
         return Ok(());
     }
     if path.is_dir() {
-        return Err(OutputError::NotOurs { path: path.to_path_buf() });
+        return Err(OutputError::NotOurs {
+            path: path.to_path_buf(),
+        });
     }
     if !force {
-        return Err(OutputError::Exists { path: path.to_path_buf() });
+        return Err(OutputError::Exists {
+            path: path.to_path_buf(),
+        });
     }
     let (parent, name) = split(path);
     if Manifest::read(&parent)?.owns(&name) {
         Ok(())
     } else {
-        Err(OutputError::NotOurs { path: path.to_path_buf() })
+        Err(OutputError::NotOurs {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -185,7 +193,9 @@ pub fn write_owned(path: &Path, bytes: &[u8]) -> OutputResult<()> {
     let (parent, name) = split(path);
     let mut manifest = Manifest::read(&parent)?;
     if path.symlink_metadata().is_ok() && !manifest.owns(&name) {
-        return Err(OutputError::NotOurs { path: path.to_path_buf() });
+        return Err(OutputError::NotOurs {
+            path: path.to_path_buf(),
+        });
     }
     manifest.record(&parent, &name)?;
     write_atomically(path, bytes)
@@ -215,7 +225,9 @@ mod tests {
     fn a_non_empty_folder_needs_force_and_foreign_files_are_never_replaced() {
         let dir = tempfile::tempdir().unwrap();
         touch(&dir.path().join("notes.txt"), b"mine");
-        let err = OutputDir::claim(dir.path(), &["report.md"], false).unwrap_err().to_string();
+        let err = OutputDir::claim(dir.path(), &["report.md"], false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--force") && err.contains("notes.txt"), "{err}");
         // With --force, unrelated files stay; a planned name the user owns is refused.
         let mut out = OutputDir::claim(dir.path(), &["report.md"], true).unwrap();
@@ -246,7 +258,10 @@ mod tests {
         let theirs = dir.path().join("model.mpk");
         touch(&theirs, b"theirs");
         let err = prepare_file(&theirs, true).unwrap_err().to_string();
-        assert!(err.contains("not written by tailguard") && err.contains("model.mpk"), "{err}");
+        assert!(
+            err.contains("not written by tailguard") && err.contains("model.mpk"),
+            "{err}"
+        );
     }
 
     #[test]

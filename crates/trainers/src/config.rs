@@ -305,9 +305,10 @@ impl TrainConfig {
         for assignment in overrides {
             apply_override(&mut table, assignment)?;
         }
-        let config: TrainConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        // Deserialised from text, so an error carries a span that names the key at fault.
+        let resolved = toml::to_string(&table).map_err(|e| invalid(e.to_string()))?;
+        let config: TrainConfig =
+            toml::from_str(&resolved).map_err(|e: toml::de::Error| invalid(locate(&resolved, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -457,10 +458,35 @@ impl TrainConfig {
 
 /// `a.b.c=value`: sets a nested key. The value is read as TOML (`0.1`, `true`, `[75, 90]`, `"x"`); anything else
 /// is taken as a string.
+/// A deserialisation error with the key it is about: `attack.steps: invalid value: integer `-3`, expected usize`.
+fn locate(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().to_string();
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line.split('=').next().unwrap_or_default().trim();
+    let section = before
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(str::to_string);
+    match (section, key.is_empty() || key.starts_with('[')) {
+        (_, true) => message,
+        (Some(section), false) => format!("{section}.{key}: {message}"),
+        (None, false) => format!("{key}: {message}"),
+    }
+}
+
 fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
     let (key, raw) = assignment
         .split_once('=')
         .ok_or_else(|| invalid(format!("--set expects key=value, got '{assignment}'")))?;
+    if key.trim().is_empty() || key.split('.').any(|part| part.trim().is_empty()) {
+        return Err(invalid(format!("--set '{assignment}': the key has an empty part")));
+    }
     let value: toml::Value = format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()

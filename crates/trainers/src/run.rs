@@ -64,7 +64,11 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut std::collections::
     match value {
         serde_json::Value::Object(map) => {
             for (key, child) in map {
-                let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(&key, child, out);
             }
         }
@@ -214,9 +218,9 @@ impl<B: AutodiffBackend> Run<B> {
             .load_bytes(&optimizer, device)
             .map_err(|e| TrainError::Checkpoint(format!("{} is damaged: {e}", optimizer_path.display())))?;
         trainer.next_epoch = state.next_epoch;
-        trainer.load_method_state(&state.method).map_err(|e| {
-            TrainError::Checkpoint(format!("{}: method state: {e}", state_path.display()))
-        })?;
+        trainer
+            .load_method_state(&state.method)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: method state: {e}", state_path.display())))?;
         // The log may be ahead of the checkpoint (it is written first) or end in a line cut by a kill: keep the
         // complete lines of the epochs the checkpoint has.
         let log_path = dir.join(LOG_FILE);

@@ -78,8 +78,12 @@ pub fn write_tar_gz(path: &Path, members: &[ArchiveMember<'_>]) -> DataResult<()
             .append_data(&mut header, &member.path, member.bytes)
             .map_err(|e| tailguard_output::OutputError::write(path, e))?;
     }
-    let encoder = builder.into_inner().map_err(|e| tailguard_output::OutputError::write(path, e))?;
-    let bytes = encoder.finish().map_err(|e| tailguard_output::OutputError::write(path, e))?;
+    let encoder = builder
+        .into_inner()
+        .map_err(|e| tailguard_output::OutputError::write(path, e))?;
+    let bytes = encoder
+        .finish()
+        .map_err(|e| tailguard_output::OutputError::write(path, e))?;
     tailguard_output::write_atomically(path, &bytes).map_err(DataError::from)
 }
 
