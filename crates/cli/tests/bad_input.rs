@@ -56,17 +56,8 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A torch.save-style zip with `pickle` as its data.pkl and the given storages.
 fn torch_zip(path: &Path, pickle: &[u8], storages: &[(&str, &[u8])]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("archive/data.pkl", options).unwrap();
-    zip.write_all(pickle).unwrap();
-    for (key, bytes) in storages {
-        zip.start_file(format!("archive/data/{key}"), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
+    tailguard_models::testing::write_torch_zip(path, pickle, storages).unwrap();
 }
 
 /// A safetensors file from (name, dtype, shape, raw bytes); offsets are laid out in order.
@@ -82,7 +73,7 @@ fn safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
         );
     }
     let mut header = serde_json::to_vec(&header).unwrap();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut file = (header.len() as u64).to_le_bytes().to_vec();
@@ -153,21 +144,12 @@ fn world(w: &Path) {
     std::fs::write(w.join("hugeshape.safetensors"), huge).unwrap();
 
     // Hostile and broken pickles.
-    let mut deep = vec![0x80, 2];
-    deep.extend(std::iter::repeat_n(b'(', 300_000));
-    deep.extend(std::iter::repeat_n(b't', 300_000));
-    deep.push(b'.');
-    torch_zip(&w.join("deep.pt"), &deep, &[]);
-    let mut bomb = vec![0x80, 2, b')', b'q', 0];
-    for level in 0..9u8 {
-        bomb.push(b'(');
-        for _ in 0..10 {
-            bomb.extend([b'h', level]);
-        }
-        bomb.extend([b't', b'q', level + 1]);
-    }
-    bomb.push(b'.');
-    torch_zip(&w.join("bomb.pt"), &bomb, &[]);
+    torch_zip(
+        &w.join("deep.pt"),
+        &tailguard_models::testing::nested_tuples_pickle(300_000),
+        &[],
+    );
+    torch_zip(&w.join("bomb.pt"), &tailguard_models::testing::memo_bomb_pickle(9), &[]);
     let command = format!("touch {}", w.join("pwned").display());
     let mut exec = b"\x80\x02cos\nsystem\nX".to_vec();
     exec.extend((command.len() as u32).to_le_bytes());

@@ -42,3 +42,44 @@ pub fn check_gradient(
     }
     Ok(compared)
 }
+
+/// Writes a `torch.save`-style zip: `archive/data.pkl` holding `pickle`, and raw storages `archive/data/KEY`. For
+/// tests of the `.pt` reader on hostile or broken files.
+pub fn write_torch_zip(path: &std::path::Path, pickle: &[u8], storages: &[(&str, &[u8])]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", options)
+        .map_err(std::io::Error::other)?;
+    zip.write_all(pickle)?;
+    for (key, bytes) in storages {
+        zip.start_file(format!("archive/data/{key}"), options)
+            .map_err(std::io::Error::other)?;
+        zip.write_all(bytes)?;
+    }
+    zip.finish().map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// A pickle of `depth` nested tuples (`((( ... )))`): recursion over it would overflow the stack.
+pub fn nested_tuples_pickle(depth: usize) -> Vec<u8> {
+    let mut pickle = vec![0x80, 2];
+    pickle.extend(std::iter::repeat_n(b'(', depth));
+    pickle.extend(std::iter::repeat_n(b't', depth));
+    pickle.push(b'.');
+    pickle
+}
+
+/// A pickle whose every level is a tuple of ten memo copies of the level below: 10^`levels` values if expanded.
+pub fn memo_bomb_pickle(levels: u8) -> Vec<u8> {
+    let mut pickle = vec![0x80, 2, b')', b'q', 0];
+    for level in 0..levels {
+        pickle.push(b'(');
+        for _ in 0..10 {
+            pickle.extend([b'h', level]);
+        }
+        pickle.extend([b't', b'q', level + 1]);
+    }
+    pickle.push(b'.');
+    pickle
+}

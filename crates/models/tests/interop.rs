@@ -143,19 +143,11 @@ fn torch_save_files_are_read_without_pytorch() {
     assert!(err.contains("shape"), "{err}");
 }
 
-/// A torch.save-style zip holding `pickle` as `archive/data.pkl` and raw storages `archive/data/KEY`.
+/// A torch.save-style zip named hostile.pt in `dir`.
 fn torch_zip(dir: &std::path::Path, pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
-    use std::io::Write;
     let path = dir.join("hostile.pt");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("archive/data.pkl", options).unwrap();
-    zip.write_all(pickle).unwrap();
-    for (key, bytes) in storages {
-        zip.start_file(format!("archive/data/{key}"), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
+    let storages: Vec<(&str, &[u8])> = storages.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    tailguard_models::testing::write_torch_zip(&path, pickle, &storages).unwrap();
     path
 }
 
@@ -177,11 +169,7 @@ fn import_error(path: &std::path::Path, options: tailguard_models::ImportOptions
 fn deeply_nested_pickles_fail_cleanly_instead_of_overflowing_the_stack() {
     let dir = tempfile::tempdir().unwrap();
     // 200,000 nested tuples: "(((...ttt" -- recursion over this would overflow the stack.
-    let depth = 200_000;
-    let mut pickle = vec![0x80, 2];
-    pickle.extend(std::iter::repeat_n(b'(', depth));
-    pickle.extend(std::iter::repeat_n(b't', depth));
-    pickle.push(b'.');
+    let pickle = tailguard_models::testing::nested_tuples_pickle(200_000);
     let path = torch_zip(dir.path(), &pickle, &[]);
     let err = import_error(&path, Default::default());
     assert!(
@@ -194,15 +182,7 @@ fn deeply_nested_pickles_fail_cleanly_instead_of_overflowing_the_stack() {
 fn memo_bombs_hit_the_work_limit_quickly() {
     let dir = tempfile::tempdir().unwrap();
     // Each level is a tuple of ten copies of the previous level: 10^9 values after nine levels.
-    let mut pickle = vec![0x80, 2, b')', b'q', 0];
-    for level in 0..9u8 {
-        pickle.push(b'(');
-        for _ in 0..10 {
-            pickle.extend([b'h', level]);
-        }
-        pickle.extend([b't', b'q', level + 1]);
-    }
-    pickle.push(b'.');
+    let pickle = tailguard_models::testing::memo_bomb_pickle(9);
     let path = torch_zip(dir.path(), &pickle, &[]);
     let start = std::time::Instant::now();
     let err = import_error(&path, Default::default());
