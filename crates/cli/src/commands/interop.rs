@@ -37,12 +37,11 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         bail!("unknown format '{}' (tailguard exports safetensors)", args.format);
     }
     // A tailguard export carries its producer in the header; anything else under that name is never replaced.
-    let ours = written_by_tailguard(&args.out);
-    if args.out.exists() && !(args.force && ours) {
-        tailguard_output::prepare_file(&args.out, args.force && !ours)?;
-        if !ours {
-            return Err(tailguard_output::OutputError::NotOurs { path: args.out }.into());
-        }
+    if args.out.is_dir() || (args.force && args.out.exists() && !written_by_tailguard(&args.out)) {
+        return Err(tailguard_output::OutputError::NotOurs { path: args.out }.into());
+    }
+    if !args.force && args.out.exists() {
+        return Err(tailguard_output::OutputError::Exists { path: args.out }.into());
     }
     let device = backend::device()?;
     let (model, meta) = load_checkpoint::<backend::Compute>(&args.checkpoint, &device)?;
