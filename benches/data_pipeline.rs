@@ -44,7 +44,10 @@ fn main() -> anyhow::Result<()> {
 
     // Augmentation and host batching only.
     let start = Instant::now();
-    let count: usize = loader.host_batches(0).map(|b| b.len()).sum();
+    let count: usize = loader
+        .host_batches(0)
+        .map(|b| b.map(|b| b.len()))
+        .sum::<Result<_, _>>()?;
     results.push((
         "augment + host batch (crop 4, flip, batch 128)",
         count,
@@ -56,14 +59,17 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut count = 0;
     for batch in loader.batches::<Flex>(1, &device) {
-        count += batch.images.dims()[0];
+        count += batch?.images.dims()[0];
     }
     results.push(("augment + batch to Flex tensors", count, start.elapsed().as_secs_f64()));
 
     // Evaluation path: no augmentation.
     let eval = BatchLoader::new(lt, BatchLoaderConfig::evaluation(256))?;
     let start = Instant::now();
-    let count: usize = eval.batches::<Flex>(0, &device).map(|b| b.images.dims()[0]).sum();
+    let count: usize = eval
+        .batches::<Flex>(0, &device)
+        .map(|b| b.map(|b| b.images.dims()[0]))
+        .sum::<Result<_, _>>()?;
     results.push((
         "plain batch to Flex tensors (batch 256)",
         count,

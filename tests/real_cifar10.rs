@@ -41,7 +41,7 @@ fn cifar10_jpegs_load_split_and_batch() {
 
     let device = Default::default();
     let loader = BatchLoader::new(lt_train, BatchLoaderConfig::training(0)).unwrap();
-    let batch = loader.batches::<Flex>(0, &device).next().unwrap();
+    let batch = loader.batches::<Flex>(0, &device).next().unwrap().unwrap();
     assert_eq!(batch.images.dims(), [128, 3, 32, 32]);
     assert_eq!(batch.labels.dims(), [128]);
     let max: f32 = batch.images.clone().max().into_scalar();

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use tailguard_attacks::{FrozenModel, PgdConfig};
+use tailguard_attacks::{AttackPreset, PgdConfig};
 use tailguard_longtail::{BatchLoader, BatchLoaderConfig, ClassGroups, DatasetKind, LongTailSpec, Split};
-use tailguard_trainers::{Run, Silent, TrainConfig, evaluate};
+use tailguard_trainers::{PresetAttack, Silent, TrainConfig, evaluate};
 
 type B = Autodiff<Flex>;
 
@@ -59,16 +59,23 @@ fn balanced_accuracies(checkpoint: &std::path::Path) -> (f64, f64) {
     .apply(&test)
     .unwrap();
     let loader = BatchLoader::new(Arc::new(test), BatchLoaderConfig::evaluation(100)).unwrap();
-    let (clean, robust) = evaluate(
-        &FrozenModel::new(&model),
+    let clean = PresetAttack {
+        preset: AttackPreset::Clean,
+        eps: 0.0,
+    };
+    let results = evaluate(
+        &model,
         &loader,
-        &PgdConfig::new().with_steps(10),
+        &[&clean, &PgdConfig::new().with_steps(10)],
+        0,
         &device,
-    );
+        &mut Silent,
+    )
+    .unwrap();
     let groups = ClassGroups::default();
     (
-        clean.summary(&groups).balanced_accuracy,
-        robust.summary(&groups).balanced_accuracy,
+        results[0].tally.summary(&groups).balanced_accuracy,
+        results[1].tally.summary(&groups).balanced_accuracy,
     )
 }
 
@@ -79,10 +86,8 @@ fn pgd_at_beats_natural_training_under_pgd() {
     let mut results = Vec::new();
     for method in ["natural", "pgd-at"] {
         let out = dir.path().join(method);
-        let mut run = Run::<B>::start(config(method), &out, &device).unwrap();
-        while !run.finished() {
-            run.run_epoch(&mut Silent).unwrap();
-        }
+        let mut run = config(method).start_run::<B>(&out, &device, false).unwrap();
+        run.run_to_end(&mut Silent).unwrap();
         results.push(balanced_accuracies(&out.join("last")));
     }
     let ((natural_clean, natural_robust), (at_clean, at_robust)) = (results[0], results[1]);

@@ -28,6 +28,7 @@ pub enum FirstComparison {
 /// Configuration of APGD. Defaults are AutoAttack's standard L-inf settings.
 #[derive(Config, Debug, PartialEq)]
 pub struct ApgdConfig {
+    /// L-inf budget.
     #[config(default = "8.0 / 255.0")]
     pub eps: f64,
     /// Iterations per run (N).
@@ -48,6 +49,7 @@ pub struct ApgdConfig {
     /// For APGD-T: how many of the most likely wrong classes to target, at most classes - 1.
     #[config(default = 9)]
     pub target_classes: usize,
+    /// Which rule the first checkpoint uses (a quirk of the reference).
     #[config(default = "FirstComparison::ZeroLoss")]
     pub first_comparison: FirstComparison,
     /// Seeds the backend's generator at the start of each attack (AutoAttack uses seed 0); `None` leaves it.
@@ -100,12 +102,15 @@ fn choose<B: burn::tensor::backend::Backend, const D: usize>(
 
 impl ApgdConfig {
     /// Checks the configuration.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::AttackConfigError> {
         if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            return Err(format!("eps must be a non-negative number, got {}", self.eps));
+            return Err(crate::AttackConfigError::Negative {
+                setting: "eps",
+                value: self.eps,
+            });
         }
         if self.iterations == 0 || self.restarts == 0 {
-            return Err("APGD needs at least one iteration and one restart".into());
+            return Err(crate::AttackConfigError::NoIterations);
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use crate::probe::{FrozenModel, Inner};
 /// Configuration of AutoAttack-lite; both stages share the APGD settings (100 iterations, 1 restart, 9 targets).
 #[derive(Config, Debug, PartialEq)]
 pub struct AutoAttackLiteConfig {
+    /// Settings of both APGD stages.
     #[config(default = "ApgdConfig::new()")]
     pub apgd: ApgdConfig,
 }
@@ -19,8 +20,11 @@ pub struct AutoAttackLiteConfig {
 /// Points still robust after each stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct AutoAttackStages {
+    /// Correct on clean images.
     pub clean: usize,
+    /// Still robust after APGD-CE.
     pub apgd_ce: usize,
+    /// Still robust after APGD-T.
     pub apgd_t: usize,
 }
 

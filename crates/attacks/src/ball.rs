@@ -64,24 +64,24 @@ impl<B: Backend> LinfBall<B> {
 }
 
 /// A budget written as a fraction (`8/255`) or a number (`0.031`), checked to lie in [0, 1].
-pub fn parse_eps(text: &str) -> Result<f64, String> {
+pub fn parse_eps(text: &str) -> Result<f64, crate::AttackConfigError> {
     let number = |part: &str| {
         part.trim()
             .parse::<f64>()
-            .map_err(|_| format!("'{text}' is not a number or a fraction"))
+            .map_err(|_| crate::AttackConfigError::NotANumber(text.to_string()))
     };
     let value = match text.split_once('/') {
         Some((numerator, denominator)) => {
             let d = number(denominator)?;
             if d == 0.0 {
-                return Err(format!("'{text}' divides by zero"));
+                return Err(crate::AttackConfigError::DivisionByZero(text.to_string()));
             }
             number(numerator)? / d
         }
         None => number(text)?,
     };
     if !(0.0..=1.0).contains(&value) {
-        return Err(format!("eps must lie in [0, 1] (pixels are in [0, 1]), got {value}"));
+        return Err(crate::AttackConfigError::BudgetRange(value));
     }
     Ok(value)
 }

@@ -25,9 +25,12 @@
 //! assert!(distance <= 8.0 / 255.0 + 1e-6);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod apgd;
 pub mod auto_attack;
 pub mod ball;
+pub mod error;
 pub mod loss;
 pub mod pgd;
 pub mod presets;
@@ -37,6 +40,7 @@ pub mod subset;
 pub use apgd::{ApgdConfig, FirstComparison, checkpoints};
 pub use auto_attack::{AutoAttackLiteConfig, AutoAttackStages};
 pub use ball::{LinfBall, parse_eps};
+pub use error::AttackConfigError;
 pub use loss::AttackLoss;
 pub use pgd::{PgdConfig, RandomStart};
 pub use presets::{AttackOutcome, AttackPreset};

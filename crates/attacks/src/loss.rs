@@ -11,7 +11,10 @@ pub enum AttackLoss {
     CrossEntropy,
     /// Carlini-Wagner margin as in RoBal and AT-BSL (the CAT implementation): `-max(z_y - max_{i!=y} z_i + kappa, 0)`;
     /// targeted: `-max(max_{i!=t} z_i - z_t + kappa, 0)`. The papers use kappa = 50.
-    CwMargin { kappa: f64 },
+    CwMargin {
+        /// Confidence margin.
+        kappa: f64,
+    },
     /// Difference of logits ratio (Croce and Hein 2020): `-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)`;
     /// targeted: `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`. Needs 3 (4 targeted) classes.
     Dlr,

@@ -18,7 +18,10 @@ pub enum RandomStart {
     /// `x + U(-eps, eps)` per pixel (Madry et al.; RoBal, AT-BSL and torchattacks evaluation).
     Uniform,
     /// `x + std * N(0, 1)` per pixel (TRADES-style; AT-BSL training and TAET use std = 0.001).
-    Gaussian { std: f64 },
+    Gaussian {
+        /// Standard deviation of the start.
+        std: f64,
+    },
     /// `x + U[0, eps)` per pixel: RoBal's one-sided start (its code draws `torch.rand`, not `2 rand - 1`).
     UniformPositive,
 }
@@ -36,8 +39,10 @@ pub struct PgdConfig {
     /// Number of steps.
     #[config(default = 10)]
     pub steps: usize,
+    /// Where the attack starts.
     #[config(default = "RandomStart::Uniform")]
     pub start: RandomStart,
+    /// The loss ascended.
     #[config(default = "AttackLoss::CrossEntropy")]
     pub loss: AttackLoss,
 }
@@ -53,15 +58,11 @@ impl PgdConfig {
     }
 
     /// Checks that the attack stays meaningful.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            return Err(format!("eps must be a non-negative number, got {}", self.eps));
-        }
-        if !(self.step_size >= 0.0 && self.step_size.is_finite()) {
-            return Err(format!(
-                "step size must be a non-negative number, got {}",
-                self.step_size
-            ));
+    pub fn validate(&self) -> Result<(), crate::AttackConfigError> {
+        for (setting, value) in [("eps", self.eps), ("step size", self.step_size)] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(crate::AttackConfigError::Negative { setting, value });
+            }
         }
         Ok(())
     }

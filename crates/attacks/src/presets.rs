@@ -126,12 +126,15 @@ impl std::fmt::Display for AttackPreset {
 }
 
 impl std::str::FromStr for AttackPreset {
-    type Err = String;
+    type Err = crate::AttackConfigError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, crate::AttackConfigError> {
         AttackPreset::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
             let names: Vec<&str> = AttackPreset::ALL.iter().map(|p| p.name()).collect();
-            format!("unknown attack '{s}' (expected one of {})", names.join(", "))
+            crate::AttackConfigError::UnknownPreset {
+                name: s.to_string(),
+                expected: names.join(", "),
+            }
         })
     }
 }

@@ -94,18 +94,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes joined with ": ", each once: a cause is skipped when the message before it already
-/// ends with it (errors whose message includes their `{source}`).
+/// The error and its causes joined with ": ". Each tailguard error leaves its cause to `source()` instead of
+/// repeating it, so every part is printed once.
 fn one_line(error: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in error.chain().map(|e| e.to_string()) {
-        if message.ends_with(&cause) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&cause);
-    }
-    message
+    error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }

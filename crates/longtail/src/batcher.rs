@@ -29,12 +29,15 @@ pub enum Sampling {
 /// How a [`BatchLoader`] cuts epochs into batches.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchLoaderConfig {
+    /// Images per batch.
     pub batch_size: usize,
+    /// Order of the images in an epoch.
     pub sampling: Sampling,
     /// `None` feeds images unchanged.
     pub augmentation: Option<Augmentation>,
     /// Skip the last batch when it is smaller than `batch_size`.
     pub drop_last: bool,
+    /// Seeds the order and the augmentation.
     pub seed: u64,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
@@ -75,8 +78,11 @@ impl BatchLoaderConfig {
 /// A batch on the host: f32 pixels in [0, 1], NCHW, and labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBatch {
+    /// Pixels in [0, 1], (N, C, H, W) row-major.
     pub images: Vec<f32>,
+    /// Class of each image.
     pub labels: Vec<i64>,
+    /// Shape of one image.
     pub shape: ImageShape,
 }
 
@@ -212,47 +218,73 @@ impl BatchLoader {
         HostBatch { images, labels, shape }
     }
 
-    /// The host batches of `epoch`, prepared `prefetch` batches ahead on a background thread.
+    /// The host batches of `epoch`, prepared `prefetch` batches ahead on a background thread. A failure of that
+    /// thread ends the epoch with an error item, never silently early.
     pub fn host_batches(&self, epoch: usize) -> HostBatches {
         let loader = self.clone();
-        let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
-        let worker = std::thread::spawn(move || {
+        HostBatches::spawn(self.config.prefetch, move |send| {
             let order = loader.epoch_order(epoch);
             let batch_size = loader.config.batch_size;
             for (batch_index, chunk) in order.chunks(batch_size).enumerate() {
                 if loader.config.drop_last && chunk.len() < batch_size {
                     break;
                 }
-                let batch = loader.host_batch(epoch, chunk, batch_index * batch_size);
-                if sender.send(batch).is_err() {
+                if !send(loader.host_batch(epoch, chunk, batch_index * batch_size)) {
                     break; // the consumer stopped early
                 }
             }
-        });
-        HostBatches {
-            receiver: Some(receiver),
-            worker: Some(worker),
-        }
+        })
     }
 
     /// The batches of `epoch` on `device`.
-    pub fn batches<B: Backend>(&self, epoch: usize, device: &B::Device) -> impl Iterator<Item = Batch<B>> {
+    pub fn batches<B: Backend>(
+        &self,
+        epoch: usize,
+        device: &B::Device,
+    ) -> impl Iterator<Item = Result<Batch<B>, DataError>> {
         let device = device.clone();
-        self.host_batches(epoch).map(move |batch| batch.into_device(&device))
+        self.host_batches(epoch)
+            .map(move |batch| batch.map(|batch| batch.into_device(&device)))
     }
 }
 
-/// Iterator over prefetched host batches.
+/// Iterator over prefetched host batches: `Ok` batches, then, if the prefetch thread failed, one `Err`.
 pub struct HostBatches {
     receiver: Option<Receiver<HostBatch>>,
     worker: Option<JoinHandle<()>>,
 }
 
-impl Iterator for HostBatches {
-    type Item = HostBatch;
+impl HostBatches {
+    /// Runs `produce` on a background thread; it hands each batch to `send`, which returns false once the consumer
+    /// has stopped. At most `prefetch` batches wait in between.
+    fn spawn(prefetch: usize, produce: impl FnOnce(&dyn Fn(HostBatch) -> bool) + Send + 'static) -> Self {
+        let (sender, receiver) = sync_channel(prefetch.max(1));
+        let worker = std::thread::spawn(move || produce(&|batch| sender.send(batch).is_ok()));
+        Self {
+            receiver: Some(receiver),
+            worker: Some(worker),
+        }
+    }
+}
 
-    fn next(&mut self) -> Option<HostBatch> {
-        self.receiver.as_ref()?.recv().ok()
+impl Iterator for HostBatches {
+    type Item = Result<HostBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Ok(batch) = self.receiver.as_ref()?.recv() {
+            return Some(Ok(batch));
+        }
+        // The channel closed: the thread finished or died. A panic is reported once, as an error.
+        self.receiver.take();
+        let outcome = self.worker.take()?.join();
+        outcome.err().map(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(DataError::Prefetch(message))
+        })
     }
 }
 
@@ -290,7 +322,7 @@ mod tests {
         let data = dataset(10, 3);
         let loader = BatchLoader::new(data.clone(), BatchLoaderConfig::evaluation(4)).unwrap();
         assert_eq!(loader.num_batches(), 3);
-        let batches: Vec<Batch<Flex>> = loader.batches(0, &Default::default()).collect();
+        let batches: Vec<Batch<Flex>> = loader.batches(0, &Default::default()).map(Result::unwrap).collect();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[0].images.dims(), [4, 3, 4, 4]);
         assert_eq!(batches[2].images.dims(), [2, 3, 4, 4]);
@@ -310,10 +342,24 @@ mod tests {
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
         assert_ne!(loader.epoch_order(1), first);
         assert_eq!(loader.epoch_order(0), first);
-        let a: Vec<HostBatch> = loader.host_batches(3).collect();
-        let b: Vec<HostBatch> = loader.host_batches(3).collect();
+        let a: Vec<HostBatch> = loader.host_batches(3).map(Result::unwrap).collect();
+        let b: Vec<HostBatch> = loader.host_batches(3).map(Result::unwrap).collect();
         assert_eq!(a, b, "augmentation must be reproducible");
         assert_eq!(a.iter().map(HostBatch::len).sum::<usize>(), 50);
+    }
+
+    #[test]
+    fn a_failing_prefetch_thread_ends_the_epoch_with_an_error() {
+        let loader = BatchLoader::new(dataset(10, 3), BatchLoaderConfig::evaluation(4)).unwrap();
+        let producer = loader.clone();
+        let mut batches = HostBatches::spawn(1, move |send| {
+            send(producer.host_batch(0, &[0, 1], 0));
+            panic!("decoder failed on image 2");
+        });
+        assert_eq!(batches.next().unwrap().unwrap().len(), 2);
+        let err = batches.next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("decoder failed on image 2"), "{err}");
+        assert!(batches.next().is_none(), "the error is reported once");
     }
 
     #[test]

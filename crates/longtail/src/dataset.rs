@@ -5,8 +5,11 @@ use crate::error::{DataError, DataResult};
 /// Channels, height and width of every image of a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
+    /// Colour channels.
     pub channels: usize,
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
 }
 

@@ -22,9 +22,11 @@
 //! let train = Arc::new(split.apply(&source).unwrap());
 //!
 //! let loader = BatchLoader::new(train, BatchLoaderConfig::training(0).with_batch_size(16)).unwrap();
-//! let batch = loader.batches::<Flex>(0, &Default::default()).next().unwrap();
+//! let batch = loader.batches::<Flex>(0, &Default::default()).next().unwrap().unwrap();
 //! assert_eq!(batch.images.dims(), [16, 3, 8, 8]);
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod augment;
 pub mod batcher;

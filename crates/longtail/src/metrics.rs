@@ -6,7 +6,9 @@
 /// Correct predictions and support per class.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassTally {
+    /// Points per class.
     pub support: Vec<usize>,
+    /// Correct (or robust) points per class.
     pub correct: Vec<usize>,
 }
 
@@ -30,16 +32,22 @@ pub struct AccuracySummary {
 /// The class with the lowest accuracy (the first such class on ties).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorstClass {
+    /// The class.
     pub class: usize,
+    /// Its accuracy.
     pub accuracy: f64,
 }
 
 /// Mean per-class accuracy of the frequency groups.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct GroupAccuracy {
+    /// Mean accuracy of the many-shot classes.
     pub many: Option<f64>,
+    /// Mean accuracy of the medium-shot classes.
     pub medium: Option<f64>,
+    /// Mean accuracy of the few-shot classes.
     pub few: Option<f64>,
+    /// Mean accuracy of the tail classes.
     pub tail: Option<f64>,
 }
 

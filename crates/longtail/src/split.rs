@@ -12,6 +12,7 @@ use crate::rng::SeedStream;
 pub struct LongTailSpec {
     /// Imbalance ratio rho = largest class / smallest class (1 keeps the dataset balanced).
     pub imbalance: f64,
+    /// How class sizes fall from head to tail.
     #[serde(default)]
     pub profile: ImbalanceProfile,
     /// Size of the head class; `None` uses the largest class of the source.

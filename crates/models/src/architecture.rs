@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::classifier::Classifier;
+use crate::error::ModelConfigError;
 use crate::head::HeadKind;
 use crate::linear_classifier::{LinearClassifier, LinearClassifierConfig};
 use crate::mode::Mode;
@@ -26,9 +27,17 @@ pub enum Architecture {
     PreActResNet18,
     /// WideResNet-depth-widen.
     #[serde(rename = "wrn")]
-    WideResNet { depth: usize, widen: usize },
+    WideResNet {
+        /// Depth, 6n + 4.
+        depth: usize,
+        /// Widening factor.
+        widen: usize,
+    },
     /// Three-layer CNN of the given base width.
-    SmallCnn { width: usize },
+    SmallCnn {
+        /// Channels of the first layer.
+        width: usize,
+    },
     /// Linear classifier on pixels.
     Linear,
 }
@@ -47,16 +56,11 @@ impl std::fmt::Display for Architecture {
 }
 
 impl std::str::FromStr for Architecture {
-    type Err = String;
+    type Err = ModelConfigError;
 
     /// `resnet18`, `preact-resnet18`, `wrn-28-10`, `wrn-34-10` (any `wrn-D-K`), `small-cnn[-W]`, `linear`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let unknown = || {
-            format!(
-                "unknown architecture '{s}' (expected resnet18, preact-resnet18, wrn-28-10, wrn-34-10, wrn-D-K, \
-                 small-cnn, small-cnn-W or linear)"
-            )
-        };
+    fn from_str(s: &str) -> Result<Self, ModelConfigError> {
+        let unknown = || ModelConfigError::UnknownArchitecture(s.to_string());
         match s {
             "resnet18" | "resnet-18" => return Ok(Architecture::ResNet18),
             "preact-resnet18" | "preact-resnet-18" => return Ok(Architecture::PreActResNet18),
@@ -64,42 +68,60 @@ impl std::str::FromStr for Architecture {
             "linear" => return Ok(Architecture::Linear),
             _ => {}
         }
-        if let Some(rest) = s.strip_prefix("wrn-") {
+        let arch = if let Some(rest) = s.strip_prefix("wrn-") {
             let (depth, widen) = rest.split_once('-').ok_or_else(unknown)?;
-            let arch = Architecture::WideResNet {
+            Architecture::WideResNet {
                 depth: depth.parse().map_err(|_| unknown())?,
                 widen: widen.parse().map_err(|_| unknown())?,
-            };
-            arch.validate()?;
-            return Ok(arch);
-        }
-        if let Some(width) = s.strip_prefix("small-cnn-") {
-            let width: usize = width.parse().map_err(|_| unknown())?;
-            let arch = Architecture::SmallCnn { width };
-            arch.validate()?;
-            return Ok(arch);
-        }
-        Err(unknown())
+            }
+        } else if let Some(width) = s.strip_prefix("small-cnn-") {
+            Architecture::SmallCnn {
+                width: width.parse().map_err(|_| unknown())?,
+            }
+        } else {
+            return Err(unknown());
+        };
+        arch.validate()?;
+        Ok(arch)
     }
 }
 
 impl Architecture {
     /// Checks sizes that would make the network impossible.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelConfigError> {
         match *self {
             Architecture::WideResNet { depth, widen } => {
                 WideResNetConfig::new(10).with_depth(depth).with_widen(widen).validate()
             }
-            Architecture::SmallCnn { width: 0 } => Err("small-cnn width must be at least 1".into()),
+            Architecture::SmallCnn { width: 0 } => Err(ModelConfigError::ZeroWidth("small-cnn width")),
             _ => Ok(()),
         }
+    }
+}
+
+/// [`Architecture`] written as its name (`"wrn-34-10"`), as configuration files spell it: use with
+/// `#[serde(with = "tailguard_models::architecture::by_name")]`.
+pub mod by_name {
+    use super::Architecture;
+
+    /// Writes the name.
+    pub fn serialize<S: serde::Serializer>(arch: &Architecture, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(arch)
+    }
+
+    /// Reads a name; an unknown one is an error listing the known names.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Architecture, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
 /// Everything needed to rebuild a model: architecture, classes, input shape and normalisation.
 #[derive(Config, Debug, PartialEq)]
 pub struct ModelConfig {
+    /// The network.
     pub arch: Architecture,
+    /// Number of classes (outputs).
     pub num_classes: usize,
     /// Input channels, height and width (only the linear classifier depends on height and width).
     #[config(default = "[3, 32, 32]")]
@@ -113,31 +135,25 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Checks the configuration; the error is one readable line.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ModelConfigError> {
         if self.num_classes == 0 {
-            return Err("a classifier needs at least one class".into());
+            return Err(ModelConfigError::NoClasses);
         }
         if self.input_shape.contains(&0) {
-            return Err(format!("input shape {:?} has an empty dimension", self.input_shape));
+            return Err(ModelConfigError::EmptyInput(self.input_shape));
         }
-        if let Some(norm) = &self.normalization
-            && norm.mean.len() != self.input_shape[0]
-        {
-            return Err(format!(
-                "normalisation has {} channels but the input has {}",
-                norm.mean.len(),
-                self.input_shape[0]
-            ));
+        if let Some(norm) = &self.normalization {
+            norm.validate(self.input_shape[0])?;
         }
         if self.arch == Architecture::Linear && self.head != HeadKind::Linear {
-            return Err("the linear classifier has no other head than a linear one".into());
+            return Err(ModelConfigError::LinearHead);
         }
         self.arch.validate()
     }
 
     /// Builds the model with fresh weights.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Model<B>, String> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Model<B>, ModelConfigError> {
         self.validate()?;
         let classes = self.num_classes;
         let channels = self.input_shape[0];
@@ -188,18 +204,26 @@ impl ModelConfig {
 /// The network behind a [`Model`].
 #[derive(Module, Debug)]
 pub enum Network<B: Backend> {
+    /// CIFAR ResNet-18.
     ResNet(ResNet<B>),
+    /// Pre-activation ResNet-18.
     PreActResNet(PreActResNet<B>),
+    /// WideResNet-D-K.
     WideResNet(WideResNet<B>),
+    /// The small CNN.
     SmallCnn(SmallCnn<B>),
+    /// The linear classifier.
     Linear(LinearClassifier<B>),
 }
 
 /// Any of tailguard's architectures, with optional input normalisation in front.
 #[derive(Module, Debug)]
 pub struct Model<B: Backend> {
+    /// Per-channel input normalisation, when configured.
     pub normalization: Option<InputNormalization<B>>,
+    /// The network.
     pub network: Network<B>,
+    /// Number of classes.
     pub num_classes: usize,
 }
 

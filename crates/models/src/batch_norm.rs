@@ -9,7 +9,9 @@ use crate::mode::Mode;
 /// Configuration of a [`ModalBatchNorm`]; defaults are PyTorch's (`eps` 1e-5, momentum 0.1).
 #[derive(Config, Debug)]
 pub struct ModalBatchNormConfig {
+    /// Channels normalised.
     pub num_features: usize,
+    /// Added to the variance.
     #[config(default = 1e-5)]
     pub epsilon: f64,
     /// Weight of the new batch statistic in the running average (PyTorch convention).
@@ -24,11 +26,17 @@ pub struct ModalBatchNormConfig {
 /// them untouched, and remains differentiable with respect to its input, which adversarial attacks need.
 #[derive(Module, Debug)]
 pub struct ModalBatchNorm<B: Backend> {
+    /// Scale.
     pub gamma: Param<Tensor<B, 1>>,
+    /// Shift.
     pub beta: Param<Tensor<B, 1>>,
+    /// Running mean, used in inference mode.
     pub running_mean: RunningState<Tensor<B, 1>>,
+    /// Running (unbiased) variance, used in inference mode.
     pub running_var: RunningState<Tensor<B, 1>>,
+    /// Weight of the new batch in the running statistics (PyTorch: 0.1).
     pub momentum: f64,
+    /// Added to the variance.
     pub epsilon: f64,
 }
 

@@ -1,6 +1,10 @@
 //! Checkpoints: a folder with the model record (`model.mpk`, burn's named MessagePack at full precision) and
 //! `checkpoint.json` (architecture, classes, normalisation, training configuration).
 //!
+//! Any Burn module can be checkpointed ([`save_checkpoint_with`], [`load_checkpoint_into`]); a model of one of
+//! tailguard's own architectures also records its [`ModelConfig`], so [`load_checkpoint`] can rebuild it from the
+//! folder alone (what `tailguard eval` and `export` do).
+//!
 //! A checkpoint is written into a temporary sibling folder and swapped into place with renames, so a crash never
 //! leaves a half-written checkpoint under the final name; a crash between the two renames leaves the previous
 //! checkpoint under a sibling name, which [`recover_checkpoint`] puts back. Replacing a checkpoint folder never
@@ -23,8 +27,11 @@ const FORMAT: &str = "tailguard-checkpoint/1";
 /// What a checkpoint says about its model.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointMeta {
+    /// Format tag, `tailguard-checkpoint/1`.
     pub format: String,
-    pub model: ModelConfig,
+    /// The architecture, when the model is one of tailguard's own (`None` for a model defined elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
     /// Class names in label order.
     pub classes: Vec<String>,
     /// The training configuration that produced the model (free-form JSON; `null` when unknown).
@@ -36,40 +43,77 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    /// Metadata for `model` trained on `classes`.
+    /// Metadata for a model of tailguard's architecture `model` trained on `classes`.
     pub fn new(model: ModelConfig, classes: Vec<String>) -> Self {
         Self {
+            model: Some(model),
+            ..Self::custom(classes)
+        }
+    }
+
+    /// Metadata for a model tailguard does not know how to build (rebuilt by its owner, see
+    /// [`load_checkpoint_into`]).
+    pub fn custom(classes: Vec<String>) -> Self {
+        Self {
             format: FORMAT.into(),
-            model,
+            model: None,
             classes,
             training: serde_json::Value::Null,
             epoch: None,
         }
+    }
+
+    /// The architecture, or an error saying that the checkpoint holds a model defined outside tailguard.
+    pub fn model_config(&self, dir: &Path) -> Result<&ModelConfig, CheckpointError> {
+        self.model.as_ref().ok_or_else(|| CheckpointError::Invalid {
+            path: dir.to_path_buf(),
+            reason: "it holds a model defined outside tailguard (no architecture in checkpoint.json); load it in \
+                     the program that defines the model, with load_checkpoint_into"
+                .into(),
+        })
     }
 }
 
 /// What can go wrong with a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot read checkpoint {path}: {source}")]
+    /// A file of the checkpoint cannot be read.
+    #[error("cannot read checkpoint {path}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write checkpoint {path}: {source}")]
+    /// The checkpoint cannot be written.
+    #[error("cannot write checkpoint {path}")]
     Write {
+        /// The folder.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The folder to replace holds files that are not part of a checkpoint.
     #[error(
         "{path} holds {names}, which a checkpoint does not consist of; tailguard replaces a checkpoint folder only \
          when it holds nothing else: move them away or choose another folder"
     )]
-    Foreign { path: PathBuf, names: String },
+    Foreign {
+        /// The folder.
+        path: PathBuf,
+        /// The files, comma-separated.
+        names: String,
+    },
+    /// The checkpoint is damaged or does not fit the model.
     #[error("checkpoint {path} is invalid: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -147,15 +191,19 @@ fn check_replaceable(dir: &Path, own: &[&str]) -> Result<(), CheckpointError> {
 }
 
 /// Writes `model` and `meta` to the folder `dir` (created or replaced as a whole).
-pub fn save_checkpoint<B: Backend>(dir: &Path, model: &Model<B>, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+pub fn save_checkpoint<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: &M,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
     save_checkpoint_with(dir, model, meta, &[])
 }
 
 /// As [`save_checkpoint`], with extra files (name, bytes) in the same folder, replaced together with the model
-/// (a trainer keeps its optimizer state there).
-pub fn save_checkpoint_with<B: Backend>(
+/// (a trainer keeps its optimizer state there). `model` may be any Burn module.
+pub fn save_checkpoint_with<B: Backend, M: Module<B>>(
     dir: &Path,
-    model: &Model<B>,
+    model: &M,
     meta: &CheckpointMeta,
     extras: &[(&str, &[u8])],
 ) -> Result<(), CheckpointError> {
@@ -163,11 +211,13 @@ pub fn save_checkpoint_with<B: Backend>(
         path: dir.to_path_buf(),
         reason,
     };
-    if meta.classes.len() != meta.model.num_classes {
+    if let Some(config) = &meta.model
+        && meta.classes.len() != config.num_classes
+    {
         return Err(invalid(format!(
             "{} class names for a {}-class model",
             meta.classes.len(),
-            meta.model.num_classes
+            config.num_classes
         )));
     }
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
@@ -245,44 +295,70 @@ pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointErro
             reason: format!("format '{}', expected '{FORMAT}'", meta.format),
         });
     }
-    meta.model.validate().map_err(|reason| CheckpointError::Invalid {
-        path: dir.to_path_buf(),
-        reason,
-    })?;
+    if let Some(config) = &meta.model {
+        config.validate().map_err(|e| CheckpointError::Invalid {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
     Ok(meta)
 }
 
-/// Rebuilds the model stored in `dir` on `device`.
+/// Rebuilds the model stored in `dir` on `device` (a model of one of tailguard's architectures).
 pub fn load_checkpoint<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(Model<B>, CheckpointMeta), CheckpointError> {
     let meta = read_checkpoint_meta(dir)?;
+    let config = meta.model_config(dir)?;
+    let model = config.init::<B>(device).map_err(|e| CheckpointError::Invalid {
+        path: dir.join(META_FILE),
+        reason: e.to_string(),
+    })?;
+    let model = load_weights_into(dir, model, device, &config.arch.to_string())?;
+    Ok((model, meta))
+}
+
+/// Loads the weights stored in `dir` into `model`, a freshly built module of the same structure (any Burn module:
+/// this is how a model defined outside tailguard comes back from its checkpoint).
+pub fn load_checkpoint_into<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: M,
+    device: &B::Device,
+) -> Result<(M, CheckpointMeta), CheckpointError> {
+    let meta = read_checkpoint_meta(dir)?;
+    let model = load_weights_into(dir, model, device, "the model given")?;
+    Ok((model, meta))
+}
+
+fn load_weights_into<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: M,
+    device: &B::Device,
+    structure: &str,
+) -> Result<M, CheckpointError> {
     let path = dir.join(MODEL_FILE);
     let bytes = std::fs::read(&path).map_err(io_error(&path))?;
     let invalid = |reason: String| CheckpointError::Invalid {
         path: path.clone(),
         reason,
     };
-    let model = meta.model.init::<B>(device).map_err(invalid)?;
-    // Decoding a record of another architecture fails or panics inside burn; catch it as a readable error.
+    let mismatch = || invalid(format!("the weights do not match the structure of {structure}"));
+    // Decoding a record of another structure fails or panics inside burn; catch it as a readable error.
     let record = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device)
+        NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load::<M::Record>(bytes, device)
     }))
-    .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?
+    .map_err(|_| mismatch())?
     // burn's own message suggests a build flag, which is no help here: the file is damaged.
     .map_err(|_| invalid("cannot decode the weights: the file is truncated or damaged".into()))?;
     let expected = tensor_shapes(&model);
-    let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record)))
-        .map_err(|_| invalid("the weights do not match the architecture in checkpoint.json".into()))?;
+    let model =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.load_record(record))).map_err(|_| mismatch())?;
     // burn loads tensors of any shape into a record; a mismatch would only surface as a panic in forward.
     if tensor_shapes(&model) != expected {
-        return Err(invalid(format!(
-            "the weights do not match the architecture in checkpoint.json ({})",
-            meta.model.arch
-        )));
+        return Err(mismatch());
     }
-    Ok((model, meta))
+    Ok(model)
 }
 
 /// Shapes of every float tensor of a module (parameters and running statistics), in visiting order.

@@ -36,7 +36,9 @@ pub trait Classifier<B: Backend>: Module<B> {
 /// Parameters split into those that get weight decay and those that do not.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParameterGroups {
+    /// Parameters that get weight decay (weights of rank 2 and more).
     pub decay: Vec<ParamId>,
+    /// BatchNorm scales and shifts, and biases.
     pub no_decay: Vec<ParamId>,
 }
 

@@ -15,7 +15,12 @@ pub enum HeadKind {
     Linear,
     /// RoBal's cosine classifier (Wu et al. 2021): `z_j = scale <x / |x|, w_j / (|w_j| + gamma)>`, no bias.
     /// RoBal uses scale 1 (its loss applies its own scale) and gamma 1/32.
-    Cosine { scale: f64, gamma: f64 },
+    Cosine {
+        /// Logit scale.
+        scale: f64,
+        /// Added to each weight norm.
+        gamma: f64,
+    },
 }
 
 impl HeadKind {
@@ -45,8 +50,11 @@ impl HeadKind {
 /// Scale-invariant cosine classifier; `weight` is (classes, features) as in PyTorch.
 #[derive(Module, Debug)]
 pub struct CosineHead<B: Backend> {
+    /// Class weights (classes, features).
     pub weight: Param<Tensor<B, 2>>,
+    /// Logit scale.
     pub scale: f64,
+    /// Added to each weight norm.
     pub gamma: f64,
 }
 
@@ -64,7 +72,9 @@ impl<B: Backend> CosineHead<B> {
 /// A network's last layer.
 #[derive(Module, Debug)]
 pub enum ClassifierHead<B: Backend> {
+    /// `W x + b`.
     Linear(Linear<B>),
+    /// RoBal's cosine classifier.
     Cosine(CosineHead<B>),
 }
 

@@ -1,6 +1,8 @@
 //! Weights in safetensors under the tensor names of the usual PyTorch definitions: kuangliu's CIFAR ResNet-18,
 //! the PreAct-ResNet-18 of Rice et al. (with its final `bn`), and the TRADES WideResNet. The small CNN and the linear
-//! classifier use tailguard's own names. See docs/interop.md.
+//! classifier use tailguard's own names. Any other Burn module is written and read under the names a
+//! [`ParameterNames`] gives it: Burn's own dotted paths ([`BurnNames`]) unless its owner provides others. See
+//! docs/interop.md.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -10,21 +12,62 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use crate::architecture::{Architecture, Model};
+use crate::architecture::Architecture;
 
 /// What can go wrong when exporting or importing weights.
 #[derive(Debug, thiserror::Error)]
 pub enum InteropError {
-    #[error("cannot access {path}: {source}")]
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
     Io {
+        /// The file.
         path: std::path::PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a valid weights file, or does not fit the model (the message names the tensor).
     #[error("{0}")]
     Invalid(String),
+    /// The file cannot be written.
     #[error(transparent)]
     Output(#[from] tailguard_output::OutputError),
+}
+
+/// How the tensors of a module are named in a weights file.
+pub trait ParameterNames {
+    /// The file's name for the tensor at module path `path` (field names from the root, as Burn visits them), and
+    /// whether it is a linear weight stored transposed (Burn keeps `[in, out]`, PyTorch `[out, in]`).
+    fn name(&self, path: &[String]) -> (String, bool);
+
+    /// What to call the model in messages.
+    fn describe(&self) -> String;
+}
+
+/// The usual PyTorch names of tailguard's architectures (see [`torch_name`]).
+impl ParameterNames for Architecture {
+    fn name(&self, path: &[String]) -> (String, bool) {
+        torch_name(*self, path)
+    }
+
+    fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Burn's own names: the module path joined with dots (`conv.weight`, `norm.running_mean`), tensors as Burn stores
+/// them. The default for a model defined outside tailguard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BurnNames;
+
+impl ParameterNames for BurnNames {
+    fn name(&self, path: &[String]) -> (String, bool) {
+        (path.join("."), false)
+    }
+
+    fn describe(&self) -> String {
+        "the model".into()
+    }
 }
 
 fn invalid(message: impl Into<String>) -> InteropError {
@@ -124,15 +167,19 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// What tailguard writes into a safetensors header's `__metadata__`, so that `--force` knows the file is its own.
 pub const PRODUCER_METADATA: (&str, &str) = ("producer", "tailguard");
 
-/// The safetensors bytes of every parameter and BatchNorm statistic of `model` under PyTorch names (with a
-/// `num_batches_tracked` of 0 beside each BatchNorm, as PyTorch's state dicts have).
-pub fn safetensors_bytes<B: Backend>(model: &Model<B>, arch: Architecture) -> Result<Vec<u8>, InteropError> {
-    struct Collect {
-        arch: Architecture,
+/// The safetensors bytes of every parameter and BatchNorm statistic of `model` under the names `names` gives
+/// (with a `num_batches_tracked` of 0 beside each `running_mean`, as PyTorch's state dicts have). `model` may be any
+/// Burn module; for tailguard's own, pass its [`Architecture`] to get PyTorch names.
+pub fn safetensors_bytes<B: Backend, M: Module<B>>(
+    model: &M,
+    names: impl ParameterNames,
+) -> Result<Vec<u8>, InteropError> {
+    struct Collect<N> {
+        names: N,
         path: Vec<String>,
         entries: BTreeMap<String, Entry>,
     }
-    impl<B: Backend> ModuleVisitor<B> for Collect {
+    impl<B: Backend, N: ParameterNames> ModuleVisitor<B> for Collect<N> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -140,7 +187,7 @@ pub fn safetensors_bytes<B: Backend>(model: &Model<B>, arch: Architecture) -> Re
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let (name, transposed) = torch_name(self.arch, &self.path);
+            let (name, transposed) = self.names.name(&self.path);
             let mut shape = param.dims().to_vec();
             let mut values: Vec<f32> = param.val().into_data().convert::<f32>().to_vec().unwrap_or_default();
             if transposed && D == 2 {
@@ -151,7 +198,7 @@ pub fn safetensors_bytes<B: Backend>(model: &Model<B>, arch: Architecture) -> Re
         }
     }
     let mut collect = Collect {
-        arch,
+        names,
         path: Vec::new(),
         entries: BTreeMap::new(),
     };
@@ -190,8 +237,12 @@ pub fn safetensors_bytes<B: Backend>(model: &Model<B>, arch: Architecture) -> Re
 }
 
 /// Writes [`safetensors_bytes`] to `path`, atomically.
-pub fn export_safetensors<B: Backend>(model: &Model<B>, arch: Architecture, path: &Path) -> Result<(), InteropError> {
-    let bytes = safetensors_bytes(model, arch)?;
+pub fn export_safetensors<B: Backend, M: Module<B>>(
+    model: &M,
+    names: impl ParameterNames,
+    path: &Path,
+) -> Result<(), InteropError> {
+    let bytes = safetensors_bytes(model, names)?;
     tailguard_output::write_atomically(path, &bytes).map_err(InteropError::Output)
 }
 
@@ -202,7 +253,9 @@ pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// half precision), so that a dtype mismatch is reported as one.
 #[derive(Debug, Default)]
 pub struct WeightsFile {
+    /// F32 and F64 tensors, as f32.
     pub floats: NamedTensors,
+    /// The dtype of every other tensor, by name.
     pub others: BTreeMap<String, String>,
 }
 
@@ -263,49 +316,50 @@ pub struct ImportOptions {
     pub drop_unknown: bool,
 }
 
-/// Loads PyTorch-named weights from a `.safetensors` file or a `torch.save`d state dict (`.pt`, `.pth`) into
-/// `model` (built for `arch`); every parameter and statistic must be present with the right shape and dtype, finite,
-/// and nothing else may be in the file (see [`ImportOptions`]).
-pub fn import_weights<B: Backend>(
-    model: Model<B>,
-    arch: Architecture,
+/// Loads named weights from a `.safetensors` file or a `torch.save`d state dict (`.pt`, `.pth`) into `model`, under
+/// the names `names` gives (PyTorch's for an [`Architecture`]); every parameter and statistic must be present with
+/// the right shape and dtype, finite, and nothing else may be in the file (see [`ImportOptions`]).
+pub fn import_weights<B: Backend, M: Module<B>>(
+    model: M,
+    names: impl ParameterNames,
     path: &Path,
     options: ImportOptions,
-) -> Result<Model<B>, InteropError> {
+) -> Result<M, InteropError> {
     let pickled = path.extension().is_some_and(|e| e == "pt" || e == "pth");
     let tensors = if pickled {
         crate::torch_file::read_torch_file(path)?
     } else {
         read_weights_file(path)?
     };
-    load_tensors(model, arch, tensors, path, options)
+    load_tensors(model, names, tensors, path, options)
 }
 
 /// Loads the weights of a safetensors file (see [`import_weights`]).
-pub fn import_safetensors<B: Backend>(
-    model: Model<B>,
-    arch: Architecture,
+pub fn import_safetensors<B: Backend, M: Module<B>>(
+    model: M,
+    names: impl ParameterNames,
     path: &Path,
-) -> Result<Model<B>, InteropError> {
-    load_tensors(model, arch, read_weights_file(path)?, path, ImportOptions::default())
+) -> Result<M, InteropError> {
+    load_tensors(model, names, read_weights_file(path)?, path, ImportOptions::default())
 }
 
-fn load_tensors<B: Backend>(
-    model: Model<B>,
-    arch: Architecture,
+fn load_tensors<B: Backend, M: Module<B>, N: ParameterNames>(
+    model: M,
+    names: N,
     file: WeightsFile,
     path: &Path,
     options: ImportOptions,
-) -> Result<Model<B>, InteropError> {
-    struct Load {
-        arch: Architecture,
+) -> Result<M, InteropError> {
+    let arch = names.describe();
+    struct Load<N> {
+        names: N,
         path: Vec<String>,
         tensors: NamedTensors,
         others: BTreeMap<String, String>,
         allow_non_finite: bool,
         errors: Vec<String>,
     }
-    impl<B: Backend> ModuleMapper<B> for Load {
+    impl<B: Backend, N: ParameterNames> ModuleMapper<B> for Load<N> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -313,7 +367,7 @@ fn load_tensors<B: Backend>(
             self.path.pop();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (name, transposed) = torch_name(self.arch, &self.path);
+            let (name, transposed) = self.names.name(&self.path);
             let (id, tensor, mapper) = param.consume();
             let mut want = tensor.dims().to_vec();
             if transposed {
@@ -358,7 +412,7 @@ fn load_tensors<B: Backend>(
         }
     }
     let mut load = Load {
-        arch,
+        names,
         path: Vec::new(),
         tensors: file.floats,
         others: file.others,

@@ -38,8 +38,11 @@ pub fn classifier_head(features: usize, classes: usize) -> LinearConfig {
 /// One residual block of a stage plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockPlan {
+    /// Input channels.
     pub in_channels: usize,
+    /// Output channels.
     pub out_channels: usize,
+    /// Stride of the first convolution (and the shortcut).
     pub stride: usize,
 }
 

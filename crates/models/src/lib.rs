@@ -20,10 +20,13 @@
 //! assert!(images.grad(&grads).is_some()); // gradients reach the input in inference mode
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod architecture;
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod classifier;
+pub mod error;
 pub mod flops;
 pub mod head;
 pub mod interop;
@@ -41,15 +44,17 @@ pub mod wide_resnet;
 pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
 pub use checkpoint::{
-    CheckpointError, CheckpointMeta, load_checkpoint, read_checkpoint_meta, recover_checkpoint, save_checkpoint,
-    save_checkpoint_with,
+    CheckpointError, CheckpointMeta, load_checkpoint, load_checkpoint_into, read_checkpoint_meta, recover_checkpoint,
+    save_checkpoint, save_checkpoint_with,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
+pub use error::ModelConfigError;
 pub use flops::{forward_flops, forward_multiply_adds};
 pub use head::{ClassifierHead, CosineHead, HeadKind};
 pub use interop::{
-    ImportOptions, InteropError, NamedTensors, WeightsFile, export_safetensors, import_safetensors, import_weights,
-    read_safetensors, read_weights_file, safetensors_bytes, torch_name, written_by_tailguard,
+    BurnNames, ImportOptions, InteropError, NamedTensors, ParameterNames, WeightsFile, export_safetensors,
+    import_safetensors, import_weights, read_safetensors, read_weights_file, safetensors_bytes, torch_name,
+    written_by_tailguard,
 };
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};

@@ -11,6 +11,7 @@ use crate::layers::classifier_head;
 /// Configuration of a [`LinearClassifier`].
 #[derive(Config, Debug)]
 pub struct LinearClassifierConfig {
+    /// Number of classes.
     pub num_classes: usize,
     /// Flattened input size, C * H * W.
     pub input_size: usize,
@@ -19,6 +20,7 @@ pub struct LinearClassifierConfig {
 /// logits = W x + b on the flattened image.
 #[derive(Module, Debug)]
 pub struct LinearClassifier<B: Backend> {
+    /// The linear map from flattened pixels to logits.
     pub head: Linear<B>,
 }
 

@@ -1,5 +1,6 @@
 //! Per-channel input normalisation inside the model, so attacks and users always work in [0, 1] pixel space.
 
+use crate::error::ModelConfigError;
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -7,7 +8,9 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 /// Per-channel mean and standard deviation.
 #[derive(Config, Debug, PartialEq)]
 pub struct InputNormalizationConfig {
+    /// Mean per channel.
     pub mean: Vec<f32>,
+    /// Standard deviation per channel.
     pub std: Vec<f32>,
 }
 
@@ -22,19 +25,25 @@ impl InputNormalizationConfig {
         Self::new(vec![0.5071, 0.4865, 0.4409], vec![0.2673, 0.2564, 0.2762])
     }
 
-    /// Checks the statistics and builds the layer.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<InputNormalization<B>, String> {
-        let channels = self.mean.len();
-        if channels == 0 || self.std.len() != channels {
-            return Err(format!(
-                "normalisation needs one mean and one std per channel, got {} and {}",
-                self.mean.len(),
-                self.std.len()
-            ));
+    /// Checks that there is one positive, finite std and one mean per input channel.
+    pub fn validate(&self, channels: usize) -> Result<(), ModelConfigError> {
+        if channels == 0 || self.mean.len() != channels || self.std.len() != channels {
+            return Err(ModelConfigError::NormalizationChannels {
+                means: self.mean.len(),
+                stds: self.std.len(),
+                channels,
+            });
         }
         if let Some(bad) = self.std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
-            return Err(format!("normalisation std must be positive, got {bad}"));
+            return Err(ModelConfigError::NormalizationStd(*bad));
         }
+        Ok(())
+    }
+
+    /// Checks the statistics and builds the layer.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<InputNormalization<B>, ModelConfigError> {
+        let channels = self.mean.len();
+        self.validate(channels)?;
         let inv_std: Vec<f32> = self.std.iter().map(|s| 1.0 / s).collect();
         Ok(InputNormalization {
             mean: Tensor::from_data(TensorData::new(self.mean.clone(), [1, channels, 1, 1]), device),

@@ -61,11 +61,15 @@ impl<B: Backend> PreActBlock<B> {
 /// Configuration of a pre-activation ResNet.
 #[derive(Config, Debug)]
 pub struct PreActResNetConfig {
+    /// Number of classes.
     pub num_classes: usize,
+    /// Blocks per stage.
     #[config(default = "[2, 2, 2, 2]")]
     pub blocks: [usize; 4],
+    /// Channels of the first stage.
     #[config(default = 64)]
     pub width: usize,
+    /// Input channels.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Last layer: linear, or RoBal's cosine classifier.

@@ -72,6 +72,7 @@ impl<B: Backend> BasicBlock<B> {
 /// Configuration of a CIFAR ResNet built from [`BasicBlock`]s.
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
+    /// Number of classes.
     pub num_classes: usize,
     /// Blocks per stage; `[2, 2, 2, 2]` is ResNet-18.
     #[config(default = "[2, 2, 2, 2]")]
@@ -79,6 +80,7 @@ pub struct ResNetConfig {
     /// Channels of the first stage; later stages double it. 64 is the standard width.
     #[config(default = 64)]
     pub width: usize,
+    /// Input channels.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Last layer: linear, or RoBal's cosine classifier.

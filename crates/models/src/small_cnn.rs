@@ -16,10 +16,12 @@ use crate::resnet::global_average_pool;
 /// Configuration of a [`SmallCnn`].
 #[derive(Config, Debug)]
 pub struct SmallCnnConfig {
+    /// Number of classes.
     pub num_classes: usize,
     /// Channels of the first layer; the next two have 2x and 4x.
     #[config(default = 16)]
     pub width: usize,
+    /// Input channels.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Last layer: linear, or RoBal's cosine classifier.

@@ -1,5 +1,28 @@
 //! Test support shared by the workspace's crates: checking an autodiff gradient against finite differences.
 
+/// Why a gradient check failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GradientMismatch {
+    /// The autodiff gradient disagrees with the finite difference at a coordinate.
+    #[error("coordinate {index}: finite difference {numeric}, autodiff {exact}")]
+    Coordinate {
+        /// The coordinate.
+        index: usize,
+        /// Central finite difference.
+        numeric: f64,
+        /// Autodiff gradient.
+        exact: f64,
+    },
+    /// Too many coordinates sat at kinks to conclude.
+    #[error("only {compared} coordinates comparable ({skipped} skipped at kinks)")]
+    TooFewComparable {
+        /// Coordinates compared.
+        compared: usize,
+        /// Coordinates skipped.
+        skipped: usize,
+    },
+}
+
 /// Compares `analytic` (the gradient of `f` at `base`) with central differences at every `stride`-th coordinate.
 ///
 /// A coordinate where the forward and backward one-sided differences disagree has a kink (a ReLU switching, a change
@@ -10,7 +33,7 @@ pub fn check_gradient(
     base: &[f32],
     analytic: &[f32],
     stride: usize,
-) -> Result<usize, String> {
+) -> Result<usize, GradientMismatch> {
     let h = 1e-3f32;
     let at_base = f(base);
     let (mut compared, mut skipped) = (0usize, 0usize);
@@ -29,16 +52,12 @@ pub fn check_gradient(
         let numeric = (plus - minus) / (2.0 * h as f64);
         let exact = analytic[index] as f64;
         if (numeric - exact).abs() > 2e-3 + 0.05 * exact.abs() {
-            return Err(format!(
-                "coordinate {index}: finite difference {numeric}, autodiff {exact}"
-            ));
+            return Err(GradientMismatch::Coordinate { index, numeric, exact });
         }
         compared += 1;
     }
     if compared < 4 * skipped || compared < 10 {
-        return Err(format!(
-            "only {compared} coordinates comparable ({skipped} skipped at kinks)"
-        ));
+        return Err(GradientMismatch::TooFewComparable { compared, skipped });
     }
     Ok(compared)
 }

@@ -11,6 +11,7 @@ use crate::preact_resnet::PreActResNet;
 /// Configuration of a WideResNet.
 #[derive(Config, Debug)]
 pub struct WideResNetConfig {
+    /// Number of classes.
     pub num_classes: usize,
     /// Total depth; must be 6n + 4 (28 and 34 are the papers' choices).
     #[config(default = 34)]
@@ -18,6 +19,7 @@ pub struct WideResNetConfig {
     /// Widening factor k: stages have 16k, 32k and 64k channels.
     #[config(default = 10)]
     pub widen: usize,
+    /// Input channels.
     #[config(default = 3)]
     pub in_channels: usize,
     /// Last layer: linear, or RoBal's cosine classifier.
@@ -31,15 +33,12 @@ pub type WideResNet<B> = PreActResNet<B>;
 
 impl WideResNetConfig {
     /// Checks that the depth is 6n + 4 and the width positive.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::ModelConfigError> {
         if self.depth < 10 || !(self.depth - 4).is_multiple_of(6) {
-            return Err(format!(
-                "WideResNet depth must be 6n + 4 with n >= 1 (e.g. 28, 34), got {}",
-                self.depth
-            ));
+            return Err(crate::error::ModelConfigError::WideResNetDepth(self.depth));
         }
         if self.widen == 0 {
-            return Err("WideResNet widening factor must be at least 1".into());
+            return Err(crate::error::ModelConfigError::ZeroWidth("WideResNet widening factor"));
         }
         Ok(())
     }

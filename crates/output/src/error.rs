@@ -5,39 +5,77 @@ use std::path::PathBuf;
 /// What can go wrong while preparing or writing an output.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot write {path}: {source}")]
+    /// A file or folder cannot be written.
+    #[error("cannot write {path}")]
     Write {
+        /// The file or folder.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    /// A file or folder cannot be read.
+    #[error("cannot read {path}")]
     Read {
+        /// The file or folder.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The output folder holds something and `--force` was not given.
     #[error(
         "{path} already exists and is not empty ({entries}); pass --force to replace tailguard's own files in it, \
          or choose another folder"
     )]
-    NotEmpty { path: PathBuf, entries: String },
+    NotEmpty {
+        /// The folder.
+        path: PathBuf,
+        /// A few of its entries.
+        entries: String,
+    },
+    /// The output file exists and `--force` was not given.
     #[error("{path} already exists; pass --force to replace it, or choose another path")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Files tailguard would replace that it did not write.
     #[error(
         "{path} holds {names} that tailguard did not write; tailguard never overwrites or deletes them: move them \
          away or choose another folder"
     )]
-    Foreign { path: PathBuf, names: String },
+    Foreign {
+        /// The folder.
+        path: PathBuf,
+        /// The files.
+        names: String,
+    },
+    /// A single target tailguard did not write.
     #[error("{path} was not written by tailguard, so it is never overwritten: move it away or choose another path")]
-    NotOurs { path: PathBuf },
+    NotOurs {
+        /// The target.
+        path: PathBuf,
+    },
+    /// Another process holds the folder's run lock.
     #[error(
         "{path} is in use by another tailguard process ({owner}); wait for it to finish or stop it (a lock of a \
          process that has ended is released by the system)"
     )]
-    Locked { path: PathBuf, owner: String },
+    Locked {
+        /// The folder.
+        path: PathBuf,
+        /// The holder's pid and host, as it recorded them.
+        owner: String,
+    },
+    /// The folder's manifest cannot be parsed.
     #[error("{path} has a broken output manifest: {reason}")]
-    Manifest { path: PathBuf, reason: String },
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// The parser's reason.
+        reason: String,
+    },
 }
 
 impl OutputError {

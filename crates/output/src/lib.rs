@@ -8,6 +8,8 @@
 //! - **One writer per run folder.** [`RunLock`] holds an OS file lock on the folder for as long as a run writes
 //!   into it; the kernel releases it when the process ends, however it ends, so a stale lock cannot block a restart.
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod error;
 mod lock;

@@ -16,12 +16,13 @@ pub struct RobustLtConfig {
 
 impl RobustLtConfig {
     /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::InvalidSetting> {
+        use crate::error::InvalidSetting;
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(format!("robustlt.alpha must be in [0, 1], got {}", self.alpha));
+            return Err(InvalidSetting::new("robustlt.alpha", "must be in [0, 1]", self.alpha));
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
-            return Err(format!("robustlt.beta must be >= 0, got {}", self.beta));
+            return Err(InvalidSetting::new("robustlt.beta", "must be >= 0", self.beta));
         }
         Ok(())
     }
@@ -99,7 +100,12 @@ impl BudgetPolicy {
         labels.iter().map(|&l| budgets[l] as f32).collect()
     }
 
-    /// Whether budgets differ between classes or epochs.
+    /// Number of classes the policy covers.
+    pub fn num_classes(&self) -> usize {
+        self.full.len()
+    }
+
+    /// Whether every class has the same budget in every epoch.
     pub fn is_uniform(&self) -> bool {
         self.warm_up.is_none() && self.full.windows(2).all(|w| w[0] == w[1])
     }

@@ -1,16 +1,25 @@
 //! Training configuration: one TOML file per experiment, `--set key=value` overrides, validation with readable
-//! errors, and the methods and attack it describes.
+//! errors. [`TrainConfig`] is the factory of a trainer's typed parts for the built-in methods and architectures
+//! (model, [`Method`], [`BudgetPolicy`], [`TrainerConfig`], [`TrainData`]), in one place; a program that brings
+//! its own model or method builds those parts itself (see `examples/custom-model`).
 
 use std::path::PathBuf;
 
-use tailguard_attacks::{PgdConfig, RandomStart, parse_eps};
-use tailguard_longtail::{DatasetKind, ImbalanceProfile};
-use tailguard_models::{Architecture, HeadKind, InputNormalizationConfig, ModelConfig};
+use burn::tensor::backend::AutodiffBackend;
+use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, parse_eps};
+use tailguard_longtail::{DatasetKind, ImbalanceProfile, LongTailSpec, Split};
+use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
-use crate::budget::RobustLtConfig;
+use crate::budget::{BudgetPolicy, RobustLtConfig};
+use crate::data::TrainData;
+use crate::error::TrainError;
 use crate::losses::AbsentClasses;
+use crate::method::Method;
+use crate::methods::{AtBsl, Natural, PgdAt, Reat, Robal, Taet, Trades};
 use crate::optimizer::SgdSettings;
 use crate::schedule::LrSchedule;
+use crate::settings::{TrainerConfig, ValidationConfig};
+use crate::trainer::Trainer;
 
 /// A budget in a config: a number (`0.031`) or a fraction string (`"8/255"`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -25,8 +34,8 @@ enum BudgetText {
 }
 
 impl TryFrom<BudgetText> for Budget {
-    type Error = String;
-    fn try_from(value: BudgetText) -> Result<Self, String> {
+    type Error = AttackConfigError;
+    fn try_from(value: BudgetText) -> Result<Self, AttackConfigError> {
         match value {
             BudgetText::Number(v) => parse_eps(&v.to_string()).map(Budget),
             BudgetText::Text(t) => parse_eps(&t).map(Budget),
@@ -44,48 +53,100 @@ impl From<Budget> for f64 {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Where the images come from and how they are cut.
     pub data: DataSection,
+    /// The network.
     pub model: ModelSection,
+    /// Optimiser and schedule.
     pub optim: OptimSection,
     /// The training attack (each method's inner maximisation uses it).
     pub attack: AttackSection,
+    /// The method and its own settings.
     pub method: MethodConfig,
     /// RobustLT's class-wise budgets and warm-up, on top of any method.
     #[serde(default)]
     pub robustlt: Option<RobustLtConfig>,
     #[serde(default)]
+    /// Validation during training.
     pub validation: ValidationSection,
     /// Seeds model initialisation, data order, augmentation and attack starts.
     #[serde(default)]
     pub seed: u64,
 }
 
-/// Where the training images come from.
+/// Where the training images come from. In files the long-tail settings sit beside the others
+/// (`imbalance`, `profile`, `n_max`, `split_seed`); in code they are a [`LongTailSpec`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "DataSectionText", into = "DataSectionText")]
 pub struct DataSection {
+    /// The dataset's format.
     pub dataset: DatasetKind,
     /// Dataset folder or archive; relative paths are relative to the working directory.
     pub data_dir: PathBuf,
-    /// Imbalance ratio of the long-tailed training split.
-    pub imbalance: f64,
-    #[serde(default)]
-    pub profile: ImbalanceProfile,
-    /// Size of the head class [default: the largest class of the source].
-    #[serde(default)]
-    pub n_max: Option<usize>,
-    /// Seed of the long-tailed selection (kept apart from the training seed, so one split serves several runs).
-    #[serde(default)]
-    pub split_seed: u64,
+    /// The long-tailed training split (its seed is kept apart from the training seed, so one split serves
+    /// several runs).
+    pub long_tail: LongTailSpec,
     /// Random crop (padding 4) and horizontal flip.
-    #[serde(default = "yes")]
     pub augment: bool,
     /// Draw batches class-balanced instead of shuffling.
-    #[serde(default)]
     pub class_balanced: bool,
     /// Fraction of each class held out for validation (best-checkpoint selection); 0 disables it.
-    #[serde(default)]
     pub validation_fraction: f64,
+}
+
+/// The data section as files spell it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataSectionText {
+    dataset: DatasetKind,
+    data_dir: PathBuf,
+    imbalance: f64,
+    #[serde(default)]
+    profile: ImbalanceProfile,
+    #[serde(default)]
+    n_max: Option<usize>,
+    #[serde(default)]
+    split_seed: u64,
+    #[serde(default = "yes")]
+    augment: bool,
+    #[serde(default)]
+    class_balanced: bool,
+    #[serde(default)]
+    validation_fraction: f64,
+}
+
+impl From<DataSectionText> for DataSection {
+    fn from(t: DataSectionText) -> Self {
+        Self {
+            dataset: t.dataset,
+            data_dir: t.data_dir,
+            long_tail: LongTailSpec {
+                imbalance: t.imbalance,
+                profile: t.profile,
+                n_max: t.n_max,
+                seed: t.split_seed,
+            },
+            augment: t.augment,
+            class_balanced: t.class_balanced,
+            validation_fraction: t.validation_fraction,
+        }
+    }
+}
+
+impl From<DataSection> for DataSectionText {
+    fn from(d: DataSection) -> Self {
+        Self {
+            dataset: d.dataset,
+            data_dir: d.data_dir,
+            imbalance: d.long_tail.imbalance,
+            profile: d.long_tail.profile,
+            n_max: d.long_tail.n_max,
+            split_seed: d.long_tail.seed,
+            augment: d.augment,
+            class_balanced: d.class_balanced,
+            validation_fraction: d.validation_fraction,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -97,38 +158,63 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// resnet18, preact-resnet18, wrn-28-10, wrn-34-10, small-cnn[-W], linear.
-    pub arch: String,
-    /// Input normalisation inside the model: none, cifar10 or cifar100 statistics.
-    #[serde(default = "no_normalization")]
-    pub normalization: String,
-    /// Last layer: linear, or cosine (RoBal's scale-invariant classifier, gamma 1/32).
-    #[serde(default = "linear_head")]
-    pub head: String,
+    #[serde(with = "tailguard_models::architecture::by_name")]
+    pub arch: Architecture,
+    /// Input normalisation inside the model.
+    #[serde(default)]
+    pub normalization: Normalization,
+    /// Last layer.
+    #[serde(default)]
+    pub head: Head,
 }
 
-fn linear_head() -> String {
-    "linear".into()
+/// Input normalisation inside the model: none, or a dataset's per-channel statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalization {
+    /// Inputs go in as [0, 1] pixels.
+    #[default]
+    None,
+    /// CIFAR-10 statistics (RobustLT's models).
+    Cifar10,
+    /// CIFAR-100 statistics.
+    Cifar100,
 }
 
-fn no_normalization() -> String {
-    "none".into()
+/// The classifier's last layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Head {
+    /// `W x + b`.
+    #[default]
+    Linear,
+    /// RoBal's scale-invariant cosine classifier (gamma 1/32).
+    Cosine,
 }
 
 /// Optimiser and schedule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimSection {
+    /// Epochs of the run.
     pub epochs: usize,
+    /// Images per batch.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Base learning rate.
     pub lr: f64,
+    /// How the learning rate changes per epoch.
     pub schedule: LrSchedule,
+    /// SGD momentum.
     #[serde(default = "default_momentum")]
     pub momentum: f64,
+    /// Nesterov momentum.
     #[serde(default)]
     pub nesterov: bool,
+    /// L2 weight decay.
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
+    /// Decay BatchNorm parameters and biases too (PyTorch's default).
     #[serde(default = "yes")]
     pub decay_norms_and_biases: bool,
 }
@@ -147,19 +233,33 @@ fn default_weight_decay() -> f64 {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttackSection {
+    /// L-inf budget.
     pub eps: Budget,
+    /// PGD step.
     pub step_size: Budget,
+    /// PGD steps.
     pub steps: usize,
-    /// none, uniform, uniform-positive (RoBal) or gaussian.
-    #[serde(default = "default_start")]
-    pub start: String,
+    /// Where PGD starts.
+    #[serde(default)]
+    pub start: StartKind,
     /// Standard deviation of the Gaussian start.
     #[serde(default = "default_start_std")]
     pub start_std: f64,
 }
 
-fn default_start() -> String {
-    "uniform".into()
+/// Where the training attack starts, as files name it (`start_std` sets the Gaussian's deviation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartKind {
+    /// At the clean image.
+    None,
+    /// Uniform in the ball.
+    #[default]
+    Uniform,
+    /// RoBal's one-sided `U[0, eps)`.
+    UniformPositive,
+    /// `std * N(0, 1)` (TRADES, AT-BSL, TAET).
+    Gaussian,
 }
 fn default_start_std() -> f64 {
     0.001
@@ -175,46 +275,61 @@ pub enum MethodConfig {
     PgdAt,
     /// Clean CE + beta KL(clean || adversarial).
     Trades {
+        /// Weight of the KL term (6).
         #[serde(default = "trades_beta")]
         beta: f64,
     },
     /// Balanced softmax on PGD examples.
     AtBsl {
+        /// Weight of the log prior (1).
         #[serde(default = "one")]
         tau: f64,
     },
     /// Re-weighted inner loss, balanced softmax and a tail feature term.
     Reat {
+        /// Weight of the log prior (1).
         #[serde(default = "one")]
         tau: f64,
     },
     /// Cosine classifier with class-aware margins and prior bias, plus a KL term (RoBal-R by default).
     Robal {
+        /// Logit scale s (10).
         #[serde(default = "robal_scale")]
         scale: f64,
+        /// Base margin m (0.1).
         #[serde(default = "tenth")]
         margin: f64,
+        /// Margin's class-size term (0.3).
         #[serde(default = "robal_tau_m")]
         tau_m: f64,
+        /// Weight of the log prior at inference (1.5).
         #[serde(default = "robal_tau_b")]
         tau_b: f64,
+        /// Weight of the adversarial loss (1).
         #[serde(default = "one")]
         adversarial_weight: f64,
+        /// Weight of the KL term (6).
         #[serde(default = "trades_beta")]
         kl_weight: f64,
     },
     /// Clean CE for `ce_epochs`, then HARL.
     Taet {
+        /// Epochs of the clean stage (40).
         #[serde(default = "ce_epochs")]
         ce_epochs: usize,
+        /// Weight of BCL (0.1).
         #[serde(default = "tenth")]
         alpha: f64,
+        /// Weight of HDL (0.1).
         #[serde(default = "tenth")]
         beta: f64,
+        /// Weight of RCEL (0.1).
         #[serde(default = "tenth")]
         gamma: f64,
+        /// The official code's extra clean forward pass in training mode (it updates BatchNorm statistics).
         #[serde(default = "yes")]
         extra_clean_forward: bool,
+        /// How HDL treats classes absent from a batch.
         #[serde(default)]
         absent_classes: AbsentClasses,
     },
@@ -273,12 +388,16 @@ impl Default for ValidationSection {
 /// Errors in a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A value is missing, of the wrong type or impossible; the message names the key.
     #[error("{0}")]
     Invalid(String),
 }
@@ -321,8 +440,11 @@ impl TrainConfig {
     /// Rejects impossible values with a readable message.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = &self.data;
-        if !(d.imbalance >= 1.0 && d.imbalance.is_finite()) {
-            return Err(invalid(format!("data.imbalance must be >= 1, got {}", d.imbalance)));
+        if !(d.long_tail.imbalance >= 1.0 && d.long_tail.imbalance.is_finite()) {
+            return Err(invalid(format!(
+                "data.imbalance must be >= 1, got {}",
+                d.long_tail.imbalance
+            )));
         }
         if !(0.0..0.9).contains(&d.validation_fraction) {
             return Err(invalid(format!(
@@ -343,8 +465,8 @@ impl TrainConfig {
         }
         o.schedule
             .validate(o.epochs)
-            .map_err(|e| invalid(format!("optim.schedule: {e}")))?;
-        self.sgd().validate().map_err(|e| invalid(format!("optim: {e}")))?;
+            .map_err(|e| invalid(format!("optim.{e}")))?;
+        self.sgd().validate().map_err(|e| invalid(format!("optim.{e}")))?;
         self.attack()?;
         if let MethodConfig::Taet { ce_epochs, .. } = self.method
             && ce_epochs > o.epochs
@@ -365,7 +487,7 @@ impl TrainConfig {
             return Err(invalid(format!("method.scale must be positive, got {scale}")));
         }
         if let Some(r) = &self.robustlt {
-            r.validate().map_err(invalid)?;
+            r.validate().map_err(|e| invalid(e.to_string()))?;
         }
         if self.validation.every == 0 {
             return Err(invalid("validation.every must be at least 1"));
@@ -375,30 +497,19 @@ impl TrainConfig {
 
     /// The model for `num_classes` classes.
     pub fn model_config(&self, num_classes: usize) -> Result<ModelConfig, ConfigError> {
-        let arch: Architecture = self
-            .model
-            .arch
-            .parse()
-            .map_err(|e: String| invalid(format!("model.arch: {e}")))?;
-        let normalization = match self.model.normalization.as_str() {
-            "none" => None,
-            "cifar10" => Some(InputNormalizationConfig::cifar10()),
-            "cifar100" => Some(InputNormalizationConfig::cifar100()),
-            other => {
-                return Err(invalid(format!(
-                    "model.normalization must be none, cifar10 or cifar100, got '{other}'"
-                )));
-            }
+        let normalization = match self.model.normalization {
+            Normalization::None => None,
+            Normalization::Cifar10 => Some(InputNormalizationConfig::cifar10()),
+            Normalization::Cifar100 => Some(InputNormalizationConfig::cifar100()),
         };
-        let head = match self.model.head.as_str() {
-            "linear" => HeadKind::Linear,
-            "cosine" => HeadKind::ROBAL,
-            other => return Err(invalid(format!("model.head must be linear or cosine, got '{other}'"))),
+        let head = match self.model.head {
+            Head::Linear => HeadKind::Linear,
+            Head::Cosine => HeadKind::ROBAL,
         };
         if num_classes == 0 {
             return Err(invalid("the dataset has zero classes"));
         }
-        let config = ModelConfig::new(arch, num_classes)
+        let config = ModelConfig::new(self.model.arch, num_classes)
             .with_normalization(normalization)
             .with_head(head);
         config.validate().map_err(|e| invalid(format!("model: {e}")))?;
@@ -408,16 +519,11 @@ impl TrainConfig {
     /// The training attack.
     pub fn attack(&self) -> Result<PgdConfig, ConfigError> {
         let a = &self.attack;
-        let start = match a.start.as_str() {
-            "none" => RandomStart::None,
-            "uniform" => RandomStart::Uniform,
-            "gaussian" => RandomStart::Gaussian { std: a.start_std },
-            "uniform-positive" => RandomStart::UniformPositive,
-            other => {
-                return Err(invalid(format!(
-                    "attack.start must be none, uniform, uniform-positive or gaussian, got '{other}'"
-                )));
-            }
+        let start = match a.start {
+            StartKind::None => RandomStart::None,
+            StartKind::Uniform => RandomStart::Uniform,
+            StartKind::Gaussian => RandomStart::Gaussian { std: a.start_std },
+            StartKind::UniformPositive => RandomStart::UniformPositive,
         };
         if a.steps == 0 && !matches!(self.method, MethodConfig::Natural) {
             return Err(invalid("attack.steps must be at least 1 for adversarial training"));
@@ -440,6 +546,111 @@ impl TrainConfig {
             weight_decay: o.weight_decay,
             decay_norms_and_biases: o.decay_norms_and_biases,
         }
+    }
+
+    /// The loop's settings: optimizer, schedule, batches, augmentation, validation and seed.
+    pub fn trainer_config(&self) -> TrainerConfig {
+        let o = &self.optim;
+        let validation = (self.data.validation_fraction > 0.0).then(|| {
+            ValidationConfig::new(self.attack.eps.0)
+                .with_every(self.validation.every)
+                .with_attack_steps(self.validation.attack_steps)
+        });
+        TrainerConfig::new(o.epochs, o.lr)
+            .with_schedule(o.schedule.clone())
+            .with_batch_size(o.batch_size)
+            .with_sgd(self.sgd())
+            .with_augment(self.data.augment)
+            .with_class_balanced(self.data.class_balanced)
+            .with_seed(self.seed)
+            .with_validation(validation)
+    }
+
+    /// The budget policy: uniform at `attack.eps`, or RobustLT's class-wise budgets and warm-up.
+    pub fn budget_policy(&self, counts: &[usize]) -> BudgetPolicy {
+        let eps = self.attack.eps.0;
+        match self.robustlt {
+            Some(r) => BudgetPolicy::robust_lt(eps, counts, r, self.optim.epochs),
+            None => BudgetPolicy::uniform(eps, counts.len()),
+        }
+    }
+
+    /// The built-in method the configuration names, for training counts `counts`.
+    pub fn method<B: AutodiffBackend, M: Classifier<B> + 'static>(
+        &self,
+        counts: &[usize],
+    ) -> Result<Box<dyn Method<B, M>>, ConfigError> {
+        let attack = self.attack()?;
+        Ok(match &self.method {
+            MethodConfig::Natural => Box::new(Natural),
+            MethodConfig::PgdAt => Box::new(PgdAt { attack }),
+            MethodConfig::Trades { beta } => Box::new(Trades { attack, beta: *beta }),
+            MethodConfig::AtBsl { tau } => Box::new(AtBsl::new(attack, counts, *tau)),
+            MethodConfig::Reat { tau } => Box::new(Reat::new(attack, counts, *tau)),
+            MethodConfig::Robal {
+                scale,
+                margin,
+                tau_m,
+                tau_b,
+                adversarial_weight,
+                kl_weight,
+            } => Box::new(Robal::new(
+                attack,
+                counts,
+                *scale,
+                *margin,
+                *tau_m,
+                *tau_b,
+                *adversarial_weight,
+                *kl_weight,
+            )),
+            MethodConfig::Taet {
+                ce_epochs,
+                alpha,
+                beta,
+                gamma,
+                extra_clean_forward,
+                absent_classes,
+            } => Box::new(Taet {
+                attack,
+                ce_epochs: *ce_epochs,
+                weights: [*alpha, *beta, *gamma],
+                extra_clean_forward: *extra_clean_forward,
+                absent_classes: *absent_classes,
+                num_classes: counts.len(),
+            }),
+        })
+    }
+
+    /// Loads the dataset, cuts the long-tailed split and holds out the validation fraction.
+    pub fn load_data(&self) -> Result<TrainData, TrainError> {
+        let d = &self.data;
+        let source = d.dataset.load(&d.data_dir, Split::Train)?;
+        let long_tailed = d.long_tail.select(&source)?.apply(&source)?;
+        Ok(TrainData::from_dataset(
+            long_tailed,
+            d.validation_fraction,
+            d.long_tail.seed,
+        )?)
+    }
+
+    /// A trainer of the configured architecture (initialised from `seed`) and method, at epoch 0.
+    pub fn trainer<B: AutodiffBackend>(
+        &self,
+        data: &TrainData,
+        device: &B::Device,
+    ) -> Result<Trainer<B, Model<B>>, TrainError> {
+        let model_config = self.model_config(data.classes.len())?;
+        <B as burn::tensor::backend::Backend>::seed(device, self.seed);
+        let model = model_config.init::<B>(device)?;
+        Trainer::new(
+            model,
+            self.method(&data.counts)?,
+            self.budget_policy(&data.counts),
+            self.trainer_config(),
+            data,
+            device,
+        )
     }
 
     /// The method's name.
@@ -566,7 +777,7 @@ ce_epochs = 2
         assert_eq!(config.attack.eps.0, 0.031);
         assert_eq!(config.robustlt, Some(RobustLtConfig { alpha: 0.3, beta: 0.8 }));
         let config = TrainConfig::parse(BASE, &["model.arch=resnet18".to_string()]).unwrap();
-        assert_eq!(config.model.arch, "resnet18");
+        assert_eq!(config.model.arch, Architecture::ResNet18);
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! Adversarial training on long-tailed data, generic over the autodiff backend and the model
 //! ([`tailguard_models::Classifier`]). One training step for every method (batch -> attack in inference mode ->
 //! method loss in training mode -> backward -> SGD); methods plug into it through [`Method`]: natural training,
-//! PGD-AT, TRADES, AT-BSL and TAET. RobustLT's class-wise budgets and warm-up are a [`BudgetPolicy`] that composes
-//! with any of them.
+//! PGD-AT, TRADES, AT-BSL, RoBal, REAT and TAET, or one of your own. RobustLT's class-wise budgets and warm-up are a
+//! [`BudgetPolicy`] that composes with any of them.
+//!
+//! A [`Trainer`] is built from typed parts (model, method, budget policy, [`TrainerConfig`], [`TrainData`]); a
+//! [`Run`] gives any trainer checkpoints, resume, a log and a best checkpoint; [`evaluate`] is the one evaluation
+//! entry point. [`TrainConfig`] builds the parts of the built-in methods and architectures from a TOML file.
 //!
 //! ```
 //! use burn::backend::{Autodiff, Flex};
@@ -19,23 +23,37 @@
 //! assert_eq!(policy.intensity(0), 0.0); // the warm-up starts from natural training
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod budget;
 pub mod config;
-pub mod engine;
+pub mod configured;
+pub mod data;
+pub mod epoch;
+pub mod error;
+pub mod evaluation;
 pub mod losses;
 pub mod method;
 pub mod methods;
+pub mod observer;
 pub mod optimizer;
 pub mod run;
 pub mod schedule;
+pub mod settings;
+pub mod step;
+pub mod trainer;
 
 pub use budget::{BudgetPolicy, RobustLtConfig};
 pub use config::{ConfigError, MethodConfig, TrainConfig};
-pub use engine::{
-    EpochRecord, Silent, StepFigures, TrainData, TrainError, TrainObserver, Trainer, budget_policy, build_method,
-    evaluate, train_step,
-};
-pub use method::{Method, StepInput, StepOutput};
+pub use data::TrainData;
+pub use epoch::{EpochRecord, EpochTally};
+pub use error::{InvalidSetting, MethodStateError, OptimizerStateError, TrainError, chain};
+pub use evaluation::{AttackResult, EvaluationAttack, PresetAttack, evaluate};
+pub use method::{Method, StepInput, StepOutput, pgd_examples};
+pub use observer::{EvaluationObserver, Silent, StepFigures, TrainObserver};
 pub use optimizer::{GroupedSgd, SgdSettings};
-pub use run::{RESUME_SAFE_KEYS, Run, plan};
+pub use run::{RESUME_SAFE_KEYS, Run, RunDescription};
 pub use schedule::LrSchedule;
+pub use settings::{TrainerConfig, ValidationConfig};
+pub use step::train_step;
+pub use trainer::Trainer;

@@ -10,6 +10,19 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
     cross_entropy_per_sample(logits, labels).mean()
 }
 
+/// The class prior `n_c / N` of training counts. A class without images counts as one image, so its log stays
+/// finite (such a class is never a label, and its logit adjustment must not be infinite).
+pub fn class_prior(train_counts: &[usize]) -> Vec<f64> {
+    let total = train_counts.iter().map(|&n| n.max(1)).sum::<usize>() as f64;
+    train_counts.iter().map(|&n| n.max(1) as f64 / total).collect()
+}
+
+/// `log(n_c / N)` per class (see [`class_prior`] for the zero guard): the logit adjustment of balanced softmax,
+/// RoBal and REAT.
+pub fn log_prior(train_counts: &[usize]) -> Vec<f32> {
+    class_prior(train_counts).iter().map(|p| p.ln() as f32).collect()
+}
+
 /// Balanced softmax (Ren et al. 2020; AT-BSL): cross-entropy of `z + tau * log(prior)`, where `log_prior` is
 /// `log(n_c / N)` per class, (C). Returns the mean, (1).
 pub fn balanced_softmax<B: Backend>(
@@ -132,6 +145,14 @@ mod tests {
 
     fn scalar(t: Tensor<Flex, 1>) -> f64 {
         t.into_scalar() as f64
+    }
+
+    #[test]
+    fn the_prior_of_an_empty_class_is_finite() {
+        let prior = class_prior(&[6, 3, 0]);
+        assert_eq!(prior, vec![0.6, 0.3, 0.1]);
+        let logs = log_prior(&[6, 3, 0]);
+        assert!((logs[0] as f64 - 0.6f64.ln()).abs() < 1e-6 && logs[2].is_finite());
     }
 
     #[test]

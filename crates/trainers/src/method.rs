@@ -1,6 +1,6 @@
 //! What a training method plugs into the training step: how adversarial examples are made, and the loss.
 //!
-//! The step itself (`engine.rs`) is the same for every method: batch -> [`Method::adversarial`] (inference mode,
+//! The step itself (`step.rs`) is the same for every method: batch -> [`Method::adversarial`] (inference mode,
 //! input gradients only) -> [`Method::loss`] (training mode) -> backward -> optimizer. A new method is one file
 //! implementing this trait.
 
@@ -33,7 +33,7 @@ pub struct StepOutput<B: AutodiffBackend> {
 
 /// A training method.
 pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
-    /// Short name, as in configs.
+    /// Short name, as in configs; recorded in checkpoints and checked on resume.
     fn name(&self) -> &'static str;
 
     /// What the epoch does, for logs and plans (TAET: "clean" then "adversarial").
@@ -64,7 +64,7 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
     }
 
     /// Restores what [`Method::state`] returned.
-    fn load_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<(), crate::error::MethodStateError> {
         Ok(())
     }
 }

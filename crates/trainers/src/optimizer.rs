@@ -13,12 +13,17 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use tailguard_models::{Classifier, ParameterGroups};
 
+use crate::error::{InvalidSetting, OptimizerStateError};
+
 /// SGD settings; defaults are the papers' (momentum 0.9, no Nesterov, weight decay 5e-4 on every parameter).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SgdSettings {
+    /// Momentum factor (dampening 0, as in PyTorch).
     pub momentum: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// L2 weight decay, added to the gradient (coupled, as in PyTorch's SGD).
     pub weight_decay: f64,
     /// Apply weight decay to BatchNorm scales and shifts and to biases too (PyTorch's default, used by the papers).
     pub decay_norms_and_biases: bool,
@@ -37,15 +42,15 @@ impl Default for SgdSettings {
 
 impl SgdSettings {
     /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
+            return Err(InvalidSetting::new("momentum", "must be in [0, 1)", self.momentum));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(format!("weight_decay must be >= 0, got {}", self.weight_decay));
+            return Err(InvalidSetting::new("weight_decay", "must be >= 0", self.weight_decay));
         }
         if self.nesterov && self.momentum == 0.0 {
-            return Err("Nesterov momentum needs momentum > 0".into());
+            return Err(InvalidSetting::new("nesterov", "needs momentum > 0", "momentum 0"));
         }
         Ok(())
     }
@@ -99,12 +104,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> GroupedSgd<B, M> 
     }
 
     /// The momentum buffers, serialised (for resumable checkpoints).
-    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, OptimizerStateError> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
-        let decayed = recorder
-            .record(self.decayed.to_record(), ())
-            .map_err(|e| e.to_string())?;
-        let plain = recorder.record(self.plain.to_record(), ()).map_err(|e| e.to_string())?;
+        let decayed = recorder.record(self.decayed.to_record(), ())?;
+        let plain = recorder.record(self.plain.to_record(), ())?;
         let mut bytes = (decayed.len() as u64).to_le_bytes().to_vec();
         bytes.extend(decayed);
         bytes.extend(plain);
@@ -112,19 +115,16 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> GroupedSgd<B, M> 
     }
 
     /// Restores buffers written by [`GroupedSgd::to_bytes`] for the same model.
-    pub fn load_bytes(mut self, bytes: &[u8], device: &B::Device) -> Result<Self, String> {
+    pub fn load_bytes(mut self, bytes: &[u8], device: &B::Device) -> Result<Self, OptimizerStateError> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
         let split = bytes
             .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize + 8)
+            .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
+            .and_then(|len| len.checked_add(8))
             .filter(|&end| end <= bytes.len())
-            .ok_or("truncated optimizer state")?;
-        let decayed = recorder
-            .load(bytes[8..split].to_vec(), device)
-            .map_err(|e| e.to_string())?;
-        let plain = recorder
-            .load(bytes[split..].to_vec(), device)
-            .map_err(|e| e.to_string())?;
+            .ok_or(OptimizerStateError::Truncated)?;
+        let decayed = recorder.load(bytes[8..split].to_vec(), device)?;
+        let plain = recorder.load(bytes[split..].to_vec(), device)?;
         self.decayed = self.decayed.load_record(decayed);
         self.plain = self.plain.load_record(plain);
         Ok(self)

@@ -1,14 +1,24 @@
 //! Learning-rate schedules, stepped once per epoch as the papers do.
 
+use crate::error::InvalidSetting;
+
 /// How the learning rate changes from epoch to epoch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// Multiply by `gamma` at each milestone epoch (PyTorch `MultiStepLR`): epochs are 0-based, so milestones
     /// [75, 90] give the base rate for epochs 0-74.
-    MultiStep { milestones: Vec<usize>, gamma: f64 },
+    MultiStep {
+        /// 0-based epochs at which the rate is multiplied by `gamma`, increasing.
+        milestones: Vec<usize>,
+        /// The factor.
+        gamma: f64,
+    },
     /// Cosine annealing from the base rate to `min_lr` over all epochs.
-    Cosine { min_lr: f64 },
+    Cosine {
+        /// The final rate.
+        min_lr: f64,
+    },
     /// The base rate throughout.
     Constant,
 }
@@ -31,18 +41,24 @@ impl LrSchedule {
     /// Checks milestones and factors.
     /// Milestones at or past the last epoch are allowed (they never trigger), so a shortened run of a paper's
     /// configuration (`--set optim.epochs=5`) stays valid.
-    pub fn validate(&self, _epochs: usize) -> Result<(), String> {
+    pub fn validate(&self, _epochs: usize) -> Result<(), InvalidSetting> {
         match self {
             LrSchedule::MultiStep { milestones, gamma } => {
                 if !(*gamma > 0.0 && gamma.is_finite()) {
-                    return Err(format!("schedule gamma must be positive, got {gamma}"));
+                    return Err(InvalidSetting::new("schedule.gamma", "must be positive", gamma));
                 }
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(format!("schedule milestones must increase, got {milestones:?}"));
+                    return Err(InvalidSetting::new(
+                        "schedule.milestones",
+                        "must increase",
+                        format!("{milestones:?}"),
+                    ));
                 }
                 Ok(())
             }
-            LrSchedule::Cosine { min_lr } if *min_lr < 0.0 => Err(format!("min_lr must be >= 0, got {min_lr}")),
+            LrSchedule::Cosine { min_lr } if !(*min_lr >= 0.0 && min_lr.is_finite()) => {
+                Err(InvalidSetting::new("schedule.min_lr", "must be >= 0", min_lr))
+            }
             _ => Ok(()),
         }
     }
@@ -68,7 +84,7 @@ mod tests {
             milestones: vec![90, 75],
             gamma: 0.1,
         };
-        assert!(unordered.validate(100).unwrap_err().contains("increase"));
+        assert!(unordered.validate(100).unwrap_err().to_string().contains("increase"));
     }
 
     #[test]

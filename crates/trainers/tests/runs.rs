@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use tailguard_longtail::{CifarVariant, ImageDataset, ImageShape, write_cifar_archive};
-use tailguard_trainers::{Run, Silent, TrainConfig};
+use tailguard_trainers::{Silent, TrainConfig};
 
 type B = Autodiff<Flex>;
 
@@ -98,17 +98,17 @@ fn resume_continues_bit_identically() {
     let device = Default::default();
 
     let straight = dir.path().join("straight");
-    let mut run = Run::<B>::start(config(&data, 2), &straight, &device).unwrap();
+    let mut run = config(&data, 2).start_run::<B>(&straight, &device, false).unwrap();
     let first = run.run_epoch(&mut Silent).unwrap();
     let second = run.run_epoch(&mut Silent).unwrap();
     assert!(run.finished());
     drop(run);
 
     let interrupted = dir.path().join("interrupted");
-    let mut run = Run::<B>::start(config(&data, 2), &interrupted, &device).unwrap();
+    let mut run = config(&data, 2).start_run::<B>(&interrupted, &device, false).unwrap();
     run.run_epoch(&mut Silent).unwrap();
     drop(run); // the process stops here
-    let mut run = Run::<B>::resume(&interrupted, &device).unwrap();
+    let mut run = TrainConfig::resume_run::<B>(&interrupted, &device).unwrap();
     assert!(!run.finished());
     let resumed = run.run_epoch(&mut Silent).unwrap();
     assert!(run.finished());
@@ -154,7 +154,9 @@ fn checkpoints_record_what_evaluation_needs() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let out = dir.path().join("run");
-    let mut run = Run::<B>::start(config(&data, 1), &out, &Default::default()).unwrap();
+    let mut run = config(&data, 1)
+        .start_run::<B>(&out, &Default::default(), false)
+        .unwrap();
     run.run_epoch(&mut Silent).unwrap();
     let meta = tailguard_models::read_checkpoint_meta(&out.join("last")).unwrap();
     assert_eq!(meta.epoch, Some(1));
@@ -167,7 +169,8 @@ fn checkpoints_record_what_evaluation_needs() {
     );
     assert!(out.join("config.toml").exists());
     // Starting again in the same folder is refused rather than overwriting.
-    let err = Run::<B>::start(config(&data, 1), &out, &Default::default())
+    let err = config(&data, 1)
+        .start_run::<B>(&out, &Default::default(), false)
         .err()
         .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
@@ -185,12 +188,12 @@ fn robal_trains_a_cosine_head() {
     )
     .unwrap();
     let out = dir.path().join("robal");
-    let mut run = Run::<B>::start(config, &out, &Default::default()).unwrap();
+    let mut run = config.start_run::<B>(&out, &Default::default(), false).unwrap();
     let record = run.run_epoch(&mut Silent).unwrap();
     assert!(record.loss.is_finite() && record.loss > 0.0, "{record:?}");
     assert!(record.clean_accuracy.is_some() && record.adversarial_accuracy.is_some());
     let meta = tailguard_models::read_checkpoint_meta(&out.join("last")).unwrap();
-    assert_eq!(meta.model.head, tailguard_models::HeadKind::ROBAL);
+    assert_eq!(meta.model.unwrap().head, tailguard_models::HeadKind::ROBAL);
 }
 
 #[test]
@@ -200,7 +203,9 @@ fn reat_trains_and_carries_its_counts_through_a_resume() {
     let data = tiny_archive(dir.path());
     let device = Default::default();
     let out = dir.path().join("reat");
-    let mut run = Run::<B>::start(config_with(&data, 2, "name = \"reat\"", ""), &out, &device).unwrap();
+    let mut run = config_with(&data, 2, "name = \"reat\"", "")
+        .start_run::<B>(&out, &device, false)
+        .unwrap();
     let record = run.run_epoch(&mut Silent).unwrap();
     assert!(record.loss.is_finite(), "{record:?}");
     drop(run);
@@ -208,12 +213,13 @@ fn reat_trains_and_carries_its_counts_through_a_resume() {
         serde_json::from_slice(&std::fs::read(out.join("last").join("train_state.json")).unwrap()).unwrap();
     let counts: Vec<f64> = serde_json::from_value(state["method"]["predicted_counts"].clone()).unwrap();
     // m_c after epoch 1 counts the adversarial predictions of every training image once.
-    let train_images = tailguard_trainers::TrainData::load(&config_with(&data, 2, "name = \"reat\"", ""))
+    let train_images = config_with(&data, 2, "name = \"reat\"", "")
+        .load_data()
         .unwrap()
         .train
         .len();
     assert_eq!(counts.iter().sum::<f64>() as usize, train_images);
-    let mut run = Run::<B>::resume(&out, &device).unwrap();
+    let mut run = TrainConfig::resume_run::<B>(&out, &device).unwrap();
     assert!(run.run_epoch(&mut Silent).unwrap().loss.is_finite());
 }
 
@@ -226,7 +232,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     // The learning rate jumps by 1e36 after the first epoch.
     let config = TrainConfig::parse(&config.to_toml(), &["optim.schedule.gamma=1e36".into()]).unwrap();
     let out = dir.path().join("diverge");
-    let mut run = Run::<B>::start(config, &out, &Default::default()).unwrap();
+    let mut run = config.start_run::<B>(&out, &Default::default(), false).unwrap();
     run.run_epoch(&mut Silent).unwrap();
     let err = run.run_epoch(&mut Silent).unwrap_err().to_string();
     assert!(

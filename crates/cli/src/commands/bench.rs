@@ -4,18 +4,17 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tailguard_attacks::{ApgdConfig, AttackPreset, FrozenModel, Inner, predictions};
 use tailguard_models::{Architecture, Model, ModelConfig, forward_flops};
-use tailguard_trainers::{GroupedSgd, Method, StepInput, TrainConfig, build_method, train_step};
+use tailguard_trainers::{EvaluationAttack, GroupedSgd, Method, PresetAttack, StepInput, TrainConfig, train_step};
 
 use crate::backend::{self, Compute, Train};
 use crate::memory;
-use crate::report::write_atomically;
+use crate::report::write_report;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  tailguard bench --arch resnet18 --batch 32 --json\n  \
@@ -165,7 +164,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.out {
-        write_atomically(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        write_report(path, text.as_bytes())?;
     }
     if args.json {
         println!("{text}");
@@ -182,7 +181,7 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.matmul_size > 0, "--matmul-size must be at least 1");
     anyhow::ensure!(args.classes >= 2, "--classes must be at least 2");
     for arch in &args.arch {
-        arch.validate().map_err(anyhow::Error::msg)?;
+        arch.validate()?;
     }
     Ok(())
 }
@@ -243,7 +242,7 @@ fn bench_one(
     device: &burn::tensor::Device<Train>,
 ) -> anyhow::Result<BenchResult> {
     let model_config = ModelConfig::new(arch, args.classes);
-    let model: Model<Train> = model_config.init(device).map_err(anyhow::Error::msg)?;
+    let model: Model<Train> = model_config.init(device)?;
     let n = args.batch;
     let images = Tensor::<Train, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
     let labels_host: Vec<i64> = (0..n).map(|i| (i % args.classes) as i64).collect();
@@ -257,7 +256,7 @@ fn bench_one(
                 _ => TAET,
             };
             let config = TrainConfig::parse(text, &[])?;
-            let mut method: Box<dyn Method<Train, Model<Train>>> = build_method(&config, &vec![1; args.classes])?;
+            let mut method: Box<dyn Method<Train, Model<Train>>> = config.method(&vec![1; args.classes])?;
             let eps = config.attack.eps.0;
             let epoch = match workload {
                 Workload::TaetStage2 => 1_000, // past TAET's clean stage
@@ -277,13 +276,17 @@ fn bench_one(
             })
         }
         Workload::Pgd20Eval => {
-            let attack = AttackPreset::Pgd20.pgd(8.0 / 255.0).expect("PGD-20 is a PGD attack");
+            // Exactly what `tailguard eval --attacks pgd20` runs on each batch.
+            let attack = PresetAttack {
+                preset: AttackPreset::Pgd20,
+                eps: 8.0 / 255.0,
+            };
             let images = images.inner();
             let labels = labels.inner();
             Box::new(move || {
                 let frozen = FrozenModel::new(&model);
-                let adversarial = attack.perturb(&frozen, images.clone(), labels.clone(), None);
-                count_correct(&frozen, adversarial, &labels);
+                let outcome = attack.attack(&frozen, images.clone(), labels.clone());
+                let _ = outcome.robust.int().sum().into_scalar().elem::<i64>();
             })
         }
         Workload::ApgdCeEval => {

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::report::chart::{Series, grouped_bars};
-use crate::report::{percent, write_atomically};
+use crate::report::{percent, write_report};
 
 /// Put evaluated runs side by side: balanced accuracy and balanced robustness per attack.
 #[derive(Debug, Args)]
@@ -121,7 +121,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         let text = format!(
             "# Comparison\n\nValues are balanced accuracies in % (under attack: balanced robustness).\n\n{md}\n![Balanced accuracy per attack](compare.png)\n"
         );
-        write_atomically(&out.join("compare.md"), text.as_bytes())?;
+        write_report(&out.join("compare.md"), text.as_bytes())?;
         eprintln!("wrote {}", out.join("compare.md").display());
     }
     Ok(())

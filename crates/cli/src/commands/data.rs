@@ -221,8 +221,7 @@ fn push_through_model(args: &DataArgs, arch: Architecture, train: ImageDataset) 
     let shape = train.shape();
     let model = ModelConfig::new(arch, train.num_classes())
         .with_input_shape([shape.channels, shape.height, shape.width])
-        .init::<backend::Compute>(&device)
-        .map_err(anyhow::Error::msg)?;
+        .init::<backend::Compute>(&device)?;
     let loader = BatchLoader::new(
         Arc::new(train),
         BatchLoaderConfig::training(args.seed).with_batch_size(args.batch_size),
@@ -235,7 +234,7 @@ fn push_through_model(args: &DataArgs, arch: Architecture, train: ImageDataset) 
     for _ in 0..batches {
         let start = Instant::now();
         let Some(batch) = host.next() else { break };
-        let batch = batch.into_device::<backend::Compute>(&device);
+        let batch = batch?.into_device::<backend::Compute>(&device);
         batching += start.elapsed().as_secs_f64();
         let start = Instant::now();
         let logits = model.forward(batch.images.clone(), Mode::Train);

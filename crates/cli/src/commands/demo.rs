@@ -8,14 +8,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tailguard_attacks::AttackPreset;
 use tailguard_longtail::DatasetKind;
-use tailguard_trainers::{Run, TrainConfig};
+use tailguard_trainers::TrainConfig;
 
 use crate::backend;
-use crate::commands::eval::{EvalArgs, evaluate};
+use crate::commands::eval::{EvalRequest, evaluate_checkpoint};
 use crate::progress;
 use crate::report::chart::{Series, grouped_bars};
 use crate::report::eval_report::EvalReport;
-use crate::report::{percent, write_atomically};
+use crate::report::{percent, write_report};
 
 /// Train a natural baseline and TAET on the embedded dataset, attack both, and compare them (about ten minutes on a
 /// 2-core CPU).
@@ -85,10 +85,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let config = TrainConfig::parse(text, &overrides)?;
         let dir = output.record(name)?;
         let mut run = if continuing && dir.join("last").exists() {
-            Run::<backend::Train>::resume(&dir, &device)?
+            TrainConfig::resume_run::<backend::Train>(&dir, &device)?
         } else {
             // The folder is this demo's own: an earlier start is replaced (its foreign files are still refused).
-            Run::<backend::Train>::start_with(config, &dir, &device, true)?
+            config.start_run::<backend::Train>(&dir, &device, true)?
         };
         eprintln!(
             "[{name}] training {} epochs on {} -> {}",
@@ -117,7 +117,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "[{name}] evaluating clean, PGD-20 and AA-lite on {} test images",
             args.limit
         );
-        let eval = EvalArgs {
+        let request = EvalRequest {
             checkpoint: dir.join("last"),
             dataset: DatasetKind::Cifar10,
             data_dir: data.clone(),
@@ -130,9 +130,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             seed: 0,
             report: dir.join("report"),
             force: true,
-            json: false,
         };
-        reports.push((name, evaluate(&eval).with_context(|| format!("evaluating {name}"))?));
+        let report = evaluate_checkpoint(&request, false).with_context(|| format!("evaluating {name}"))?;
+        reports.push((name, report));
     }
     write_comparison(&args.out, &reports)?;
     eprintln!("wrote {}", args.out.join("report.md").display());
@@ -208,5 +208,5 @@ fn write_comparison(out: &Path, reports: &[(&str, EvalReport)]) -> anyhow::Resul
         &categories,
         &series,
     )?;
-    write_atomically(&out.join("report.md"), md.as_bytes())
+    write_report(&out.join("report.md"), md.as_bytes())
 }

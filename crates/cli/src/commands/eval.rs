@@ -3,16 +3,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::backend::Backend;
 use clap::Args;
-use tailguard_attacks::{AttackPreset, AutoAttackStages, FrozenModel};
+use tailguard_attacks::AttackPreset;
 use tailguard_longtail::{
     BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LongTailSpec, SeedStream, Split,
 };
-use tailguard_models::{CheckpointMeta, load_checkpoint};
+use tailguard_models::{CheckpointMeta, Model, load_checkpoint};
+use tailguard_trainers::{EvaluationAttack, EvaluationObserver, PresetAttack, evaluate};
 
 use crate::args::{Counts, parse_counts, parse_eps};
 use crate::backend;
@@ -28,48 +27,84 @@ use crate::report::eval_report::{AttackReport, EvalReport};
 pub struct EvalArgs {
     /// Checkpoint folder (model.mpk + checkpoint.json).
     #[arg(long)]
-    pub(crate) checkpoint: PathBuf,
+    checkpoint: PathBuf,
     /// cifar10, cifar100 or imagefolder.
     #[arg(long)]
-    pub(crate) dataset: DatasetKind,
+    dataset: DatasetKind,
     /// The dataset (CIFAR binary folder or .tar.gz, or an image folder with ROOT/test/<class>/*).
     #[arg(long, value_name = "PATH")]
-    pub(crate) data_dir: PathBuf,
+    data_dir: PathBuf,
     /// Comma-separated attacks: clean, fgsm, pgd20, pgd20-step1 (TAET's 1/255 step), cw20, aa-lite, pgd10,
     /// taet-training.
     #[arg(long, value_delimiter = ',', default_value = "clean,fgsm,pgd20,cw20,aa-lite")]
-    pub(crate) attacks: Vec<AttackPreset>,
+    attacks: Vec<AttackPreset>,
     /// L-inf budget, as a fraction or a number.
     #[arg(long, default_value = "8/255", value_parser = parse_eps)]
-    pub(crate) eps: f64,
+    eps: f64,
     /// Evaluate a seeded random subset of N test images.
     #[arg(long, value_name = "N")]
-    pub(crate) limit: Option<usize>,
+    limit: Option<usize>,
     /// Images per batch.
     #[arg(long, default_value_t = 128)]
-    pub(crate) batch_size: usize,
+    batch_size: usize,
     /// Use a long-tailed test split with this imbalance ratio (TAET's protocol) instead of the whole test set.
     #[arg(long, value_name = "RHO")]
-    pub(crate) lt_test: Option<f64>,
+    lt_test: Option<f64>,
     /// Per-class training counts for the many/medium/few/tail groups, comma-separated [default: from the checkpoint].
     #[arg(long, value_name = "N,N,...", value_parser = parse_counts)]
-    pub(crate) train_counts: Option<Counts>,
+    train_counts: Option<Counts>,
     /// Seed for the test subset and the attacks' random starts.
     #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    seed: u64,
     /// Folder for report.json, report.md and per_class.png: new or empty (see --force).
     #[arg(long, value_name = "DIR")]
-    pub(crate) report: PathBuf,
+    report: PathBuf,
     /// Replace an earlier report in --report (only files tailguard wrote; anything else there is kept).
     #[arg(long)]
-    pub(crate) force: bool,
+    force: bool,
     /// Print report.json to stdout as well.
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
+}
+
+/// What to evaluate, apart from how the command line spells it (the demo builds one too).
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub checkpoint: PathBuf,
+    pub dataset: DatasetKind,
+    pub data_dir: PathBuf,
+    pub attacks: Vec<AttackPreset>,
+    pub eps: f64,
+    pub limit: Option<usize>,
+    pub batch_size: usize,
+    pub lt_test: Option<f64>,
+    pub train_counts: Option<Vec<usize>>,
+    pub seed: u64,
+    pub report: PathBuf,
+    pub force: bool,
+}
+
+impl EvalArgs {
+    fn request(&self) -> EvalRequest {
+        EvalRequest {
+            checkpoint: self.checkpoint.clone(),
+            dataset: self.dataset,
+            data_dir: self.data_dir.clone(),
+            attacks: self.attacks.clone(),
+            eps: self.eps,
+            limit: self.limit,
+            batch_size: self.batch_size,
+            lt_test: self.lt_test,
+            train_counts: self.train_counts.clone().map(|c| c.0),
+            seed: self.seed,
+            report: self.report.clone(),
+            force: self.force,
+        }
+    }
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let report = evaluate(&args)?;
+    let report = evaluate_checkpoint(&args.request(), args.json)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -81,21 +116,46 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 /// The files an evaluation writes into its report folder.
 const REPORT_FILES: &[&str] = &["report.json", "report.md", "per_class.png"];
 
-/// Runs the evaluation and writes the report folder.
-pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
-    if args.batch_size == 0 {
+/// A progress bar per attack, with the running accuracy.
+struct AttackProgress {
+    hidden: bool,
+    total: u64,
+    bar: Option<(String, indicatif::ProgressBar)>,
+}
+
+impl EvaluationObserver for AttackProgress {
+    fn on_batch(&mut self, attack: &str, done: usize, _total: usize, tally: &ClassTally) {
+        if self.bar.as_ref().is_none_or(|(name, _)| name != attack) {
+            if let Some((_, bar)) = self.bar.take() {
+                bar.finish_and_clear();
+            }
+            self.bar = Some((
+                attack.to_string(),
+                progress::bar(self.hidden, self.total, format!("{attack:<12}")),
+            ));
+        }
+        if let Some((_, bar)) = &self.bar {
+            bar.set_position(done as u64);
+            bar.set_message(format!(
+                "{attack:<12} {:5.1}%",
+                100.0 * tally.correct.iter().sum::<usize>() as f64 / tally.total().max(1) as f64
+            ));
+        }
+    }
+}
+
+/// Runs the evaluation (the library's [`tailguard_trainers::evaluate`]) and writes the report folder.
+pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result<EvalReport> {
+    if request.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     // Claimed before the attacks run, so a refused folder costs nothing.
-    tailguard_output::OutputDir::claim(&args.report, REPORT_FILES, args.force)?;
+    tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
     let device = backend::device()?;
-    let (model, meta) = load_checkpoint::<backend::Train>(&args.checkpoint, &device)?;
-    let test = test_set(args, &meta)?;
-    let train_counts = args
-        .train_counts
-        .clone()
-        .map(|c| c.0)
-        .or_else(|| training_counts(&meta));
+    let (model, meta) = load_checkpoint::<backend::Train>(&request.checkpoint, &device)?;
+    let arch = meta.model_config(&request.checkpoint)?.arch;
+    let test = test_set(request, &meta)?;
+    let train_counts = request.train_counts.clone().or_else(|| training_counts(&meta));
     if let Some(counts) = &train_counts
         && counts.len() != test.num_classes()
     {
@@ -108,79 +168,76 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalReport> {
     let groups = train_counts.as_deref().map(ClassGroups::from_train_counts);
     let order = head_to_tail(train_counts.as_deref(), test.num_classes());
 
-    let frozen = FrozenModel::new(&model);
     let test = Arc::new(test);
-    let loader = BatchLoader::new(test.clone(), BatchLoaderConfig::evaluation(args.batch_size))?;
-    let mut attacks = Vec::new();
-    for preset in &args.attacks {
-        <backend::Compute as Backend>::seed(&device, args.seed);
-        let bar = progress::bar(args.json, test.len() as u64, format!("{preset:<12}"));
-        let mut tally = ClassTally::new(test.num_classes());
-        let mut stages: Option<AutoAttackStages> = None;
-        let start = Instant::now();
-        for batch in loader.batches::<backend::Compute>(0, &device) {
-            let n = batch.labels.dims()[0];
-            let outcome = preset.run(&frozen, batch.images, batch.labels.clone(), args.eps);
-            tally.add_batch(batch.labels, outcome.robust);
-            if let Some(s) = outcome.stages {
-                let total = stages.get_or_insert(AutoAttackStages {
-                    clean: 0,
-                    apgd_ce: 0,
-                    apgd_t: 0,
-                });
-                total.clean += s.clean;
-                total.apgd_ce += s.apgd_ce;
-                total.apgd_t += s.apgd_t;
-            }
-            bar.inc(n as u64);
-            bar.set_message(format!(
-                "{preset:<12} {:5.1}%",
-                100.0 * tally.correct.iter().sum::<usize>() as f64 / tally.total().max(1) as f64
-            ));
-        }
+    let loader = BatchLoader::new(test.clone(), BatchLoaderConfig::evaluation(request.batch_size))?;
+    let presets: Vec<PresetAttack> = request
+        .attacks
+        .iter()
+        .map(|&preset| PresetAttack {
+            preset,
+            eps: request.eps,
+        })
+        .collect();
+    let attacks: Vec<&dyn EvaluationAttack<backend::Train, Model<backend::Train>>> =
+        presets.iter().map(|p| p as _).collect();
+    let mut observer = AttackProgress {
+        hidden: quiet,
+        total: test.len() as u64,
+        bar: None,
+    };
+    let results = evaluate(&model, &loader, &attacks, request.seed, &device, &mut observer)?;
+    if let Some((_, bar)) = observer.bar.take() {
         bar.finish_and_clear();
-        let seconds = start.elapsed().as_secs_f64();
-        let summary = tally.summary(groups.as_ref().unwrap_or(&ClassGroups::default()));
-        if !args.json {
+    }
+    let mut reports = Vec::new();
+    for (preset, result) in request.attacks.iter().zip(results) {
+        let summary = result.tally.summary(groups.as_ref().unwrap_or(&ClassGroups::default()));
+        if !quiet {
             eprintln!(
                 "{:<12} accuracy {:6.2}%  balanced {:6.2}%  ({:.1} s)",
                 preset.name(),
                 100.0 * summary.accuracy,
                 100.0 * summary.balanced_accuracy,
-                seconds
+                result.seconds
             );
         }
-        attacks.push(AttackReport::new(*preset, summary, tally, seconds, stages));
+        reports.push(AttackReport::new(
+            *preset,
+            summary,
+            result.tally,
+            result.seconds,
+            result.stages,
+        ));
     }
 
     let report = EvalReport {
         tailguard_version: env!("CARGO_PKG_VERSION"),
         date: crate::args::today(),
-        checkpoint: args.checkpoint.display().to_string(),
-        arch: meta.model.arch.to_string(),
-        dataset: args.dataset.to_string(),
-        data_dir: args.data_dir.display().to_string(),
+        checkpoint: request.checkpoint.display().to_string(),
+        arch: arch.to_string(),
+        dataset: request.dataset.to_string(),
+        data_dir: request.data_dir.display().to_string(),
         backend: backend::name().to_string(),
-        eps: args.eps,
-        eps_255: args.eps * 255.0,
-        lt_test: args.lt_test,
-        limit: args.limit,
-        seed: args.seed,
+        eps: request.eps,
+        eps_255: request.eps * 255.0,
+        lt_test: request.lt_test,
+        limit: request.limit,
+        seed: request.seed,
         test_images: test.len(),
         classes: test.classes().to_vec(),
         test_counts: test.class_counts(),
         train_counts,
         groups,
         head_to_tail: order,
-        attacks,
-        training_curves: training_curves(&args.checkpoint, &args.report),
+        attacks: reports,
+        training_curves: training_curves(&request.checkpoint, &request.report),
     };
-    report.write(&args.report)?;
+    report.write(&request.report)?;
     Ok(report)
 }
 
 /// The test images: the whole test split, or its long-tailed version, optionally a seeded subset.
-fn test_set(args: &EvalArgs, meta: &CheckpointMeta) -> anyhow::Result<ImageDataset> {
+fn test_set(args: &EvalRequest, meta: &CheckpointMeta) -> anyhow::Result<ImageDataset> {
     let test = args
         .dataset
         .load(&args.data_dir, Split::Test)

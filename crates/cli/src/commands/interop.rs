@@ -45,11 +45,11 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     }
     let device = backend::device()?;
     let (model, meta) = load_checkpoint::<backend::Compute>(&args.checkpoint, &device)?;
-    export_safetensors(&model, meta.model.arch, &args.out)?;
+    let arch = meta.model_config(&args.checkpoint)?.arch;
+    export_safetensors(&model, arch, &args.out)?;
     eprintln!(
-        "wrote {} ({} under PyTorch names, see docs/interop.md)",
+        "wrote {} ({arch} under PyTorch names, see docs/interop.md)",
         args.out.display(),
-        meta.model.arch
     );
     Ok(())
 }
@@ -100,7 +100,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     check_import_target(&args.out, args.force)?;
     let device = backend::device()?;
     let config = ModelConfig::new(args.arch, classes.len()).with_normalization(normalization);
-    let model = config.init::<backend::Compute>(&device).map_err(anyhow::Error::msg)?;
+    let model = config.init::<backend::Compute>(&device)?;
     let options = ImportOptions {
         allow_non_finite: args.allow_non_finite,
         drop_unknown: args.drop_unknown,

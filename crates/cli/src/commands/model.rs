@@ -24,9 +24,7 @@ pub struct ModelArgs {
 
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let device = backend::device()?;
-    let model = ModelConfig::new(args.arch, args.classes)
-        .init::<backend::Compute>(&device)
-        .map_err(anyhow::Error::msg)?;
+    let model = ModelConfig::new(args.arch, args.classes).init::<backend::Compute>(&device)?;
     let parameters = trainable_parameter_count(&model);
     let input = Tensor::<backend::Compute, 4>::random([1, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device);
     let output = model.forward(input, Mode::Inference).dims();

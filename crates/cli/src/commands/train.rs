@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use tailguard_trainers::{EpochRecord, Run, StepFigures, TrainConfig, TrainObserver, plan};
+use tailguard_trainers::{EpochRecord, StepFigures, TrainConfig, TrainObserver};
 
 use crate::backend;
 use crate::progress;
@@ -64,7 +64,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             bail!("--dry-run needs --config")
         };
         let config = TrainConfig::load(path, &args.overrides)?;
-        let plan = plan::<backend::Train>(&config)?;
+        let plan = config.plan::<backend::Train>()?;
         if args.json {
             println!("{plan}");
         } else {
@@ -73,24 +73,24 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let device = backend::device()?;
-    let mut run = match (&args.resume, &args.config, &args.out) {
-        (Some(dir), _, _) => Run::<backend::Train>::resume(dir, &device)?,
+    let (mut run, c) = match (&args.resume, &args.config, &args.out) {
+        (Some(dir), _, _) => {
+            let run = TrainConfig::resume_run::<backend::Train>(dir, &device)?;
+            // The configuration the run continues with: the stored one, with the edited number of epochs.
+            let config: TrainConfig = serde_json::from_value(run.description().config.clone())?;
+            (run, config)
+        }
         (None, Some(path), Some(out)) => {
             let config = TrainConfig::load(path, &args.overrides)?;
-            Run::<backend::Train>::start_with(config, out, &device, args.force)?
+            (config.start_run::<backend::Train>(out, &device, args.force)?, config)
         }
         _ => bail!("give --config and --out, or --resume"),
     };
     if run.finished() {
-        eprintln!(
-            "{} has finished all {} epochs",
-            run.dir().display(),
-            run.config().optim.epochs
-        );
+        eprintln!("{} has finished all {} epochs", run.dir().display(), c.optim.epochs);
         return Ok(());
     }
     if !args.json {
-        let c = run.config();
         eprintln!(
             "training {} with {} for {} epochs on {} ({}) -> {}",
             c.model.arch,
@@ -114,7 +114,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(&record)?);
         } else {
-            eprintln!("{}", summary(&record, run.config().optim.epochs));
+            eprintln!("{}", summary(&record, c.optim.epochs));
         }
     }
     if !args.json {

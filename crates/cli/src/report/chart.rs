@@ -36,7 +36,7 @@ fn save_png(path: &Path, buffer: Vec<u8>, (width, height): (u32, u32)) -> anyhow
     image
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .context("encoding PNG")?;
-    super::write_atomically(path, &bytes)
+    super::write_report(path, &bytes)
 }
 
 fn drawing_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {

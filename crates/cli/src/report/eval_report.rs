@@ -7,7 +7,7 @@ use tailguard_attacks::{AttackPreset, AutoAttackStages};
 use tailguard_longtail::{AccuracySummary, ClassGroups, ClassTally};
 
 use super::chart::{Series, grouped_bars};
-use super::{percent, write_atomically};
+use super::{percent, write_report};
 
 /// One attack's results.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,7 +71,7 @@ pub struct EvalReport {
 impl EvalReport {
     /// Writes report.json, per_class.png and report.md into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_atomically(&dir.join("report.json"), &serde_json::to_vec_pretty(self)?)?;
+        write_report(&dir.join("report.json"), &serde_json::to_vec_pretty(self)?)?;
         let categories: Vec<String> = self.head_to_tail.iter().map(|&c| self.classes[c].clone()).collect();
         let series: Vec<Series> = self
             .attacks
@@ -90,7 +90,7 @@ impl EvalReport {
             &categories,
             &series,
         )?;
-        write_atomically(&dir.join("report.md"), self.markdown().as_bytes())
+        write_report(&dir.join("report.md"), self.markdown().as_bytes())
     }
 
     /// The strongest attack evaluated: lowest balanced accuracy, not counting clean; on ties the one listed last

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a report is never half-written, and never
 /// over a file that tailguard did not write (see tailguard-output).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_report(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tailguard_output::write_owned(path, bytes)?;
     Ok(())
 }

@@ -58,7 +58,9 @@ pub fn read_archive_members(path: &Path, wanted: &[&str]) -> DataResult<HashMap<
 
 /// One file to put in an archive.
 pub struct ArchiveMember<'a> {
+    /// Path inside the archive.
     pub path: String,
+    /// Its contents.
     pub bytes: &'a [u8],
 }
 

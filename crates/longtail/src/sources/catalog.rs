@@ -11,8 +11,11 @@ use crate::sources::image_folder::{ImageFolderOptions, load_image_folder};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
+    /// CIFAR-10 binaries (folder or .tar.gz).
     Cifar10,
+    /// CIFAR-100 binaries (folder or .tar.gz).
     Cifar100,
+    /// ROOT/{train,test}/<class>/<image> (folder or archive).
     ImageFolder,
 }
 

@@ -13,7 +13,9 @@ use crate::sources::archive::{ArchiveMember, check_cifar_shape, is_archive, read
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
+    /// The training split.
     Train,
+    /// The test split.
     Test,
 }
 
@@ -148,7 +150,9 @@ pub const CIFAR100_CLASSES: [&str; 100] = [
 /// The two CIFAR binary layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CifarVariant {
+    /// CIFAR-10: one label byte per image.
     Cifar10,
+    /// CIFAR-100: coarse and fine label bytes per image.
     Cifar100,
 }
 

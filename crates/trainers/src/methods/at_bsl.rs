@@ -11,6 +11,7 @@ use crate::method::{Method, StepInput, StepOutput, pgd_examples};
 
 /// Balanced-softmax adversarial training.
 pub struct AtBsl {
+    /// The inner maximisation.
     pub attack: PgdConfig,
     /// `log(n_c / N)` of the training set, per class.
     pub log_prior: Vec<f32>,
@@ -21,12 +22,11 @@ pub struct AtBsl {
 impl AtBsl {
     /// From per-class training counts.
     pub fn new(attack: PgdConfig, train_counts: &[usize], tau: f64) -> Self {
-        let total: usize = train_counts.iter().sum();
-        let log_prior = train_counts
-            .iter()
-            .map(|&n| (n.max(1) as f64 / total as f64).ln() as f32)
-            .collect();
-        Self { attack, log_prior, tau }
+        Self {
+            attack,
+            log_prior: crate::losses::log_prior(train_counts),
+            tau,
+        }
     }
 }
 

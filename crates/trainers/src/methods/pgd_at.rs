@@ -10,6 +10,7 @@ use crate::method::{Method, StepInput, StepOutput, pgd_examples};
 
 /// Cross-entropy on PGD examples (PGD-10, step 2/255, eps 8/255 in the papers).
 pub struct PgdAt {
+    /// The inner maximisation.
     pub attack: PgdConfig,
 }
 

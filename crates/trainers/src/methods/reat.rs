@@ -21,12 +21,15 @@ use tailguard_attacks::loss::cross_entropy_per_sample;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig, predictions};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::balanced_softmax;
+use crate::error::MethodStateError;
+use crate::losses::{balanced_softmax, class_prior, log_prior};
 use crate::method::{Method, StepInput, StepOutput};
 
 /// REAT with balanced-softmax weight `tau` (1 in the paper).
 pub struct Reat<B: AutodiffBackend> {
+    /// The inner maximisation.
     pub attack: PgdConfig,
+    /// Weight of the log prior in the balanced softmax.
     pub tau: f64,
     counts: Vec<usize>,
     log_prior: Vec<f32>,
@@ -44,17 +47,13 @@ impl<B: AutodiffBackend> Reat<B> {
     /// From per-class training counts.
     pub fn new(attack: PgdConfig, train_counts: &[usize], tau: f64) -> Self {
         let classes = train_counts.len();
-        let total: usize = train_counts.iter().sum();
-        let prior: Vec<f64> = train_counts
-            .iter()
-            .map(|&n| n.max(1) as f64 / total.max(1) as f64)
-            .collect();
+        let prior = class_prior(train_counts);
         let first_tail = classes / 3 * 2 + 1;
         Self {
             attack,
             tau,
             counts: train_counts.to_vec(),
-            log_prior: prior.iter().map(|p| p.ln() as f32).collect(),
+            log_prior: log_prior(train_counts),
             omega: prior.iter().map(|p| (1.0 / p).sqrt() as f32).collect(),
             tail: (0..classes).map(|c| if c >= first_tail { 1.0 } else { 0.0 }).collect(),
             predicted: train_counts.iter().map(|&n| n as f64).collect(),
@@ -170,18 +169,19 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
         serde_json::json!({ "predicted_counts": self.predicted })
     }
 
-    fn load_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<(), MethodStateError> {
         if state.is_null() {
             return Ok(());
         }
+        let error = |reason: String| MethodStateError { method: "reat", reason };
         let predicted: Vec<f64> =
-            serde_json::from_value(state["predicted_counts"].clone()).map_err(|e| e.to_string())?;
+            serde_json::from_value(state["predicted_counts"].clone()).map_err(|e| error(e.to_string()))?;
         if predicted.len() != self.counts.len() {
-            return Err(format!(
-                "REAT state has {} classes, the data {}",
+            return Err(error(format!(
+                "{} classes, the data has {}",
                 predicted.len(),
                 self.counts.len()
-            ));
+            )));
         }
         self.predicted = predicted;
         Ok(())

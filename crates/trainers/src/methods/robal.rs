@@ -14,6 +14,7 @@ use crate::method::{Method, StepInput, StepOutput, pgd_examples};
 /// RoBal's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Robal {
+    /// The inner maximisation.
     pub attack: PgdConfig,
     /// Logit scale s applied in the loss (the cosine head itself has scale 1).
     pub scale: f64,
@@ -42,15 +43,11 @@ impl Robal {
         adversarial_weight: f64,
         kl_weight: f64,
     ) -> Self {
-        let total: usize = train_counts.iter().sum();
         Self {
             attack,
             scale,
             margins: robal_margins(train_counts, margin, tau_m, scale),
-            log_prior: train_counts
-                .iter()
-                .map(|&n| (n.max(1) as f64 / total as f64).ln() as f32)
-                .collect(),
+            log_prior: crate::losses::log_prior(train_counts),
             tau_b,
             adversarial_weight,
             kl_weight,

@@ -24,6 +24,7 @@ pub struct Taet {
     pub extra_clean_forward: bool,
     /// How classes absent from a batch enter HARL (official: as zero losses).
     pub absent_classes: AbsentClasses,
+    /// Number of classes.
     pub num_classes: usize,
 }
 

@@ -12,7 +12,9 @@ use crate::method::{Method, StepInput, StepOutput};
 
 /// TRADES with weight `beta` (6 in the paper).
 pub struct Trades {
+    /// The inner maximisation.
     pub attack: PgdConfig,
+    /// Weight of the KL term.
     pub beta: f64,
 }
 

@@ -1,0 +1,130 @@
+//! Runs described by a [`TrainConfig`] file: what `tailguard train` starts, resumes and plans. The configuration is
+//! written to `config.toml` and stored in every checkpoint; on resume the stored one is the truth, so an edited
+//! `config.toml` is refused unless it changes only [`RESUME_SAFE_KEYS`].
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::json;
+use tailguard_models::{Model, read_checkpoint_meta, recover_checkpoint};
+
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::run::{BEST, CONFIG_FILE, LAST, LOG_FILE, RESUME_SAFE_KEYS, Run, RunDescription, changed_keys};
+
+impl TrainConfig {
+    /// What a run of this configuration records about itself.
+    fn description(&self, num_classes: usize) -> Result<RunDescription, TrainError> {
+        Ok(RunDescription {
+            model: Some(self.model_config(num_classes)?),
+            config: json!(self),
+            config_file: Some(self.to_toml()),
+        })
+    }
+
+    /// Starts a run of this configuration in `dir` (see [`Run::start`] for `force`).
+    pub fn start_run<B: AutodiffBackend>(
+        &self,
+        dir: &Path,
+        device: &B::Device,
+        force: bool,
+    ) -> Result<Run<B, Model<B>>, TrainError> {
+        if !force && dir.join(LAST).exists() {
+            return Err(TrainError::RunExists(dir.to_path_buf()));
+        }
+        // The folder is checked before the data is loaded, so a refused folder costs nothing.
+        tailguard_output::OutputDir::claim(dir, &[CONFIG_FILE, LOG_FILE, LAST, BEST], force)?;
+        let data = self.load_data()?;
+        let trainer = self.trainer::<B>(&data, device)?;
+        Run::start(trainer, self.description(data.classes.len())?, dir, force)
+    }
+
+    /// Continues the run in `dir` with the configuration stored in its last checkpoint.
+    pub fn resume_run<B: AutodiffBackend>(dir: &Path, device: &B::Device) -> Result<Run<B, Model<B>>, TrainError> {
+        let config_path = dir.join(CONFIG_FILE);
+        if !dir.is_dir() {
+            return Err(TrainError::NotARun {
+                dir: dir.to_path_buf(),
+                reason: "does not exist".into(),
+            });
+        }
+        if !config_path.exists() {
+            return Err(TrainError::NotARun {
+                dir: dir.to_path_buf(),
+                reason: format!("is not a tailguard run: it has no {CONFIG_FILE}"),
+            });
+        }
+        let last = dir.join(LAST);
+        recover_checkpoint(&last)?;
+        if !last.exists() {
+            return Err(TrainError::NoCheckpoint {
+                dir: dir.to_path_buf(),
+                restart: format!(
+                    "`tailguard train --config {} --out {} --force`",
+                    config_path.display(),
+                    dir.display()
+                ),
+            });
+        }
+        let meta = read_checkpoint_meta(&last)?;
+        let stored: TrainConfig =
+            serde_json::from_value(meta.training["config"].clone()).map_err(|e| TrainError::Damaged {
+                path: last.join(tailguard_models::checkpoint::META_FILE),
+                reason: format!("it holds no readable training configuration: {e}"),
+            })?;
+        let edited = TrainConfig::load(&config_path, &[])?;
+        let changes: Vec<String> = changed_keys(&json!(stored), &json!(edited))
+            .into_iter()
+            .filter(|(key, _)| !RESUME_SAFE_KEYS.contains(&key.as_str()))
+            .map(|(_, change)| change)
+            .collect();
+        if !changes.is_empty() {
+            return Err(TrainError::Edited {
+                path: config_path,
+                changes: changes.join("; "),
+                allowed: RESUME_SAFE_KEYS.join(", "),
+            });
+        }
+        let mut config = stored;
+        config.optim.epochs = edited.optim.epochs;
+        config.validate()?;
+        let data = config.load_data()?;
+        if data.classes != meta.classes {
+            return Err(TrainError::Mismatch(format!(
+                "the data in {} no longer has the classes of the checkpoint in {}",
+                config.data.data_dir.display(),
+                last.display()
+            )));
+        }
+        let trainer = config.trainer::<B>(&data, device)?;
+        Run::resume(trainer, config.description(data.classes.len())?, dir)
+    }
+
+    /// What `tailguard train --dry-run` prints: the resolved configuration, the per-class training counts, the
+    /// stage of every epoch, and for RobustLT the per-class budgets (in 1/255, at full intensity) and the warm-up
+    /// intensities.
+    pub fn plan<B: AutodiffBackend>(&self) -> Result<serde_json::Value, TrainError> {
+        let data = self.load_data()?;
+        let method = self.method::<B, Model<B>>(&data.counts)?;
+        let trainer = self.trainer_config();
+        let epochs = trainer.epochs;
+        let stages: Vec<&str> = (0..epochs).map(|e| method.stage(e)).collect();
+        let lrs: Vec<f64> = (0..epochs).map(|e| trainer.lr_at(e)).collect();
+        let mut plan = json!({
+            "config": self,
+            "method": method.name(),
+            "classes": data.classes,
+            "train_counts": data.counts,
+            "train_images": data.train.len(),
+            "validation_images": data.validation.as_ref().map_or(0, |v| v.len()),
+            "stages": stages,
+            "lr": lrs,
+        });
+        if self.robustlt.is_some() {
+            let policy = self.budget_policy(&data.counts);
+            plan["eps_per_class"] = json!(policy.full_budgets().iter().map(|e| e * 255.0).collect::<Vec<_>>());
+            plan["intensity"] = json!((0..epochs).map(|e| policy.intensity(e)).collect::<Vec<_>>());
+        }
+        Ok(plan)
+    }
+}

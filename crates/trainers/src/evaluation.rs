@@ -1,0 +1,133 @@
+//! The one evaluation entry point: a model, a loader and attacks in; per-class tallies (and AutoAttack's stages)
+//! out. `tailguard eval`, the demo, validation during training and embedding programs all run this; reports are the
+//! program's business.
+
+use std::time::Instant;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use tailguard_attacks::{AttackOutcome, AttackPreset, AutoAttackStages, FrozenModel, Inner, PgdConfig};
+use tailguard_longtail::{BatchLoader, ClassTally, DataError};
+use tailguard_models::Classifier;
+
+use crate::observer::EvaluationObserver;
+
+/// An attack an evaluation runs on every batch.
+pub trait EvaluationAttack<B: AutodiffBackend, M: Classifier<B>> {
+    /// Name in reports and progress.
+    fn name(&self) -> String;
+
+    /// Attacks a batch (N, C, H, W) with true classes (N); reports which points stay correctly classified.
+    fn attack(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+    ) -> AttackOutcome<B>;
+}
+
+/// A named attack preset at budget `eps` (see [`AttackPreset::run`] for how each counts robustness).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresetAttack {
+    /// The preset.
+    pub preset: AttackPreset,
+    /// L-inf budget.
+    pub eps: f64,
+}
+
+impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PresetAttack {
+    fn name(&self) -> String {
+        self.preset.name().to_string()
+    }
+
+    fn attack(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+    ) -> AttackOutcome<B> {
+        self.preset.run(model, images, labels, self.eps)
+    }
+}
+
+/// Any PGD configuration, counting the final iterate.
+impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PgdConfig {
+    fn name(&self) -> String {
+        format!("pgd{}", self.steps)
+    }
+
+    fn attack(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+    ) -> AttackOutcome<B> {
+        let adversarial = self.perturb(model, images, labels.clone(), None);
+        AttackOutcome {
+            robust: model.correct(adversarial.clone(), labels),
+            adversarial,
+            stages: None,
+        }
+    }
+}
+
+/// What one attack did over the whole loader.
+#[derive(Debug, Clone)]
+pub struct AttackResult {
+    /// The attack's name.
+    pub name: String,
+    /// Robust (for "clean": correct) points per class.
+    pub tally: ClassTally,
+    /// AutoAttack's robust points after each stage, summed over batches.
+    pub stages: Option<AutoAttackStages>,
+    /// Wall time of the attack.
+    pub seconds: f64,
+}
+
+/// Runs every attack over every batch of `loader` against `model` (inference mode). Each attack starts from the
+/// backend generator seeded with `seed`, so results do not depend on which attacks ran before.
+pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
+    model: &M,
+    loader: &BatchLoader,
+    attacks: &[&dyn EvaluationAttack<B, M>],
+    seed: u64,
+    device: &B::Device,
+    observer: &mut dyn EvaluationObserver,
+) -> Result<Vec<AttackResult>, DataError> {
+    let frozen = FrozenModel::new(model);
+    let classes = loader.dataset().num_classes();
+    let total = loader.dataset().len();
+    let mut results = Vec::with_capacity(attacks.len());
+    for attack in attacks {
+        let name = attack.name();
+        <Inner<B> as Backend>::seed(device, seed);
+        let start = Instant::now();
+        let mut tally = ClassTally::new(classes);
+        let mut stages: Option<AutoAttackStages> = None;
+        let mut done = 0;
+        for batch in loader.batches::<Inner<B>>(0, device) {
+            let batch = batch?;
+            done += batch.labels.dims()[0];
+            let outcome = attack.attack(&frozen, batch.images, batch.labels.clone());
+            tally.add_batch(batch.labels, outcome.robust);
+            if let Some(s) = outcome.stages {
+                let sum = stages.get_or_insert(AutoAttackStages {
+                    clean: 0,
+                    apgd_ce: 0,
+                    apgd_t: 0,
+                });
+                sum.clean += s.clean;
+                sum.apgd_ce += s.apgd_ce;
+                sum.apgd_t += s.apgd_t;
+            }
+            observer.on_batch(&name, done, total, &tally);
+        }
+        results.push(AttackResult {
+            name,
+            tally,
+            stages,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(results)
+}

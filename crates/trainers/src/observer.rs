@@ -1,0 +1,33 @@
+//! Hooks for progress display during training and evaluation.
+
+use tailguard_longtail::ClassTally;
+
+/// Running figures of an epoch, read back from the device every few steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepFigures {
+    /// Loss of the latest step.
+    pub loss: f64,
+    /// Clean training accuracy so far in the epoch, when the method computes clean logits.
+    pub clean_accuracy: Option<f64>,
+    /// Adversarial training accuracy so far in the epoch, when the method makes adversarial examples.
+    pub adversarial_accuracy: Option<f64>,
+}
+
+/// Hooks for training progress.
+pub trait TrainObserver {
+    /// After each step; `figures` come every few steps (reading them waits for the device).
+    fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _figures: Option<StepFigures>) {}
+}
+
+/// Hooks for evaluation progress.
+pub trait EvaluationObserver {
+    /// After each batch of attack `attack`: images done so far of `total`, and the tally so far.
+    fn on_batch(&mut self, _attack: &str, _done: usize, _total: usize, _tally: &ClassTally) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+
+impl TrainObserver for Silent {}
+
+impl EvaluationObserver for Silent {}

@@ -1,0 +1,288 @@
+//! The trainer: a model, a method, a budget policy and the loop's settings, run epoch by epoch.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use tailguard_attacks::{AttackPreset, Inner, PgdConfig};
+use tailguard_longtail::{Augmentation, BatchLoader, BatchLoaderConfig, ClassGroups, Sampling, SeedStream};
+use tailguard_models::{Classifier, Mode};
+
+use crate::budget::BudgetPolicy;
+use crate::data::TrainData;
+use crate::epoch::{EpochRecord, EpochTally};
+use crate::error::{MethodStateError, TrainError};
+use crate::evaluation::{PresetAttack, evaluate};
+use crate::method::{Method, StepInput};
+use crate::observer::{Silent, TrainObserver};
+use crate::optimizer::GroupedSgd;
+use crate::settings::{TrainerConfig, ValidationConfig};
+use crate::step::train_step;
+
+/// How often the loss is read back during an epoch (divergence check and progress).
+const LOSS_READ_EVERY: usize = 10;
+
+/// Trains a model with a method, epoch by epoch. Built from typed parts, so a model or a method defined outside
+/// tailguard plugs in the same way as the built-in ones ([`crate::TrainConfig`] builds these parts from a file).
+pub struct Trainer<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> {
+    model: M,
+    optimizer: GroupedSgd<B, M>,
+    method: Box<dyn Method<B, M>>,
+    budget: BudgetPolicy,
+    config: TrainerConfig,
+    loader: BatchLoader,
+    validation: Option<(BatchLoader, ValidationConfig)>,
+    classes: Vec<String>,
+    counts: Vec<usize>,
+    device: B::Device,
+    /// 0-based index of the next epoch to run.
+    pub next_epoch: usize,
+}
+
+impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
+    /// A trainer at epoch 0: `model` trained by `method` in the per-class budgets of `budget`, on `data`.
+    pub fn new(
+        model: M,
+        method: Box<dyn Method<B, M>>,
+        budget: BudgetPolicy,
+        config: TrainerConfig,
+        data: &TrainData,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        config.validate()?;
+        let classes = data.classes.len();
+        if model.num_classes() != classes {
+            return Err(TrainError::Mismatch(format!(
+                "the model has {} outputs but the data has {classes} classes",
+                model.num_classes()
+            )));
+        }
+        if budget.num_classes() != classes {
+            return Err(TrainError::Mismatch(format!(
+                "the budget policy covers {} classes but the data has {classes}",
+                budget.num_classes()
+            )));
+        }
+        if method.needs_features() {
+            let shape = data.train.shape();
+            let probe = Tensor::<B, 4>::zeros([1, shape.channels, shape.height, shape.width], device);
+            if model.features_and_logits(probe, Mode::Inference).is_none() {
+                return Err(TrainError::Mismatch(format!(
+                    "{} needs penultimate features, which this model does not expose (Classifier::features_and_logits)",
+                    method.name()
+                )));
+            }
+        }
+        let loader_config = BatchLoaderConfig {
+            batch_size: config.batch_size,
+            sampling: if config.class_balanced {
+                Sampling::ClassBalanced
+            } else {
+                Sampling::Shuffled
+            },
+            augmentation: config.augment.then(Augmentation::default),
+            drop_last: false,
+            seed: config.seed,
+            prefetch: 2,
+        };
+        let validation = match (&data.validation, &config.validation) {
+            (Some(images), Some(settings)) => Some((
+                BatchLoader::new(images.clone(), BatchLoaderConfig::evaluation(config.batch_size))?,
+                settings.clone(),
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            optimizer: GroupedSgd::new(&config.sgd, &model),
+            model,
+            method,
+            budget,
+            loader: BatchLoader::new(data.train.clone(), loader_config)?,
+            validation,
+            classes: data.classes.clone(),
+            counts: data.counts.clone(),
+            config,
+            device: device.clone(),
+            next_epoch: 0,
+        })
+    }
+
+    /// The model in its latest state.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The trained model.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
+    /// Replaces the model (same structure, e.g. loaded from a checkpoint). The optimizer starts over for it: its
+    /// parameter groups follow the parameters' identities, which a loaded record brings with it.
+    pub fn set_model(&mut self, model: M) {
+        self.optimizer = GroupedSgd::new(&self.config.sgd, &model);
+        self.model = model;
+    }
+
+    /// SGD with its momentum buffers.
+    pub fn optimizer(&self) -> &GroupedSgd<B, M> {
+        &self.optimizer
+    }
+
+    /// Restores the momentum buffers written by [`GroupedSgd::to_bytes`] for this model.
+    pub fn load_optimizer_state(&mut self, bytes: &[u8]) -> Result<(), crate::error::OptimizerStateError> {
+        let optimizer = GroupedSgd::new(&self.config.sgd, &self.model);
+        self.optimizer = optimizer.load_bytes(bytes, &self.device)?;
+        Ok(())
+    }
+
+    /// The loop's settings.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// Total epochs of the run.
+    pub fn epochs(&self) -> usize {
+        self.config.epochs
+    }
+
+    /// Whether every epoch has run.
+    pub fn finished(&self) -> bool {
+        self.next_epoch >= self.config.epochs
+    }
+
+    /// The method's name.
+    pub fn method_name(&self) -> &'static str {
+        self.method.name()
+    }
+
+    /// The method's stage in `epoch`.
+    pub fn stage(&self, epoch: usize) -> &'static str {
+        self.method.stage(epoch)
+    }
+
+    /// Class names of the training data.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Images per class of the training data.
+    pub fn class_counts(&self) -> &[usize] {
+        &self.counts
+    }
+
+    /// The budget policy.
+    pub fn budget(&self) -> &BudgetPolicy {
+        &self.budget
+    }
+
+    /// The device the trainer runs on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Batches per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.loader.num_batches()
+    }
+
+    /// Runs the next epoch.
+    pub fn run_epoch(&mut self, observer: &mut dyn TrainObserver) -> Result<EpochRecord, TrainError> {
+        let epoch = self.next_epoch;
+        let start = Instant::now();
+        // Attack starts draw from the backend's generator: seeding it per epoch makes a resumed run identical.
+        <B as Backend>::seed(
+            &self.device,
+            SeedStream::derive(self.config.seed, &[0x6174_7461_636b, epoch as u64]).next_u64(),
+        );
+        let lr = self.config.lr_at(epoch);
+        let steps = self.loader.num_batches();
+        let mut tally = EpochTally::<B>::new(&self.device);
+        for (step, host) in self.loader.host_batches(epoch).enumerate() {
+            let host = host?;
+            let n = host.len();
+            let labels: Vec<usize> = host.labels.iter().map(|&l| l as usize).collect();
+            let eps = Tensor::<Inner<B>, 1>::from_data(
+                TensorData::new(self.budget.for_labels(epoch, &labels), [n]),
+                &self.device,
+            );
+            let batch = host.into_device::<B>(&self.device);
+            let input = StepInput {
+                images: batch.images,
+                labels: batch.labels,
+                eps,
+                epoch,
+            };
+            let output = train_step(self.method.as_mut(), &mut self.model, &mut self.optimizer, &input, lr);
+            // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
+            tally.add(&output, &input.labels);
+            let figures = ((step + 1) % LOSS_READ_EVERY == 0).then(|| tally.figures());
+            if let Some(f) = figures
+                && !f.loss.is_finite()
+            {
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    loss: f.loss,
+                });
+            }
+            observer.on_step(epoch, step + 1, steps, figures);
+        }
+        self.method.end_epoch();
+        let (loss, clean_accuracy, adversarial_accuracy) = tally.finish();
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged { epoch: epoch + 1, loss });
+        }
+        let seconds_training = start.elapsed().as_secs_f64();
+        let validate = self
+            .validation
+            .as_ref()
+            .is_some_and(|(_, settings)| (epoch + 1).is_multiple_of(settings.every) || epoch + 1 == self.epochs());
+        let (validation_clean, validation_robust) = if validate { self.validate()? } else { (None, None) };
+        self.next_epoch += 1;
+        Ok(EpochRecord {
+            epoch: epoch + 1,
+            stage: self.method.stage(epoch).to_string(),
+            lr,
+            loss,
+            clean_accuracy,
+            adversarial_accuracy,
+            eps_per_class: (!self.budget.is_uniform())
+                .then(|| self.budget.budgets(epoch).iter().map(|e| e * 255.0).collect()),
+            images_per_second: tally.seen() as f64 / seconds_training.max(1e-9),
+            seconds: start.elapsed().as_secs_f64(),
+            validation_clean,
+            validation_robust,
+        })
+    }
+
+    /// Balanced clean and robust accuracy on the validation split (PGD, step 2/255, uniform start), or `None`s
+    /// without one.
+    pub fn validate(&self) -> Result<(Option<f64>, Option<f64>), TrainError> {
+        let Some((loader, settings)) = &self.validation else {
+            return Ok((None, None));
+        };
+        let clean = PresetAttack {
+            preset: AttackPreset::Clean,
+            eps: 0.0,
+        };
+        let robust = PgdConfig::new()
+            .with_eps(settings.eps)
+            .with_steps(settings.attack_steps);
+        let seed = SeedStream::derive(self.config.seed, &[0x76_616c_6964, self.next_epoch as u64]).next_u64();
+        let results = evaluate(&self.model, loader, &[&clean, &robust], seed, &self.device, &mut Silent)?;
+        let groups = ClassGroups::default();
+        let balanced = |i: usize| Some(results[i].tally.summary(&groups).balanced_accuracy);
+        Ok((balanced(0), balanced(1)))
+    }
+
+    /// The method's state (saved with checkpoints).
+    pub fn method_state(&self) -> serde_json::Value {
+        self.method.state()
+    }
+
+    /// Restores the method's state.
+    pub fn load_method_state(&mut self, state: &serde_json::Value) -> Result<(), MethodStateError> {
+        self.method.load_state(state)
+    }
+}
