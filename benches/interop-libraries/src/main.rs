@@ -48,6 +48,18 @@ fn state_dict_pickle(count: usize, len: usize) -> (Vec<u8>, Vec<(String, Vec<u8>
     (p, storages)
 }
 
+/// `{"a": {"a": ... {} ...}}`, `depth` dictionaries deep.
+fn nested_dicts_pickle(depth: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 2];
+    for _ in 0..depth {
+        p.extend(b"}X\x01\x00\x00\x00a");
+    }
+    p.push(b'}');
+    p.extend(std::iter::repeat_n(b's', depth));
+    p.push(b'.');
+    p
+}
+
 fn files(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let mut out = Vec::new();
     let mut write = |name: &'static str, pickle: Vec<u8>, storages: Vec<(String, Vec<u8>)>| {
@@ -58,7 +70,11 @@ fn files(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     };
     let (pickle, storages) = state_dict_pickle(62, 37_000); // about ResNet-18's tensor count, 9 MB
     write("state-dict-62-tensors", pickle, storages);
+    let (pickle, mut storages) = state_dict_pickle(62, 37_000);
+    storages[61].1.truncate(1_000); // the last tensor claims more values than its storage holds
+    write("storage-too-short", pickle, storages);
     write("nested-tuples-100k", nested_tuples_pickle(100_000), Vec::new());
+    write("nested-dicts-100k", nested_dicts_pickle(100_000), Vec::new());
     write("memo-bomb-10^8", memo_bomb_pickle(8), Vec::new());
     out
 }
@@ -69,9 +85,15 @@ fn child(reader: &str, path: &Path) -> Result<usize, String> {
         "tailguard" => tailguard_models::torch_file::read_torch_file(path)
             .map(|file| file.floats.len() + file.others.len())
             .map_err(|e| e.to_string()),
+        // burn-store reads lazily: every tensor's data is materialised, as loading into a model would.
         _ => burn_store::pytorch::PytorchReader::new(path)
-            .map(|r| r.len())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| e.to_string())
+            .and_then(|reader| {
+                for snapshot in reader.tensors().values() {
+                    snapshot.to_data().map_err(|e| e.to_string())?;
+                }
+                Ok(reader.len())
+            }),
     }
 }
 
@@ -92,7 +114,7 @@ fn main() {
         let outcome = child(&args[2], Path::new(&args[3]));
         let line = match outcome {
             Ok(n) => format!("ok: {n} tensors"),
-            Err(e) => format!("refused: {}", e.chars().take(90).collect::<String>()),
+            Err(e) => format!("refused: {}", e.chars().take(150).collect::<String>()),
         };
         println!("{line}\t{}", peak_memory_kib());
         return;
@@ -118,14 +140,18 @@ fn main() {
             let stdout = String::from_utf8_lossy(&output.stdout);
             let (outcome, memory) = match stdout.trim().split_once('\t') {
                 Some((outcome, kib)) => (
-                    outcome.replace('|', "/"),
+                    outcome.replace(&format!("{}/", dir.display()), "").replace('|', "/"),
                     format!("{:.0}", kib.parse::<f64>().unwrap_or(0.0) / 1024.0),
                 ),
                 None => {
                     let stderr = String::from_utf8_lossy(&output.stderr);
                     let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
                     (
-                        format!("crashed ({}): {}", output.status, last.chars().take(80).collect::<String>()),
+                        format!(
+                            "crashed ({}): {}",
+                            output.status,
+                            last.chars().take(80).collect::<String>()
+                        ),
                         "-".into(),
                     )
                 }

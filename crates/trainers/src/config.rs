@@ -796,4 +796,26 @@ ce_epochs = 2
         assert!(err(&["optim.schedule.milestones=[3, 2]"]).contains("increase"));
         assert!(err(&["nonsense"]).contains("key=value"));
     }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let err = |set: &str| TrainConfig::parse(BASE, &[set.to_string()]).unwrap_err().to_string();
+        for (set, key) in [
+            ("model.head=round", "model.head"),
+            ("model.normalization=imagenet", "model.normalization"),
+            ("model.arch=vgg", "model.arch"),
+            ("attack.start=sideways", "attack.start"),
+            ("data.imbalance=ten", "data.imbalance"),
+            ("data.augment=3", "data.augment"),
+            ("optim.epochs=many", "optim.epochs"),
+        ] {
+            let message = err(set);
+            assert!(message.starts_with(&format!("{key}: ")), "{set}: {message}");
+        }
+        assert!(err("model.arch=vgg").contains("unknown architecture 'vgg'"));
+        assert!(
+            err("attack.start=sideways").contains("uniform-positive"),
+            "lists the choices"
+        );
+    }
 }

@@ -246,3 +246,41 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
         1
     );
 }
+
+#[test]
+fn trainer_parts_that_do_not_fit_each_other_are_refused() {
+    use tailguard_models::{Architecture, ModelConfig};
+    use tailguard_trainers::{BudgetPolicy, Trainer, TrainerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_archive(dir.path());
+    let config = config_with(&path, 2, "name = \"reat\"", "");
+    let data = config.load_data().unwrap();
+    let device = Default::default();
+    let small = Architecture::SmallCnn { width: 2 };
+    // REAT (which needs features) with the given architecture, output count, budget policy and settings.
+    let refusal = |arch, classes, budget: BudgetPolicy, settings: TrainerConfig| {
+        let model = ModelConfig::new(arch, classes).init::<B>(&device).unwrap();
+        match Trainer::new(
+            model,
+            config.method(&data.counts).unwrap(),
+            budget,
+            settings,
+            &data,
+            &device,
+        ) {
+            Err(e) => (e.to_string(), tailguard_trainers::chain(&e)),
+            Ok(_) => panic!("the parts were accepted"),
+        }
+    };
+    let budget = || config.budget_policy(&data.counts);
+    let (message, _) = refusal(small, 5, budget(), config.trainer_config());
+    assert!(message.contains("5 outputs but the data has 10 classes"), "{message}");
+    let (message, _) = refusal(small, 10, BudgetPolicy::uniform(0.03, 3), config.trainer_config());
+    assert!(message.contains("budget policy covers 3 classes"), "{message}");
+    let (message, _) = refusal(Architecture::Linear, 10, budget(), config.trainer_config());
+    assert!(message.contains("reat needs penultimate features"), "{message}");
+    // A message names the problem; its cause is the source, printed once in the chain.
+    let (message, chain) = refusal(small, 10, budget(), config.trainer_config().with_batch_size(0));
+    assert_eq!(message, "invalid trainer setting");
+    assert_eq!(chain, "invalid trainer setting: batch_size must be at least 1, got 0");
+}

@@ -89,3 +89,22 @@ fn mart_in_robustlt_budgets_is_more_robust_than_natural_training() {
         "MART {mart_robust} vs natural {natural_robust} under AA-lite"
     );
 }
+
+#[test]
+fn the_program_stops_resumes_exports_and_evaluates() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (accuracy, robustness) = tailguard_example_custom_model::run(dir.path(), 2, 5).unwrap();
+    assert!(
+        robustness <= accuracy,
+        "robustness {robustness} above accuracy {accuracy}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("mart/log.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        2,
+        "one epoch before the stop, one after the resume"
+    );
+    let weights = read_weights_file(&dir.path().join("tinynet.safetensors")).unwrap();
+    assert_eq!(weights.floats["fc.weight"].0, vec![10, 32]);
+}
