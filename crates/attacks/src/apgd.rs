@@ -124,12 +124,27 @@ impl ApgdConfig {
         labels: Tensor<Inner<B>, 1, Int>,
         targets: Option<Tensor<Inner<B>, 1, Int>>,
     ) -> ApgdRun<B> {
+        let [n, c, h, w] = ball.center.dims();
+        let device = ball.center.device();
+        // Start: x + eps * t / |t|_inf with t ~ U[-1, 1]: a random corner-ish point at distance exactly eps.
+        let t = Tensor::<Inner<B>, 4>::random([n, c, h, w], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        self.run_from(model, ball, t, loss, labels, targets)
+    }
+
+    /// [`ApgdConfig::run_once`] from the start `x + eps * t / |t|_inf` for a given direction `t` (N, C, H, W), instead
+    /// of a random one: the same start on two backends gives the same attack.
+    pub fn run_from<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        ball: &LinfBall<Inner<B>>,
+        t: Tensor<Inner<B>, 4>,
+        loss: AttackLoss,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+    ) -> ApgdRun<B> {
         let center = ball.center.clone();
         let [n, c, h, w] = center.dims();
         let device = center.device();
-
-        // Start: x + eps * t / |t|_inf with t ~ U[-1, 1]: a random corner-ish point at distance exactly eps.
-        let t = Tensor::<Inner<B>, 4>::random([n, c, h, w], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
         let t_max = t.clone().abs().reshape([n, c * h * w]).max_dim(1).reshape([n, 1, 1, 1]);
         let mut x = (center.clone() + t * ball.eps.clone() / t_max).clamp(0.0, 1.0);
 

@@ -33,6 +33,8 @@ pub struct Probe<B: AutodiffBackend> {
 impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
     /// A frozen copy of `model` (the original keeps its gradient tracking).
     pub fn new(model: &M) -> Self {
+        // A clone of a model whose parameters are still lazy would draw its own random weights.
+        tailguard_models::initialize_parameters(model);
         Self {
             model: model.clone().no_grad(),
             _backend: std::marker::PhantomData,

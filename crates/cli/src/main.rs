@@ -35,12 +35,16 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Several evaluated runs side by side (table and chart).
     Compare(commands::compare::CompareArgs),
+    /// Training curves of a run folder, from its log.jsonl.
+    Curves(commands::curves::CurvesArgs),
     /// Write a checkpoint's weights as safetensors under PyTorch names.
     Export(commands::interop::ExportArgs),
     /// Make a checkpoint from PyTorch weights (safetensors) of a supported architecture.
     Import(commands::interop::ImportArgs),
     /// Throughput of training steps and attacks, FLOP/s against the matrix-multiply peak, peak memory.
     Bench(commands::bench::BenchArgs),
+    /// The devices this build can compute on, by the names --device takes.
+    Devices(commands::devices::DevicesArgs),
 }
 
 /// The last panic's location and message, recorded by the panic hook and printed by `main` only if the panic ended
@@ -73,9 +77,11 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Curves(args) => commands::curves::run(args),
         Command::Export(args) => commands::interop::export(args),
         Command::Import(args) => commands::interop::import(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Devices(args) => commands::devices::run(args),
     });
     let result = outcome.unwrap_or_else(|_| {
         let message = LAST_PANIC

@@ -641,3 +641,47 @@ fn bad_bench_input_fails_with_one_line() {
     assert_clean_failure(&run("bench --arch wrn-30-10"), "6n + 4");
     assert_clean_failure(&run("bench --arch small-cnn --iterations 0"), "--iterations");
 }
+
+#[test]
+fn devices_are_listed_and_a_missing_one_is_a_clear_error() {
+    let output = tailguard(&["devices", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listing = stdout_json(&output);
+    assert_eq!(listing["backend"], "flex (CPU)");
+    assert_eq!(listing["devices"][0]["device"], "cpu");
+    assert_eq!(listing["devices"][0]["usable"], true);
+    let output = tailguard(&["model", "--arch", "small-cnn", "--device", "cpu", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for device in ["cuda:0", "wgpu:discrete:0", "gpu"] {
+        assert_clean_failure(
+            &tailguard(&["model", "--arch", "small-cnn", "--device", device]),
+            &format!("unknown device '{device}' (expected cpu"),
+        );
+    }
+}
+
+#[test]
+fn curves_are_drawn_for_any_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |epoch: usize, loss: f64| {
+        serde_json::json!({
+            "epoch": epoch, "stage": "adversarial", "lr": 0.1, "loss": loss, "clean_accuracy": 0.3,
+            "adversarial_accuracy": 0.1, "eps_per_class": null, "images_per_second": 100.0, "seconds": 1.0,
+            "validation_clean": null, "validation_robust": null
+        })
+        .to_string()
+    };
+    std::fs::write(
+        dir.path().join("log.jsonl"),
+        format!("{}\n{}\n", record(1, 2.0), record(2, 1.5)),
+    )
+    .unwrap();
+    let output = tailguard(&["curves", "--run", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let png = std::fs::read(dir.path().join("curves_loss.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    assert_clean_failure(
+        &tailguard(&["curves", "--run", dir.path().join("none").to_str().unwrap()]),
+        "none",
+    );
+}

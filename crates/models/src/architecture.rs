@@ -193,11 +193,14 @@ impl ModelConfig {
             Some(config) => Some(config.init(device)?),
             None => None,
         };
-        Ok(Model {
+        let model = Model {
             normalization,
             network,
             num_classes: classes,
-        })
+        };
+        // Values now, so that clones of the model (attacks, checkpoints) share them.
+        crate::checkpoint::initialize_parameters(&model);
+        Ok(model)
     }
 }
 

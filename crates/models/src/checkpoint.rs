@@ -220,6 +220,7 @@ pub fn save_checkpoint_with<B: Backend, M: Module<B>>(
             config.num_classes
         )));
     }
+    initialize_parameters(model);
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .record(model.clone().into_record(), ())
         .map_err(|e| invalid(e.to_string()))?;
@@ -359,6 +360,24 @@ fn load_weights_into<B: Backend, M: Module<B>>(
         return Err(mismatch());
     }
     Ok(model)
+}
+
+/// Gives every lazily initialised parameter of `module` its value now.
+///
+/// Burn 0.21 creates parameters lazily, and cloning a parameter that has not been initialised yet clones its
+/// initialiser: the clone and the original then draw *different* random weights. A model that is cloned before its
+/// first use (a `FrozenModel` for an attack, `into_record` for a checkpoint) would silently differ from the model
+/// itself (found by `crates/cli/tests/gpu_backend.rs`, which compares two backends through records). tailguard calls
+/// this wherever a model enters: [`crate::ModelConfig::init`], `Trainer::new`, `FrozenModel::new`, saving and
+/// loading checkpoints. It does nothing to parameters that already have their values.
+pub fn initialize_parameters<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
 }
 
 /// Shapes of every float tensor of a module (parameters and running statistics), in visiting order.

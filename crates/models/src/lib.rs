@@ -44,8 +44,8 @@ pub mod wide_resnet;
 pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
 pub use checkpoint::{
-    CheckpointError, CheckpointMeta, load_checkpoint, load_checkpoint_into, read_checkpoint_meta, recover_checkpoint,
-    save_checkpoint, save_checkpoint_with,
+    CheckpointError, CheckpointMeta, initialize_parameters, load_checkpoint, load_checkpoint_into,
+    read_checkpoint_meta, recover_checkpoint, save_checkpoint, save_checkpoint_with,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use error::ModelConfigError;

@@ -230,3 +230,33 @@ fn broken_checkpoints_give_readable_errors() {
     let err = load_checkpoint::<Inner>(&path, &device).unwrap_err();
     assert!(err.to_string().contains("checkpoint.json"), "{err}");
 }
+
+/// Every float tensor of a model, in visiting order.
+fn weights<M: Module<Flex>>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor<Flex> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<Flex, D>>) {
+            self.0.push(param.val().into_data().to_vec().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+#[test]
+fn a_fresh_model_and_its_clone_have_the_same_weights() {
+    // Burn's parameters are lazy; a clone made before first use would draw its own random weights, so a checkpoint
+    // or an attack's frozen copy of a fresh model would differ from the model. `init` gives them their values.
+    let device = Default::default();
+    for arch in [Architecture::SmallCnn { width: 4 }, Architecture::Linear] {
+        let model = ModelConfig::new(arch, 10).init::<Flex>(&device).unwrap();
+        let copy = model.clone();
+        assert!(weights(&copy) == weights(&model), "{arch}: the clone has other weights");
+    }
+    // A module built without tailguard, made consistent by `initialize_parameters`.
+    let linear = burn::nn::LinearConfig::new(8, 3).init::<Flex>(&device);
+    tailguard_models::initialize_parameters(&linear);
+    let copy = linear.clone();
+    assert!(weights(&copy) == weights(&linear));
+}

@@ -51,6 +51,8 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         config.validate()?;
+        // The optimizer, the attacks' frozen copies and checkpoints all work on this model's values.
+        tailguard_models::initialize_parameters(&model);
         let classes = data.classes.len();
         if model.num_classes() != classes {
             return Err(TrainError::Mismatch(format!(

@@ -63,6 +63,8 @@ pub struct BenchArgs {
     /// Replace an earlier --out report that tailguard wrote.
     #[arg(long, requires = "out")]
     force: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 /// What one timed iteration runs.
@@ -137,7 +139,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         tailguard_output::prepare_file(path, args.force)?;
     }
-    let device = backend::device()?;
+    let device = args.device.open()?;
     <Train as Backend>::seed(&device, args.seed);
     eprintln!("matrix-multiply peak ({0}x{0} by {0}x{0}) ...", args.matmul_size);
     let peak = matmul_peak_gflops(args.matmul_size, &device);

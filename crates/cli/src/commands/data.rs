@@ -71,6 +71,8 @@ pub struct DataArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
@@ -217,7 +219,7 @@ fn export(args: &DataArgs, dir: &Path, train: &ImageDataset, path: &Path) -> any
 
 /// Builds the model, then times augmented batching and training-mode forward passes.
 fn push_through_model(args: &DataArgs, arch: Architecture, train: ImageDataset) -> anyhow::Result<serde_json::Value> {
-    let device = backend::device()?;
+    let device = args.device.open()?;
     let shape = train.shape();
     let model = ModelConfig::new(arch, train.num_classes())
         .with_input_shape([shape.channels, shape.height, shape.width])

@@ -38,6 +38,12 @@ pub struct DemoArgs {
     /// Test images to evaluate (a seeded subset of the 1,000 embedded test images).
     #[arg(long, default_value_t = 1000)]
     limit: usize,
+    /// A smoke run of every part in a minute or two: 3 epochs on at most 20 training images per class, 100 test
+    /// images. Its numbers mean nothing; CI runs it on the GPU path.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 const NATURAL: &str = include_str!("../../../../configs/cpu/natural-small.toml");
@@ -57,7 +63,11 @@ fn embedded_dataset() -> anyhow::Result<PathBuf> {
     bail!("the embedded dataset {EMBEDDED} was not found; run from the repository root or pass --data-dir")
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.epochs = 3;
+        args.limit = args.limit.min(100);
+    }
     if args.epochs < 3 {
         bail!("--epochs must be at least 3 (TAET needs a clean and an adversarial stage)");
     }
@@ -72,7 +82,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &["natural", "taet", "report.md", "per_class_aa.png"],
         args.force || continuing,
     )?;
-    let device = backend::device()?;
+    let device = args.device.open()?;
     let mut reports = Vec::new();
     for (name, text) in [("natural", NATURAL), ("taet", TAET)] {
         let mut overrides = vec![
@@ -81,6 +91,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         ];
         if name == "taet" {
             overrides.push(format!("method.ce_epochs={}", args.epochs / 3));
+        }
+        if args.quick {
+            overrides.push("data.n_max=20".into());
         }
         let config = TrainConfig::parse(text, &overrides)?;
         let dir = output.record(name)?;
@@ -130,6 +143,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             seed: 0,
             report: dir.join("report"),
             force: true,
+            device: args.device.device.clone(),
         };
         let report = evaluate_checkpoint(&request, false).with_context(|| format!("evaluating {name}"))?;
         reports.push((name, report));

@@ -65,6 +65,8 @@ pub struct EvalArgs {
     /// Print report.json to stdout as well.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 /// What to evaluate, apart from how the command line spells it (the demo builds one too).
@@ -82,6 +84,8 @@ pub struct EvalRequest {
     pub seed: u64,
     pub report: PathBuf,
     pub force: bool,
+    /// `--device` (the backend's default when `None`).
+    pub device: Option<String>,
 }
 
 impl EvalArgs {
@@ -99,6 +103,7 @@ impl EvalArgs {
             seed: self.seed,
             report: self.report.clone(),
             force: self.force,
+            device: self.device.device.clone(),
         }
     }
 }
@@ -151,7 +156,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     }
     // Claimed before the attacks run, so a refused folder costs nothing.
     tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
-    let device = backend::device()?;
+    let device = backend::device(request.device.as_deref())?;
     let (model, meta) = load_checkpoint::<backend::Train>(&request.checkpoint, &device)?;
     let arch = meta.model_config(&request.checkpoint)?.arch;
     let test = test_set(request, &meta)?;

@@ -30,6 +30,8 @@ pub struct ExportArgs {
     /// Replace an existing output file that tailguard wrote (never one it did not write).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -43,7 +45,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     if !args.force && args.out.exists() {
         return Err(tailguard_output::OutputError::Exists { path: args.out }.into());
     }
-    let device = backend::device()?;
+    let device = args.device.open()?;
     let (model, meta) = load_checkpoint::<backend::Compute>(&args.checkpoint, &device)?;
     let arch = meta.model_config(&args.checkpoint)?.arch;
     export_safetensors(&model, arch, &args.out)?;
@@ -85,6 +87,8 @@ pub struct ImportArgs {
     /// Ignore tensors that the architecture does not have (refused by default).
     #[arg(long)]
     drop_unknown: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
@@ -98,7 +102,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         other => bail!("--normalization must be none, cifar10 or cifar100, got '{other}'"),
     };
     check_import_target(&args.out, args.force)?;
-    let device = backend::device()?;
+    let device = args.device.open()?;
     let config = ModelConfig::new(args.arch, classes.len()).with_normalization(normalization);
     let model = config.init::<backend::Compute>(&device)?;
     let options = ImportOptions {

@@ -20,10 +20,12 @@ pub struct ModelArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
-    let device = backend::device()?;
+    let device = args.device.open()?;
     let model = ModelConfig::new(args.arch, args.classes).init::<backend::Compute>(&device)?;
     let parameters = trainable_parameter_count(&model);
     let input = Tensor::<backend::Compute, 4>::random([1, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device);

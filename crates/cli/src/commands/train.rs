@@ -39,6 +39,8 @@ pub struct TrainArgs {
     /// Machine-readable output: the plan, or one JSON line per epoch.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: crate::backend::DeviceArg,
 }
 
 struct Progress {
@@ -72,7 +74,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let device = backend::device()?;
+    let device = args.device.open()?;
     let (mut run, c) = match (&args.resume, &args.config, &args.out) {
         (Some(dir), _, _) => {
             let run = TrainConfig::resume_run::<backend::Train>(dir, &device)?;
