@@ -390,3 +390,36 @@ fn a_checkpoint_written_on_the_gpu_reads_back_on_the_cpu() {
     let cpu_logits = cpu.forward(images(&x, 2, &Default::default()), Mode::Inference);
     assert_close("logits after the round trip", &host(cpu_logits), &host(gpu_logits));
 }
+
+#[test]
+fn the_program_lists_its_gpu_devices_and_refuses_a_missing_one() {
+    let tailguard = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tailguard"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = tailguard(&["devices", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let devices = listing["devices"].as_array().unwrap();
+    let usable: Vec<&str> = devices
+        .iter()
+        .filter(|d| d["usable"] == true)
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert!(!usable.is_empty(), "no usable device in {listing}");
+    // The first usable device computes; one that does not exist is refused in one line.
+    let output = tailguard(&["model", "--arch", "small-cnn", "--json", "--device", usable[0]]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let missing = if cfg!(feature = "cuda") {
+        "cuda:99"
+    } else {
+        "wgpu:discrete:99"
+    };
+    let output = tailguard(&["model", "--arch", "small-cnn", "--device", missing]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.starts_with("error:"), "{stderr}");
+    assert!(stderr.contains(&format!("device {missing} does not exist")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
