@@ -118,18 +118,7 @@ fn a_checkpoint_written_on_the_cpu_reads_back_on_the_gpu() {
     assert_modules_close("a checkpoint loaded on the GPU", &cpu, &gpu);
 }
 
-/// Every float tensor of a module (parameters and BatchNorm statistics), in visiting order.
-fn tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(host(param.val()));
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    module.visit(&mut collect);
-    collect.0
-}
+use tailguard_models::testing::float_tensors as tensors;
 
 /// The gradient of every trainable float tensor, in visiting order (empty for running statistics).
 fn gradients<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gradients) -> Vec<Vec<f32>> {
@@ -254,6 +243,26 @@ fn trained_small_cnn() -> Model<Autodiff<Cpu>> {
     model
 }
 
+/// APGD-CE on `x` (labels `y`) from the start direction `t` (values in [0, 1], mapped to [-1, 1]).
+fn apgd_from<B: AutodiffBackend>(
+    apgd: &ApgdConfig,
+    model: &FrozenModel<B, Model<B>>,
+    x: &[f32],
+    t: &[f32],
+    y: &[i64],
+    device: &B::Device,
+) -> tailguard_attacks::apgd::ApgdRun<B> {
+    let n = y.len();
+    apgd.run_from(
+        model,
+        &LinfBall::uniform(images(x, n, device), apgd.eps),
+        images(t, n, device).mul_scalar(2.0).sub_scalar(1.0),
+        AttackLoss::CrossEntropy,
+        labels(y, device),
+        None,
+    )
+}
+
 #[test]
 fn pgd_and_apgd_from_the_same_start_break_the_same_points() {
     let (cpu_device, gpu_device) = (Default::default(), Default::default());
@@ -277,22 +286,8 @@ fn pgd_and_apgd_from_the_same_start_break_the_same_points() {
 
     let apgd = ApgdConfig::new().with_iterations(20);
     let (t, _) = batch(n, 10, 7);
-    let cpu_run = apgd.run_from(
-        &cpu_frozen,
-        &LinfBall::uniform(images(&x, n, &cpu_device), apgd.eps),
-        images::<Cpu>(&t, n, &cpu_device).mul_scalar(2.0).sub_scalar(1.0),
-        AttackLoss::CrossEntropy,
-        labels(&y, &cpu_device),
-        None,
-    );
-    let gpu_run = apgd.run_from(
-        &gpu_frozen,
-        &LinfBall::uniform(images(&x, n, &gpu_device), apgd.eps),
-        images::<Gpu>(&t, n, &gpu_device).mul_scalar(2.0).sub_scalar(1.0),
-        AttackLoss::CrossEntropy,
-        labels(&y, &gpu_device),
-        None,
-    );
+    let cpu_run = apgd_from(&apgd, &cpu_frozen, &x, &t, &y, &cpu_device);
+    let gpu_run = apgd_from(&apgd, &gpu_frozen, &x, &t, &y, &gpu_device);
     let cpu_robust = count(cpu_run.robust);
     let gpu_robust = count(gpu_run.robust);
     assert_eq!(cpu_robust, gpu_robust, "APGD-CE robust points");

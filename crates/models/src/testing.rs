@@ -102,3 +102,20 @@ pub fn memo_bomb_pickle(levels: u8) -> Vec<u8> {
     pickle.push(b'.');
     pickle
 }
+
+/// Every float tensor of a module (parameters and BatchNorm statistics) as host values, in visiting order: for
+/// comparing two models (a resumed run and an uninterrupted one, two backends, a model and its clone).
+pub fn float_tensors<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(module: &M) -> Vec<Vec<f32>> {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct Collect(Vec<Vec<f32>>);
+    impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0
+                .push(param.val().into_data().convert::<f32>().to_vec().unwrap_or_default());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    collect.0
+}

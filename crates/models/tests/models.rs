@@ -231,17 +231,8 @@ fn broken_checkpoints_give_readable_errors() {
     assert!(err.to_string().contains("checkpoint.json"), "{err}");
 }
 
-/// Every float tensor of a model, in visiting order.
 fn weights<M: Module<Flex>>(model: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl burn::module::ModuleVisitor<Flex> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<Flex, D>>) {
-            self.0.push(param.val().into_data().to_vec().unwrap());
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    collect.0
+    tailguard_models::testing::float_tensors(model)
 }
 
 #[test]

@@ -78,16 +78,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Every float tensor of a model (parameters and running statistics), in visiting order.
 fn all_tensors(model: &tailguard_models::Model<Flex>) -> Vec<Vec<f32>> {
-    use burn::module::{Module, ModuleVisitor, Param};
-    struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor<Flex> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<burn::tensor::Tensor<Flex, D>>) {
-            self.0.push(param.val().into_data().to_vec().unwrap());
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    collect.0
+    tailguard_models::testing::float_tensors(model)
 }
 
 #[test]
