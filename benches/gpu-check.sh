@@ -35,7 +35,9 @@ bundle() {
         --manifest-path "$root/Cargo.toml" 2>&1 | sed -n 's/.*Executable tests\/gpu_backend.rs (\(.*\))/\1/p' | tail -1)
     case "$test_binary" in /*) ;; *) test_binary="$root/$test_binary" ;; esac
     cp "$test_binary" "$out/gpu_backend"
-    cp -r "$root/benches/pytorch" "$out/pytorch"
+    # Same layout as the repository, so run.sh finds bench.py and compare.py relative to itself.
+    mkdir -p "$out/benches"
+    cp -r "$root/benches/pytorch" "$out/benches/pytorch"
     cp "$root/configs/cifar10-lt/pgd-at-rho100.toml" "$out/pgd-at-rho100.toml"
     cp "$root/datasets/cifar10-lt-mini.tar.gz" "$out/"
     local shared="$root/../shared/datasets"
@@ -93,7 +95,7 @@ run() {
     echo "== bench against PyTorch (batch 128)" | tee -a "$out/summary.md"
     for arch in resnet18 wrn-34-10; do
         TAILGUARD="$tg" PYTHON="$python" OUT="$out/bench-$arch" \
-            "$here/pytorch/run.sh" --arch "$arch" --batch 128 --iterations 3 --warmup 1 \
+            "$here/benches/pytorch/run.sh" --arch "$arch" --batch 128 --iterations 3 --warmup 1 \
             --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations 20 \
             2>"$out/bench-$arch.log" | tee -a "$out/summary.md" || echo "bench $arch failed: see bench-$arch.log" | tee -a "$out/summary.md"
     done
