@@ -106,15 +106,10 @@ impl AttackPreset {
                     stages: Some(stages),
                 }
             }
-            pgd_like => {
-                let config = pgd_like.pgd(eps).expect("PGD-type preset");
-                let adversarial = config.perturb(model, images, labels.clone(), None);
-                AttackOutcome {
-                    robust: model.correct(adversarial.clone(), labels),
-                    adversarial,
-                    stages: None,
-                }
-            }
+            pgd_like => pgd_like
+                .pgd(eps)
+                .expect("PGD-type preset")
+                .outcome(model, images, labels),
         }
     }
 }
@@ -136,6 +131,23 @@ impl std::str::FromStr for AttackPreset {
                 expected: names.join(", "),
             }
         })
+    }
+}
+
+impl PgdConfig {
+    /// Attacks a batch and reports which points the final iterate leaves correctly classified.
+    pub fn outcome<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+    ) -> AttackOutcome<B> {
+        let adversarial = self.perturb(model, images, labels.clone(), None);
+        AttackOutcome {
+            robust: model.correct(adversarial.clone(), labels),
+            adversarial,
+            stages: None,
+        }
     }
 }
 

@@ -62,12 +62,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PgdConfig 
         images: Tensor<Inner<B>, 4>,
         labels: Tensor<Inner<B>, 1, Int>,
     ) -> AttackOutcome<B> {
-        let adversarial = self.perturb(model, images, labels.clone(), None);
-        AttackOutcome {
-            robust: model.correct(adversarial.clone(), labels),
-            adversarial,
-            stages: None,
-        }
+        self.outcome(model, images, labels)
     }
 }
 
