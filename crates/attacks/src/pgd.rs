@@ -26,6 +26,20 @@ pub enum RandomStart {
     UniformPositive,
 }
 
+/// What is done to the drawn start before the first gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartClip {
+    /// Nothing: the first gradient is taken at the start as drawn, which may lie outside [0, 1] (the official code
+    /// of TRADES, AT-BSL, RoBal, REAT and TAET).
+    None,
+    /// Clipped to [0, 1] (torchattacks; RobustLT's port).
+    #[default]
+    Box,
+    /// Projected into the ball and [0, 1].
+    Ball,
+}
+
 /// Configuration of a PGD attack. The defaults are PGD-10 with step 2/255 in an 8/255 ball, uniform start,
 /// cross-entropy: the PGD-AT training attack.
 #[derive(Config, Debug, PartialEq)]
@@ -45,6 +59,10 @@ pub struct PgdConfig {
     /// The loss ascended.
     #[config(default = "AttackLoss::CrossEntropy")]
     pub loss: AttackLoss,
+    /// What is done to the start before the first gradient. Every later iterate is projected into the ball and
+    /// [0, 1] whatever this says.
+    #[config(default = "StartClip::Box")]
+    pub start_clip: StartClip,
 }
 
 impl PgdConfig {
@@ -120,7 +138,21 @@ impl PgdConfig {
         step: Tensor<Inner<B>, 4>,
         loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
     ) -> Tensor<Inner<B>, 4> {
-        let mut x = random_start(ball, self.start);
+        self.run_from(model, ball, step, None, loss)
+    }
+
+    /// As [`PgdConfig::run_with`] from `start` when given (a start drawn elsewhere: the parity tests pass the
+    /// official code's draw), else from a draw of [`PgdConfig::start`]; either way clipped as
+    /// [`PgdConfig::start_clip`] says.
+    pub fn run_from<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        ball: &LinfBall<Inner<B>>,
+        step: Tensor<Inner<B>, 4>,
+        start: Option<Tensor<Inner<B>, 4>>,
+        loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
+    ) -> Tensor<Inner<B>, 4> {
+        let mut x = self.first_iterate(ball, start);
         for _ in 0..self.steps {
             let probe = model.probe_with(x.clone(), &loss);
             x = ball.project(x + probe.gradient.sign() * step.clone());
@@ -139,10 +171,30 @@ impl PgdConfig {
         let step = eps.clone().mul_scalar(scale).reshape([n, 1, 1, 1]);
         (LinfBall::new(images, eps), step)
     }
+
+    /// The first iterate: `start`, or a draw of [`PgdConfig::start`], clipped as [`PgdConfig::start_clip`] says.
+    pub fn first_iterate<B: burn::tensor::backend::Backend>(
+        &self,
+        ball: &LinfBall<B>,
+        start: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 4> {
+        let x = start.unwrap_or_else(|| draw_start(ball, self.start));
+        match self.start_clip {
+            StartClip::None => x,
+            StartClip::Box => x.clamp(0.0, 1.0),
+            StartClip::Ball => ball.project(x),
+        }
+    }
 }
 
-/// A starting point inside `ball`.
+/// A starting point inside `ball`: a draw of `start`, projected into the ball and [0, 1].
 pub fn random_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start: RandomStart) -> Tensor<B, 4> {
+    ball.project(draw_start(ball, start))
+}
+
+/// A draw of `start` around the ball's centre, as drawn (possibly outside [0, 1], and for a Gaussian outside the
+/// ball).
+pub fn draw_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start: RandomStart) -> Tensor<B, 4> {
     let center = ball.center.clone();
     let shape = center.shape();
     let device = center.device();
@@ -150,15 +202,15 @@ pub fn random_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start
         RandomStart::None => center,
         RandomStart::Uniform => {
             let noise = Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
-            ball.project(center + noise * ball.eps.clone())
+            center + noise * ball.eps.clone()
         }
         RandomStart::UniformPositive => {
             let noise = Tensor::<B, 4>::random(shape, Distribution::Uniform(0.0, 1.0), &device);
-            ball.project(center + noise * ball.eps.clone())
+            center + noise * ball.eps.clone()
         }
         RandomStart::Gaussian { std } => {
             let noise = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, std), &device);
-            ball.project(center + noise)
+            center + noise
         }
     }
 }

@@ -14,9 +14,11 @@ use crate::loss::AttackLoss;
 pub type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
 /// A model prepared for attacks: parameters do not require gradients, so a backward pass differentiates the input
-/// only, and every call runs in [`Mode::Inference`] (running BatchNorm statistics, never updated).
+/// only, and every call runs in [`Mode::Inference`] (running BatchNorm statistics, never updated), or in
+/// [`Mode::BatchStatistics`] for training attacks that normalise with the batch's statistics.
 pub struct FrozenModel<B: AutodiffBackend, M: Classifier<B>> {
     model: M,
+    mode: Mode,
     _backend: std::marker::PhantomData<B>,
 }
 
@@ -33,12 +35,27 @@ pub struct Probe<B: AutodiffBackend> {
 impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
     /// A frozen copy of `model` (the original keeps its gradient tracking).
     pub fn new(model: &M) -> Self {
+        Self::in_mode(model, Mode::Inference)
+    }
+
+    /// A frozen copy of `model` whose forward passes run in `mode`; [`Mode::Train`] is taken as
+    /// [`Mode::BatchStatistics`], since an attack must never move the running statistics.
+    pub fn in_mode(model: &M, mode: Mode) -> Self {
         // A clone of a model whose parameters are still lazy would draw its own random weights.
         tailguard_models::initialize_parameters(model);
         Self {
             model: model.clone().no_grad(),
+            mode: match mode {
+                Mode::Train => Mode::BatchStatistics,
+                other => other,
+            },
             _backend: std::marker::PhantomData,
         }
+    }
+
+    /// The mode of its forward passes.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Number of classes.
@@ -48,7 +65,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
 
     /// Logits without gradients, (N, classes).
     pub fn logits(&self, images: Tensor<Inner<B>, 4>) -> Tensor<Inner<B>, 2> {
-        self.model.forward(Tensor::from_inner(images), Mode::Inference).inner()
+        self.model.forward(Tensor::from_inner(images), self.mode).inner()
     }
 
     /// Whether each image is classified as its label, (N).
@@ -74,7 +91,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
     /// Loss, gradient and logits at `images` for any per-sample loss of the logits, (N, classes) -> (N).
     pub fn probe_with(&self, images: Tensor<Inner<B>, 4>, loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>) -> Probe<B> {
         let input = Tensor::<B, 4>::from_inner(images).require_grad();
-        let logits = self.model.forward(input.clone(), Mode::Inference);
+        let logits = self.model.forward(input.clone(), self.mode);
         let per_sample = loss(logits.clone());
         let grads = per_sample.clone().sum().backward();
         let gradient = input

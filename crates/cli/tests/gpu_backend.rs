@@ -237,8 +237,16 @@ fn trained_small_cnn() -> Model<Autodiff<Cpu>> {
             labels: labels(&y, &device),
             eps: Tensor::full([32], 8.0 / 255.0, &device),
             epoch: 0,
+            start: None,
         };
-        train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.05);
+        train_step(
+            method.as_mut(),
+            &mut model,
+            &mut optimizer,
+            &input,
+            0.05,
+            config.trainer_config().step_options(),
+        );
     }
     model
 }
@@ -342,6 +350,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
         let mut gpu_method = config.method::<Autodiff<Gpu>, Model<_>>(&counts).unwrap();
         let mut cpu_optimizer = GroupedSgd::new(&config.sgd(), &cpu);
         let mut gpu_optimizer = GroupedSgd::new(&config.sgd(), &gpu);
+        let bn = config.trainer_config().step_options();
         let epoch = 1; // TAET's adversarial stage
         // Attacks start at the clean image (the random starts of the two backends differ). TRADES' inner loss, the KL
         // to the clean prediction, has a zero gradient there, so its first PGD step follows rounding noise on any two
@@ -353,15 +362,17 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             labels: labels(&y, &cpu_device),
             eps: Tensor::full([n], eps, &cpu_device),
             epoch,
+            start: None,
         };
         let gpu_input = StepInput {
             images: images(&x, n, &gpu_device),
             labels: labels(&y, &gpu_device),
             eps: Tensor::full([n], eps, &gpu_device),
             epoch,
+            start: None,
         };
-        let cpu_loss = train_step(cpu_method.as_mut(), &mut cpu, &mut cpu_optimizer, &cpu_input, 0.05).loss;
-        let gpu_loss = train_step(gpu_method.as_mut(), &mut gpu, &mut gpu_optimizer, &gpu_input, 0.05).loss;
+        let cpu_loss = train_step(cpu_method.as_mut(), &mut cpu, &mut cpu_optimizer, &cpu_input, 0.05, bn).loss;
+        let gpu_loss = train_step(gpu_method.as_mut(), &mut gpu, &mut gpu_optimizer, &gpu_input, 0.05, bn).loss;
         let outcome = check_close(&format!("{method} loss"), &host(cpu_loss), &host(gpu_loss))
             .and_then(|()| check_modules_close(&format!("{method} weights after one step"), &cpu, &gpu));
         eprintln!("{method}: {outcome:?}");

@@ -22,7 +22,8 @@ pub struct ModalBatchNormConfig {
 /// 2-D batch normalisation with an explicit [`Mode`].
 ///
 /// In [`Mode::Train`] it normalises with the batch statistics and updates the running mean and the running
-/// *unbiased* variance as PyTorch does. In [`Mode::Inference`] it uses the running statistics as constants, leaves
+/// *unbiased* variance as PyTorch does; in [`Mode::BatchStatistics`] it normalises the same way without updating
+/// them. In [`Mode::Inference`] it uses the running statistics as constants, leaves
 /// them untouched, and remains differentiable with respect to its input, which adversarial attacks need.
 #[derive(Module, Debug)]
 pub struct ModalBatchNorm<B: Backend> {
@@ -59,7 +60,8 @@ impl<B: Backend> ModalBatchNorm<B> {
     /// (N, C, H, W) -> (N, C, H, W)
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         match mode {
-            Mode::Train => self.forward_train(x),
+            Mode::Train => self.forward_train(x, true),
+            Mode::BatchStatistics => self.forward_train(x, false),
             Mode::Inference => self.forward_inference(x),
         }
     }
@@ -77,7 +79,8 @@ impl<B: Backend> ModalBatchNorm<B> {
         (x * per_row(scale, n) + per_row(shift, n)).reshape([n, channels, h, w])
     }
 
-    fn forward_train(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// Normalises with the batch statistics; updates the running statistics when `track`.
+    fn forward_train(&self, x: Tensor<B, 4>, track: bool) -> Tensor<B, 4> {
         let [n, channels, h, w] = x.dims();
         let count = (n * h * w) as f64;
         // Statistics over (N, H, W): the contiguous inner reduction first, then the small one over N.
@@ -92,18 +95,23 @@ impl<B: Backend> ModalBatchNorm<B> {
             .reshape([channels])
             .div_scalar(count); // biased
 
-        let device = centered.device();
+        if track {
+            self.track(mean, var.clone(), count, &centered.device());
+        }
+        let scale = var.add_scalar(self.epsilon).sqrt().recip() * self.gamma.val();
+        (centered * per_row(scale, n) + per_row(self.beta.val(), n)).reshape([n, channels, h, w])
+    }
+
+    /// Moves the running statistics towards a batch's mean and biased variance over `count` values per channel.
+    fn track(&self, mean: Tensor<B, 1>, var: Tensor<B, 1>, count: f64, device: &B::Device) {
         let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
         let m = self.momentum;
         let running_mean =
-            self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);
-        let running_var = self.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m)
-            + var.clone().detach().mul_scalar(m * unbiased);
+            self.running_mean.value_sync().to_device(device).mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);
+        let running_var =
+            self.running_var.value_sync().to_device(device).mul_scalar(1.0 - m) + var.detach().mul_scalar(m * unbiased);
         self.running_mean.update(running_mean);
         self.running_var.update(running_var);
-
-        let scale = var.add_scalar(self.epsilon).sqrt().recip() * self.gamma.val();
-        (centered * per_row(scale, n) + per_row(self.beta.val(), n)).reshape([n, channels, h, w])
     }
 }
 

@@ -380,6 +380,17 @@ pub fn initialize_parameters<B: Backend, M: Module<B>>(module: &M) {
     module.visit(&mut Touch);
 }
 
+/// Applies the BatchNorm running-statistic updates that are still pending.
+///
+/// Burn 0.21 queues a `RunningState` update and applies it at the next `value_sync` or record; visiting a module
+/// (safetensors export, comparisons) reads the value as of the update before. Found by the parity tests
+/// (crates/trainers/tests/parity.rs): right after a training step an export held the statistics of the step
+/// before. Every reader that goes through a visitor calls this first.
+pub fn sync_running_statistics<B: Backend, M: Module<B>>(module: &M) {
+    // A record syncs every running state; the clone shares them with `module`.
+    let _ = module.clone().into_record();
+}
+
 /// Shapes of every float tensor of a module (parameters and running statistics), in visiting order.
 fn tensor_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
     struct Shapes(Vec<Vec<usize>>);

@@ -197,6 +197,7 @@ pub fn safetensors_bytes<B: Backend, M: Module<B>>(
             self.entries.insert(name, Entry { shape, values });
         }
     }
+    crate::checkpoint::sync_running_statistics(model);
     let mut collect = Collect {
         names,
         path: Vec::new(),

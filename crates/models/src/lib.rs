@@ -45,7 +45,7 @@ pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
 pub use checkpoint::{
     CheckpointError, CheckpointMeta, initialize_parameters, load_checkpoint, load_checkpoint_into,
-    read_checkpoint_meta, recover_checkpoint, save_checkpoint, save_checkpoint_with,
+    read_checkpoint_meta, recover_checkpoint, save_checkpoint, save_checkpoint_with, sync_running_statistics,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use error::ModelConfigError;

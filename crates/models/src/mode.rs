@@ -12,4 +12,7 @@ pub enum Mode {
     Train,
     /// Running statistics, never updated; gradients still flow to the input.
     Inference,
+    /// Batch statistics, running statistics left as they are: PyTorch's `train()` with `track_running_stats`
+    /// off. RobustLT's port (and Madry et al.'s PGD-AT) generate training attacks this way.
+    BatchStatistics,
 }

@@ -12,9 +12,26 @@ pub struct RobustLtConfig {
     /// AIW length as a fraction of the epochs: intensity `min((e - 1) / (beta T), 1)` for 1-based epoch e; 0 turns
     /// the warm-up off. Papers: 0.8 (CIFAR-10-LT; 1.0 with TAET), 0.6 (CIFAR-100-LT).
     pub beta: f64,
+    /// The port's logging forward passes after every step (they move BatchNorm's running statistics; see
+    /// [`crate::StepOptions::logging_forwards`]). Official: true.
+    #[serde(default = "logging_forwards_default")]
+    pub logging_forwards: bool,
+}
+
+fn logging_forwards_default() -> bool {
+    true
 }
 
 impl RobustLtConfig {
+    /// CPB strength `alpha` and AIW length `beta`, with the port's logging forwards.
+    pub fn new(alpha: f64, beta: f64) -> Self {
+        Self {
+            alpha,
+            beta,
+            logging_forwards: true,
+        }
+    }
+
     /// Checks the ranges.
     pub fn validate(&self) -> Result<(), crate::error::InvalidSetting> {
         use crate::error::InvalidSetting;
@@ -120,7 +137,7 @@ mod tests {
         let counts =
             tailguard_longtail::class_sizes(tailguard_longtail::ImbalanceProfile::Exp, 5000, 10, 50.0).unwrap();
         assert_eq!(counts, vec![5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100]);
-        let policy = BudgetPolicy::robust_lt(8.0 / 255.0, &counts, RobustLtConfig { alpha: 0.3, beta: 0.8 }, 100);
+        let policy = BudgetPolicy::robust_lt(8.0 / 255.0, &counts, RobustLtConfig::new(0.3, 0.8), 100);
         let in_255: Vec<f64> = policy.full_budgets().iter().map(|e| e * 255.0).collect();
         let expected = [5.60, 8.03, 9.03, 9.80, 10.45, 11.03, 11.54, 12.02, 12.46, 12.88];
         for (got, want) in in_255.iter().zip(expected) {
@@ -139,7 +156,7 @@ mod tests {
 
     #[test]
     fn warm_up_ramps_linearly_then_holds() {
-        let policy = BudgetPolicy::robust_lt(0.1, &[10, 5], RobustLtConfig { alpha: 0.0, beta: 0.8 }, 10);
+        let policy = BudgetPolicy::robust_lt(0.1, &[10, 5], RobustLtConfig::new(0.0, 0.8), 10);
         let ramp: Vec<f64> = (0..10).map(|e| policy.intensity(e)).collect();
         let expected = [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.0];
         for (got, want) in ramp.iter().zip(expected) {
@@ -147,7 +164,7 @@ mod tests {
         }
         assert_eq!(policy.budgets(0), vec![0.0, 0.0]);
         assert!((policy.budgets(4)[1] - 0.05).abs() < 1e-12);
-        let flat = BudgetPolicy::robust_lt(0.1, &[10, 5], RobustLtConfig { alpha: 0.3, beta: 0.0 }, 10);
+        let flat = BudgetPolicy::robust_lt(0.1, &[10, 5], RobustLtConfig::new(0.3, 0.0), 10);
         assert_eq!(flat.intensity(0), 1.0);
     }
 
@@ -156,7 +173,7 @@ mod tests {
         let uniform = BudgetPolicy::uniform(0.03, 3);
         assert!(uniform.is_uniform());
         assert_eq!(uniform.for_labels(7, &[2, 0]), vec![0.03f32, 0.03]);
-        let balanced = BudgetPolicy::robust_lt(0.03, &[10, 10], RobustLtConfig { alpha: 0.3, beta: 0.0 }, 5);
+        let balanced = BudgetPolicy::robust_lt(0.03, &[10, 10], RobustLtConfig::new(0.3, 0.0), 5);
         assert_eq!(balanced.full_budgets(), &[0.03, 0.03]);
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
-use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, parse_eps};
+use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, StartClip, parse_eps};
 use tailguard_longtail::{DatasetKind, ImbalanceProfile, LongTailSpec, Split};
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
@@ -14,11 +14,11 @@ use crate::budget::{BudgetPolicy, RobustLtConfig};
 use crate::data::TrainData;
 use crate::error::TrainError;
 use crate::losses::AbsentClasses;
-use crate::method::Method;
+use crate::method::{ExtraCleanForward, Method};
 use crate::methods::{AtBsl, Natural, PgdAt, Reat, Robal, Taet, Trades};
 use crate::optimizer::SgdSettings;
 use crate::schedule::LrSchedule;
-use crate::settings::{TrainerConfig, ValidationConfig};
+use crate::settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
 use crate::trainer::Trainer;
 
 /// A budget in a config: a number (`0.031`) or a fraction string (`"8/255"`).
@@ -245,6 +245,14 @@ pub struct AttackSection {
     /// Standard deviation of the Gaussian start.
     #[serde(default = "default_start_std")]
     pub start_std: f64,
+    /// What is done to the start before the first gradient; unset: what the method's official code does
+    /// ([`MethodConfig::official_start_clip`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_clip: Option<StartClip>,
+    /// How BatchNorm normalises during the attack; unset: what the method's official code does
+    /// ([`MethodConfig::official_attack_batch_norm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_norm: Option<AttackBatchNorm>,
 }
 
 /// Where the training attack starts, as files name it (`start_std` sets the Gaussian's deviation).
@@ -278,12 +286,20 @@ pub enum MethodConfig {
         /// Weight of the KL term (6).
         #[serde(default = "trades_beta")]
         beta: f64,
+        /// The official code's second clean forward pass in training mode for the KL term (it updates the
+        /// BatchNorm statistics once more).
+        #[serde(default = "yes")]
+        repeat_clean_forward: bool,
     },
     /// Balanced softmax on PGD examples.
     AtBsl {
         /// Weight of the log prior (1).
         #[serde(default = "one")]
         tau: f64,
+        /// An unused clean forward pass (RobustLT's port runs one after the adversarial pass); unset: the reference
+        /// code's ([`MethodConfig::official_extra_clean_forward`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra_clean_forward: Option<ExtraCleanForward>,
     },
     /// Re-weighted inner loss, balanced softmax and a tail feature term.
     Reat {
@@ -311,6 +327,10 @@ pub enum MethodConfig {
         /// Weight of the KL term (6).
         #[serde(default = "trades_beta")]
         kl_weight: f64,
+        /// The official code's second adversarial forward pass in training mode for the KL term (it updates the
+        /// BatchNorm statistics once more); unset: true, or false under RobustLT (its port runs one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repeat_adversarial_forward: Option<bool>,
     },
     /// Clean CE for `ce_epochs`, then HARL.
     Taet {
@@ -326,13 +346,51 @@ pub enum MethodConfig {
         /// Weight of RCEL (0.1).
         #[serde(default = "tenth")]
         gamma: f64,
-        /// The official code's extra clean forward pass in training mode (it updates BatchNorm statistics).
-        #[serde(default = "yes")]
-        extra_clean_forward: bool,
+        /// The official code's unused clean forward pass in training mode (it updates BatchNorm statistics): before
+        /// the loss in TAET's notebook, after the adversarial pass in RobustLT's port; unset: the reference code's
+        /// ([`MethodConfig::official_extra_clean_forward`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra_clean_forward: Option<ExtraCleanForward>,
         /// How HDL treats classes absent from a batch.
         #[serde(default)]
         absent_classes: AbsentClasses,
     },
+}
+
+impl MethodConfig {
+    /// What the method's reference code does to the attack's start before the first gradient: RobustLT's port
+    /// (the reference for PGD-AT and for every base under RobustLT) clips it to [0, 1]; the original code of
+    /// TRADES, AT-BSL, RoBal, REAT and TAET does nothing.
+    pub fn official_start_clip(&self, robustlt: bool) -> StartClip {
+        match self {
+            MethodConfig::Trades { .. } => StartClip::None,
+            _ if robustlt => StartClip::Box,
+            MethodConfig::Natural | MethodConfig::PgdAt => StartClip::Box,
+            _ => StartClip::None,
+        }
+    }
+
+    /// The unused clean forward pass of the method's reference code: TAET's notebook runs one before the loss,
+    /// RobustLT's ports of TAET and AT-BSL one after the adversarial pass.
+    pub fn official_extra_clean_forward(&self, robustlt: bool) -> ExtraCleanForward {
+        match (self, robustlt) {
+            (MethodConfig::Taet { .. }, false) => ExtraCleanForward::Before,
+            (MethodConfig::Taet { .. } | MethodConfig::AtBsl { .. }, true) => ExtraCleanForward::AfterAdversarial,
+            _ => ExtraCleanForward::None,
+        }
+    }
+
+    /// How BatchNorm normalises in the method's reference code while it attacks: RobustLT's port (the reference
+    /// for PGD-AT and for every base under RobustLT) uses batch statistics; the original code of TRADES, AT-BSL,
+    /// RoBal, REAT and TAET calls `model.eval()`.
+    pub fn official_attack_batch_norm(&self, robustlt: bool) -> AttackBatchNorm {
+        match self {
+            MethodConfig::Trades { .. } => AttackBatchNorm::Running,
+            _ if robustlt => AttackBatchNorm::Batch,
+            MethodConfig::PgdAt => AttackBatchNorm::Batch,
+            _ => AttackBatchNorm::Running,
+        }
+    }
 }
 
 fn trades_beta() -> f64 {
@@ -476,7 +534,7 @@ impl TrainConfig {
                 o.epochs
             )));
         }
-        if let MethodConfig::Trades { beta } | MethodConfig::AtBsl { tau: beta } = self.method
+        if let MethodConfig::Trades { beta, .. } | MethodConfig::AtBsl { tau: beta, .. } = self.method
             && !(beta >= 0.0 && beta.is_finite())
         {
             return Err(invalid(format!("method weight must be >= 0, got {beta}")));
@@ -528,11 +586,13 @@ impl TrainConfig {
         if a.steps == 0 && !matches!(self.method, MethodConfig::Natural) {
             return Err(invalid("attack.steps must be at least 1 for adversarial training"));
         }
+        let robustlt = self.robustlt.is_some();
         let config = PgdConfig::new()
             .with_eps(a.eps.0)
             .with_step_size(a.step_size.0)
             .with_steps(a.steps)
-            .with_start(start);
+            .with_start(start)
+            .with_start_clip(a.start_clip.unwrap_or(self.method.official_start_clip(robustlt)));
         config.validate().map_err(|e| invalid(format!("attack: {e}")))?;
         Ok(config)
     }
@@ -564,6 +624,15 @@ impl TrainConfig {
             .with_class_balanced(self.data.class_balanced)
             .with_seed(self.seed)
             .with_validation(validation)
+            .with_attack_batch_norm(self.attack_batch_norm())
+            .with_logging_forwards(self.robustlt.is_some_and(|r| r.logging_forwards))
+    }
+
+    /// How BatchNorm normalises during the training attack: as configured, else as the official code does.
+    pub fn attack_batch_norm(&self) -> AttackBatchNorm {
+        self.attack
+            .batch_norm
+            .unwrap_or(self.method.official_attack_batch_norm(self.robustlt.is_some()))
     }
 
     /// The budget policy: uniform at `attack.eps`, or RobustLT's class-wise budgets and warm-up.
@@ -581,11 +650,24 @@ impl TrainConfig {
         counts: &[usize],
     ) -> Result<Box<dyn Method<B, M>>, ConfigError> {
         let attack = self.attack()?;
+        let robustlt = self.robustlt.is_some();
         Ok(match &self.method {
             MethodConfig::Natural => Box::new(Natural),
             MethodConfig::PgdAt => Box::new(PgdAt { attack }),
-            MethodConfig::Trades { beta } => Box::new(Trades { attack, beta: *beta }),
-            MethodConfig::AtBsl { tau } => Box::new(AtBsl::new(attack, counts, *tau)),
+            MethodConfig::Trades {
+                beta,
+                repeat_clean_forward,
+            } => Box::new(Trades {
+                attack,
+                beta: *beta,
+                repeat_clean_forward: *repeat_clean_forward,
+            }),
+            MethodConfig::AtBsl {
+                tau,
+                extra_clean_forward,
+            } => Box::new(AtBsl::new(attack, counts, *tau).with_extra_clean_forward(
+                extra_clean_forward.unwrap_or(self.method.official_extra_clean_forward(robustlt)),
+            )),
             MethodConfig::Reat { tau } => Box::new(Reat::new(attack, counts, *tau)),
             MethodConfig::Robal {
                 scale,
@@ -594,16 +676,20 @@ impl TrainConfig {
                 tau_b,
                 adversarial_weight,
                 kl_weight,
-            } => Box::new(Robal::new(
-                attack,
-                counts,
-                *scale,
-                *margin,
-                *tau_m,
-                *tau_b,
-                *adversarial_weight,
-                *kl_weight,
-            )),
+                repeat_adversarial_forward,
+            } => Box::new(
+                Robal::new(
+                    attack,
+                    counts,
+                    *scale,
+                    *margin,
+                    *tau_m,
+                    *tau_b,
+                    *adversarial_weight,
+                    *kl_weight,
+                )
+                .with_repeat_adversarial_forward(repeat_adversarial_forward.unwrap_or(!robustlt)),
+            ),
             MethodConfig::Taet {
                 ce_epochs,
                 alpha,
@@ -615,7 +701,7 @@ impl TrainConfig {
                 attack,
                 ce_epochs: *ce_epochs,
                 weights: [*alpha, *beta, *gamma],
-                extra_clean_forward: *extra_clean_forward,
+                extra_clean_forward: extra_clean_forward.unwrap_or(self.method.official_extra_clean_forward(robustlt)),
                 absent_classes: *absent_classes,
                 num_classes: counts.len(),
             }),
@@ -742,6 +828,63 @@ ce_epochs = 2
 "#;
 
     #[test]
+    fn quirks_default_to_the_reference_code_and_can_be_set() {
+        // The base without TAET's own keys, so any method can be named.
+        let base = BASE.replace("ce_epochs = 2\n", "");
+        let parse = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            TrainConfig::parse(&base, &sets).unwrap()
+        };
+        // PGD-AT's reference (RobustLT's port): batch statistics, start clipped to [0, 1].
+        let pgd_at = parse(&["method.name=pgd-at"]);
+        assert_eq!(pgd_at.attack_batch_norm(), AttackBatchNorm::Batch);
+        assert_eq!(pgd_at.attack().unwrap().start_clip, StartClip::Box);
+        // TAET's notebook: running statistics, unclipped start, the extra clean pass first.
+        let taet = parse(&["method.name=taet", "method.ce_epochs=1"]);
+        assert_eq!(taet.attack_batch_norm(), AttackBatchNorm::Running);
+        assert_eq!(taet.attack().unwrap().start_clip, StartClip::None);
+        assert!(!taet.trainer_config().logging_forwards);
+        // Under RobustLT, its port's quirks; each can be set back.
+        let port = parse(&["method.name=at-bsl", "robustlt.alpha=0.3", "robustlt.beta=0.8"]);
+        assert_eq!(port.attack_batch_norm(), AttackBatchNorm::Batch);
+        assert!(port.trainer_config().logging_forwards);
+        assert_eq!(
+            port.method.official_extra_clean_forward(true),
+            ExtraCleanForward::AfterAdversarial
+        );
+        let set_back = parse(&[
+            "method.name=at-bsl",
+            "robustlt.alpha=0.3",
+            "robustlt.beta=0.8",
+            "robustlt.logging_forwards=false",
+            "attack.batch_norm=running",
+            "attack.start_clip=ball",
+        ]);
+        assert_eq!(set_back.attack_batch_norm(), AttackBatchNorm::Running);
+        assert!(!set_back.trainer_config().logging_forwards);
+        assert_eq!(set_back.attack().unwrap().start_clip, StartClip::Ball);
+        // The extra pass is spelled as a place or, as older files do, a flag; anything else is refused by name.
+        let after = parse(&["method.name=taet", "method.extra_clean_forward=after-adversarial"]);
+        assert!(matches!(
+            after.method,
+            MethodConfig::Taet {
+                extra_clean_forward: Some(ExtraCleanForward::AfterAdversarial),
+                ..
+            }
+        ));
+        let off = parse(&["method.name=taet", "method.extra_clean_forward=false"]);
+        assert!(matches!(
+            off.method,
+            MethodConfig::Taet {
+                extra_clean_forward: Some(ExtraCleanForward::None),
+                ..
+            }
+        ));
+        let bad = TrainConfig::parse(&base, &["method.extra_clean_forward=sometimes".into()]).unwrap_err();
+        assert!(bad.to_string().contains("sometimes"), "{bad}");
+    }
+
+    #[test]
     fn parses_with_defaults_and_fractions() {
         let config = TrainConfig::parse(BASE, &[]).unwrap();
         assert_eq!(config.attack.eps.0, 8.0 / 255.0);
@@ -755,7 +898,10 @@ ce_epochs = 2
                 absent_classes,
                 ..
             } => {
-                assert_eq!((ce_epochs, alpha, extra_clean_forward), (2, 0.1, true));
+                assert_eq!(
+                    (ce_epochs, alpha, extra_clean_forward),
+                    (2, 0.1, None)
+                );
                 assert_eq!(absent_classes, AbsentClasses::Zero);
             }
             _ => panic!("not TAET"),
@@ -775,7 +921,7 @@ ce_epochs = 2
         let config = TrainConfig::parse(BASE, &sets).unwrap();
         assert_eq!(config.optim.lr, 0.2);
         assert_eq!(config.attack.eps.0, 0.031);
-        assert_eq!(config.robustlt, Some(RobustLtConfig { alpha: 0.3, beta: 0.8 }));
+        assert_eq!(config.robustlt, Some(RobustLtConfig::new(0.3, 0.8)));
         let config = TrainConfig::parse(BASE, &["model.arch=resnet18".to_string()]).unwrap();
         assert_eq!(config.model.arch, Architecture::ResNet18);
     }

@@ -16,7 +16,7 @@
 //!
 //! // RobustLT budgets for CIFAR-10-LT (rho 50), alpha 0.3: the head class gets 0.7 eps, the tail class the most.
 //! let counts = [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100];
-//! let policy = BudgetPolicy::robust_lt(8.0 / 255.0, &counts, RobustLtConfig { alpha: 0.3, beta: 0.8 }, 100);
+//! let policy = BudgetPolicy::robust_lt(8.0 / 255.0, &counts, RobustLtConfig::new(0.3, 0.8), 100);
 //! let head = policy.full_budgets()[0] * 255.0;
 //! let tail = policy.full_budgets()[9] * 255.0;
 //! assert!((head - 5.6).abs() < 0.01 && (tail - 12.88).abs() < 0.01);
@@ -49,11 +49,11 @@ pub use data::TrainData;
 pub use epoch::{EpochRecord, EpochTally};
 pub use error::{InvalidSetting, MethodStateError, OptimizerStateError, TrainError, chain};
 pub use evaluation::{AttackResult, EvaluationAttack, PresetAttack, evaluate};
-pub use method::{Method, StepInput, StepOutput, pgd_examples};
+pub use method::{ExtraCleanForward, Method, StepInput, StepOutput, attack_from_start, pgd_examples};
 pub use observer::{EvaluationObserver, Silent, StepFigures, TrainObserver};
 pub use optimizer::{GroupedSgd, SgdSettings};
 pub use run::{RESUME_SAFE_KEYS, Run, RunDescription};
 pub use schedule::LrSchedule;
-pub use settings::{TrainerConfig, ValidationConfig};
-pub use step::train_step;
+pub use settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
+pub use step::{StepOptions, train_step, update_step};
 pub use trainer::Trainer;

@@ -43,6 +43,15 @@ pub fn trades_kl<B: Backend>(clean_logits: Tensor<B, 2>, adversarial_logits: Ten
     (p * (log_p - log_q)).sum_dim(1).mean()
 }
 
+/// RoBal's regulariser as its code computes it: `(1/B) sum_i sum_j p_ij (log p_ij - log(q_ij + 1e-12))` with
+/// `p = softmax(clean)`, `q = softmax(adversarial)`, (1).
+pub fn robal_kl<B: Backend>(clean_logits: Tensor<B, 2>, adversarial_logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let log_p = log_softmax(clean_logits.clone(), 1);
+    let p = softmax(clean_logits, 1);
+    let log_q = softmax(adversarial_logits, 1).add_scalar(1e-12).log();
+    (p * (log_p - log_q)).sum_dim(1).mean()
+}
+
 /// RoBal's class-aware margins `m_c = m + tau_m log(n_c / n_min) / s` (head classes get the larger margin).
 pub fn robal_margins(train_counts: &[usize], margin: f64, tau_m: f64, scale: f64) -> Vec<f32> {
     let n_min = train_counts.iter().copied().filter(|&n| n > 0).min().unwrap_or(1) as f64;

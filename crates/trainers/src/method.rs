@@ -19,6 +19,9 @@ pub struct StepInput<B: AutodiffBackend> {
     pub eps: Tensor<Inner<B>, 1>,
     /// 0-based epoch.
     pub epoch: usize,
+    /// Where the training attack starts, (N, C, H, W); `None` draws it as the attack's configuration says. Given by
+    /// the parity tests, which replay the official code's draw.
+    pub start: Option<Tensor<Inner<B>, 4>>,
 }
 
 /// What a method's loss produced.
@@ -41,6 +44,10 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
         "adversarial"
     }
 
+    /// Runs before the attack, with the model in training mode (TAET's notebook starts every step with an unused
+    /// clean forward pass, so its attack sees the running statistics that pass moved).
+    fn prepare(&self, _model: &M, _input: &StepInput<B>) {}
+
     /// Adversarial images for the batch (inner backend), or `None` to train on clean images only.
     fn adversarial(&self, model: &FrozenModel<B, M>, input: &StepInput<B>) -> Option<Tensor<Inner<B>, 4>>;
 
@@ -49,6 +56,12 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
 
     /// Whether the loss needs [`Classifier::features_and_logits`] (checked once when training starts).
     fn needs_features(&self) -> bool {
+        false
+    }
+
+    /// Whether RobustLT's port passes the clean batch before the adversarial one in its logging forwards (its TAET
+    /// does; see [`crate::step::StepOptions::logging_forwards`]).
+    fn logs_clean_first(&self) -> bool {
         false
     }
 
@@ -76,11 +89,77 @@ pub fn pgd_examples<B: AutodiffBackend, M: Classifier<B>>(
     model: &FrozenModel<B, M>,
     input: &StepInput<B>,
 ) -> Tensor<Inner<B>, 4> {
-    attack.perturb_with_budgets(
-        model,
-        input.images.clone().inner(),
-        input.labels.clone().inner(),
-        None,
-        input.eps.clone(),
-    )
+    let labels = input.labels.clone();
+    attack_from_start(attack, model, input, |logits| {
+        attack.loss.per_sample(logits, labels.clone(), None)
+    })
+}
+
+/// PGD on any per-sample loss of the logits in each sample's budget (steps scaled by `eps_i / eps`), from
+/// [`StepInput::start`] when given.
+pub fn attack_from_start<B: AutodiffBackend, M: Classifier<B>>(
+    attack: &PgdConfig,
+    model: &FrozenModel<B, M>,
+    input: &StepInput<B>,
+    loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
+) -> Tensor<Inner<B>, 4> {
+    let (ball, step) = attack.ball_and_step(input.images.clone().inner(), input.eps.clone());
+    attack.run_from(model, &ball, step, input.start.clone(), loss)
+}
+
+/// An unused clean forward pass in training mode that some official code runs in its loss: it changes no gradient,
+/// but moves BatchNorm's running statistics once more per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExtraCleanForward {
+    /// No extra pass.
+    None,
+    /// First thing in every step, before the attack (TAET's official notebook).
+    Before,
+    /// After the adversarial forward pass, when there is one (RobustLT's ports of TAET and AT-BSL).
+    AfterAdversarial,
+}
+
+/// Files may also say `true` (TAET's notebook: [`ExtraCleanForward::Before`]) or `false`.
+impl<'de> serde::Deserialize<'de> for ExtraCleanForward {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Spelling {
+            Flag(bool),
+            Name(String),
+        }
+        match Spelling::deserialize(deserializer)? {
+            Spelling::Flag(true) => Ok(Self::Before),
+            Spelling::Flag(false) => Ok(Self::None),
+            Spelling::Name(name) => match name.as_str() {
+                "none" => Ok(Self::None),
+                "before" => Ok(Self::Before),
+                "after-adversarial" => Ok(Self::AfterAdversarial),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown extra clean forward {other:?}: expected none, before, after-adversarial, true or false"
+                ))),
+            },
+        }
+    }
+}
+
+impl ExtraCleanForward {
+    /// Runs the pass if it belongs at `place` for a step with (`adversarial`) or without adversarial images.
+    pub fn run_at<B: AutodiffBackend, M: Classifier<B>>(
+        self,
+        place: ExtraCleanForward,
+        adversarial: bool,
+        model: &M,
+        input: &StepInput<B>,
+    ) {
+        let due = match (self, place) {
+            (ExtraCleanForward::Before, ExtraCleanForward::Before) => true,
+            (ExtraCleanForward::AfterAdversarial, ExtraCleanForward::AfterAdversarial) => adversarial,
+            _ => false,
+        };
+        if due {
+            let _ = model.forward(input.images.clone(), tailguard_models::Mode::Train);
+        }
+    }
 }

@@ -36,6 +36,35 @@ pub struct TrainerConfig {
     /// Validation on the held-out split after epochs (best-checkpoint selection); `None` disables it.
     #[config(default = "None")]
     pub validation: Option<ValidationConfig>,
+    /// How BatchNorm normalises while the training attack runs.
+    #[config(default = "AttackBatchNorm::Running")]
+    pub attack_batch_norm: AttackBatchNorm,
+    /// RobustLT's logging forward passes after every step (see [`crate::step::StepOptions::logging_forwards`]).
+    #[config(default = false)]
+    pub logging_forwards: bool,
+}
+
+/// How BatchNorm normalises while a training attack runs; it never moves the running statistics either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackBatchNorm {
+    /// With the running statistics, as at test time (PyTorch's `model.eval()`): the official code of TRADES,
+    /// AT-BSL, RoBal, REAT and TAET.
+    #[default]
+    Running,
+    /// With the statistics of the batch being attacked (`model.train()` with `track_running_stats` off): RobustLT's
+    /// port for every base method, and its PGD-AT.
+    Batch,
+}
+
+impl AttackBatchNorm {
+    /// The forward mode of the attacked model.
+    pub fn mode(self) -> tailguard_models::Mode {
+        match self {
+            AttackBatchNorm::Running => tailguard_models::Mode::Inference,
+            AttackBatchNorm::Batch => tailguard_models::Mode::BatchStatistics,
+        }
+    }
 }
 
 /// Validation during training: balanced clean and PGD accuracy on the validation split.
@@ -74,6 +103,14 @@ impl TrainerConfig {
             }
         }
         Ok(())
+    }
+
+    /// How each step runs, apart from the method.
+    pub fn step_options(&self) -> crate::step::StepOptions {
+        crate::step::StepOptions {
+            attack_batch_norm: self.attack_batch_norm,
+            logging_forwards: self.logging_forwards,
+        }
     }
 
     /// The learning rate of `epoch` (0-based).

@@ -4,24 +4,85 @@ use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::FrozenModel;
-use tailguard_models::Classifier;
+use tailguard_models::{Classifier, Mode};
 
 use crate::method::{Method, StepInput, StepOutput};
 use crate::optimizer::GroupedSgd;
+use crate::settings::AttackBatchNorm;
 
-/// One optimisation step of `method` on `input`: attack (inference mode), loss (training mode), backward, optimizer
-/// step at learning rate `lr`. The training loop and `tailguard bench` both run exactly this.
+/// How the shared step runs, apart from the method (from [`crate::TrainerConfig::step_options`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOptions {
+    /// How BatchNorm normalises while the attack runs.
+    pub attack_batch_norm: AttackBatchNorm,
+    /// RobustLT's port: after the optimizer step, the adversarial and the clean batch go through the updated model
+    /// in training mode without gradients (for its accuracy log), which moves BatchNorm's running statistics twice
+    /// more; the method's statistics and the epoch's accuracies then see these logits, as the port's do.
+    pub logging_forwards: bool,
+}
+
+/// One optimisation step of `method` on `input`: attack (BatchNorm as `options` says, running statistics
+/// untouched), loss (training mode), backward, optimizer step at learning rate `lr`. The training loop and
+/// `tailguard bench` both run exactly this.
 pub fn train_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     method: &mut dyn Method<B, M>,
     model: &mut M,
     optimizer: &mut GroupedSgd<B, M>,
     input: &StepInput<B>,
     lr: f64,
+    options: StepOptions,
 ) -> StepOutput<B> {
-    let adversarial = method.adversarial(&FrozenModel::new(model), input);
-    let output = method.loss(model, input, adversarial.map(Tensor::from_inner));
+    method.prepare(model, input);
+    let frozen = FrozenModel::in_mode(model, options.attack_batch_norm.mode());
+    let adversarial = method.adversarial(&frozen, input).map(Tensor::<B, 4>::from_inner);
+    update_step(method, model, optimizer, input, adversarial, lr, options)
+}
+
+/// The rest of [`train_step`] once the adversarial images are made: loss (training mode), backward, optimizer step,
+/// RobustLT's logging passes when `options` asks for them, and the method's bookkeeping. The parity tests call it
+/// with the official code's adversarial images.
+pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
+    method: &mut dyn Method<B, M>,
+    model: &mut M,
+    optimizer: &mut GroupedSgd<B, M>,
+    input: &StepInput<B>,
+    adversarial: Option<Tensor<B, 4>>,
+    lr: f64,
+    options: StepOptions,
+) -> StepOutput<B> {
+    let output = method.loss(model, input, adversarial.clone());
     let grads = output.loss.backward();
     *model = optimizer.step(lr, model.clone(), grads);
+    let output = if options.logging_forwards {
+        logged_outputs(method, model, input, adversarial, output.loss)
+    } else {
+        output
+    };
     method.after_step(input, &output);
     output
+}
+
+/// The port's logging passes: adversarial then clean (clean first for methods that say so); a step without
+/// adversarial images passes the clean batch twice, as the port's TAET does in its clean stage.
+fn logged_outputs<B: AutodiffBackend, M: Classifier<B>>(
+    method: &dyn Method<B, M>,
+    model: &M,
+    input: &StepInput<B>,
+    adversarial: Option<Tensor<B, 4>>,
+    loss: Tensor<B, 1>,
+) -> StepOutput<B> {
+    let forward = |images: Tensor<B, 4>| model.forward(images.detach(), Mode::Train).detach();
+    let adversarial = adversarial.unwrap_or_else(|| input.images.clone());
+    let (clean_logits, adversarial_logits) = if method.logs_clean_first() {
+        let clean = forward(input.images.clone());
+        (clean, forward(adversarial))
+    } else {
+        let adversarial = forward(adversarial);
+        (forward(input.images.clone()), adversarial)
+    };
+    StepOutput {
+        loss,
+        clean_logits: Some(clean_logits),
+        adversarial_logits: Some(adversarial_logits),
+    }
 }

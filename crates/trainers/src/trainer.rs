@@ -215,8 +215,16 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 labels: batch.labels,
                 eps,
                 epoch,
+                start: None,
             };
-            let output = train_step(self.method.as_mut(), &mut self.model, &mut self.optimizer, &input, lr);
+            let output = train_step(
+                self.method.as_mut(),
+                &mut self.model,
+                &mut self.optimizer,
+                &input,
+                lr,
+                self.config.step_options(),
+            );
             // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
             tally.add(&output, &input.labels);
             let figures = ((step + 1) % LOSS_READ_EVERY == 0).then(|| tally.figures());

@@ -72,7 +72,7 @@ pub fn trainer(
                 attack: PgdConfig::new().with_eps(eps).with_step_size(2.0 / 255.0).with_steps(3),
                 beta: 6.0,
             }),
-            BudgetPolicy::robust_lt(eps, &data.counts, RobustLtConfig { alpha: 0.3, beta: 0.8 }, epochs),
+            BudgetPolicy::robust_lt(eps, &data.counts, RobustLtConfig::new(0.3, 0.8), epochs),
         ),
     };
     let config = TrainerConfig::new(epochs, 0.1)

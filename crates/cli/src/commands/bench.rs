@@ -265,15 +265,17 @@ fn bench_one(
                 _ => 0,
             };
             let mut optimizer = GroupedSgd::new(&config.sgd(), &model);
+            let options = config.trainer_config().step_options();
             let mut model = model;
             let input = StepInput {
                 images,
                 labels,
                 eps: Tensor::<Inner<Train>, 1>::full([n], eps, device),
                 epoch,
+                start: None,
             };
             Box::new(move || {
-                let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01);
+                let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01, options);
                 let _ = output.loss.into_scalar().elem::<f64>();
             })
         }

@@ -7,7 +7,7 @@ use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
 use crate::losses::balanced_softmax;
-use crate::method::{Method, StepInput, StepOutput, pgd_examples};
+use crate::method::{ExtraCleanForward, Method, StepInput, StepOutput, pgd_examples};
 
 /// Balanced-softmax adversarial training.
 pub struct AtBsl {
@@ -17,6 +17,9 @@ pub struct AtBsl {
     pub log_prior: Vec<f32>,
     /// Weight of the prior (tau_b); the paper uses 1.
     pub tau: f64,
+    /// RobustLT's port runs an unused clean forward pass after the adversarial one
+    /// ([`ExtraCleanForward::AfterAdversarial`]); the original code does not ([`ExtraCleanForward::None`]).
+    pub extra_clean_forward: ExtraCleanForward,
 }
 
 impl AtBsl {
@@ -26,7 +29,14 @@ impl AtBsl {
             attack,
             log_prior: crate::losses::log_prior(train_counts),
             tau,
+            extra_clean_forward: ExtraCleanForward::None,
         }
+    }
+
+    /// Sets [`AtBsl::extra_clean_forward`].
+    pub fn with_extra_clean_forward(mut self, extra: ExtraCleanForward) -> Self {
+        self.extra_clean_forward = extra;
+        self
     }
 }
 
@@ -42,6 +52,8 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for AtBsl {
     fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
         let adversarial = adversarial.expect("AT-BSL trains on adversarial examples");
         let logits = model.forward(adversarial, Mode::Train);
+        self.extra_clean_forward
+            .run_at(ExtraCleanForward::AfterAdversarial, true, model, input);
         let log_prior = Tensor::<B, 1>::from_floats(self.log_prior.as_slice(), &logits.device());
         StepOutput {
             loss: balanced_softmax(logits.clone(), input.labels.clone(), log_prior, self.tau),

@@ -23,7 +23,7 @@ use tailguard_models::{Classifier, Mode};
 
 use crate::error::MethodStateError;
 use crate::losses::{balanced_softmax, class_prior, log_prior};
-use crate::method::{Method, StepInput, StepOutput};
+use crate::method::{Method, StepInput, StepOutput, attack_from_start};
 
 /// REAT with balanced-softmax weight `tau` (1 in the paper).
 pub struct Reat<B: AutodiffBackend> {
@@ -61,6 +61,21 @@ impl<B: AutodiffBackend> Reat<B> {
         }
     }
 
+    /// The outer loss: balanced softmax of the adversarial logits (N, C) plus the tail term of their penultimate
+    /// features (N, D), (1).
+    pub fn outer_loss<B2: burn::tensor::backend::Backend>(
+        &self,
+        features: Tensor<B2, 2>,
+        logits: Tensor<B2, 2>,
+        labels: Tensor<B2, 1, Int>,
+    ) -> Tensor<B2, 1> {
+        let device = logits.device();
+        let log_prior = Tensor::<B2, 1>::from_floats(self.log_prior.as_slice(), &device);
+        let omega = Tensor::<B2, 1>::from_floats(self.omega.as_slice(), &device);
+        let tail = Tensor::<B2, 1>::from_floats(self.tail.as_slice(), &device);
+        balanced_softmax(logits, labels.clone(), log_prior, self.tau) + reat_tail_term(features, labels, omega, tail)
+    }
+
     /// The inner loss's class weights from the effective numbers, summing to C.
     pub fn class_weights(&self) -> Vec<f32> {
         let inverse: Vec<f64> = self
@@ -70,7 +85,8 @@ impl<B: AutodiffBackend> Reat<B> {
             .map(|(&n, &m)| {
                 let beta = if n > 1 { (n as f64 - 1.0) / n as f64 } else { 0.0 };
                 let effective = (1.0 - beta.powf(m)) / (1.0 - beta);
-                1.0 / effective.max(1e-12)
+                // The official code's guard: a class never predicted (E = 0) gets weight 1e5 before normalising.
+                1.0 / (effective + 1e-5)
             })
             .collect();
         let sum: f64 = inverse.iter().sum();
@@ -111,12 +127,10 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
     }
 
     fn adversarial(&self, model: &FrozenModel<B, M>, input: &StepInput<B>) -> Option<Tensor<Inner<B>, 4>> {
-        let images = input.images.clone().inner();
         let weights = Tensor::<B, 1>::from_floats(self.class_weights().as_slice(), &input.images.device());
         let labels = input.labels.clone();
         let sample_weights = weights.gather(0, labels.clone());
-        let (ball, step) = self.attack.ball_and_step(images, input.eps.clone());
-        Some(self.attack.run_with(model, &ball, step, |logits| {
+        Some(attack_from_start(&self.attack, model, input, |logits| {
             cross_entropy_per_sample(logits, labels.clone()) * sample_weights.clone()
         }))
     }
@@ -126,12 +140,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
         let (features, logits) = model
             .features_and_logits(adversarial, Mode::Train)
             .expect("checked when training started: the model exposes features");
-        let device = logits.device();
-        let log_prior = Tensor::<B, 1>::from_floats(self.log_prior.as_slice(), &device);
-        let omega = Tensor::<B, 1>::from_floats(self.omega.as_slice(), &device);
-        let tail = Tensor::<B, 1>::from_floats(self.tail.as_slice(), &device);
-        let loss = balanced_softmax(logits.clone(), input.labels.clone(), log_prior, self.tau)
-            + reat_tail_term(features, input.labels.clone(), omega, tail);
+        let loss = self.outer_loss(features, logits.clone(), input.labels.clone());
         StepOutput {
             loss,
             clean_logits: None,
@@ -198,8 +207,8 @@ mod tests {
     fn effective_number_weights_by_hand() {
         let reat = Reat::<Autodiff<Flex>>::new(PgdConfig::new(), &[4, 2], 1.0);
         // beta = 3/4 and 1/2; m = n: E_0 = (1 - 0.75^4) / 0.25, E_1 = (1 - 0.25) / 0.5.
-        let e0 = (1.0 - 0.75f64.powi(4)) / 0.25;
-        let e1 = 0.75 / 0.5;
+        let e0 = (1.0 - 0.75f64.powi(4)) / 0.25 + 1e-5;
+        let e1 = 0.75 / 0.5 + 1e-5;
         let (w0, w1) = (1.0 / e0, 1.0 / e1);
         let w = reat.class_weights();
         assert!((w[0] as f64 - 2.0 * w0 / (w0 + w1)).abs() < 1e-6, "{w:?}");

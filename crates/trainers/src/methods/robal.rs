@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::{cross_entropy, robal_logits, robal_margins, trades_kl};
+use crate::losses::{cross_entropy, robal_kl, robal_logits, robal_margins};
 use crate::method::{Method, StepInput, StepOutput, pgd_examples};
 
 /// RoBal's settings.
@@ -28,6 +28,10 @@ pub struct Robal {
     pub adversarial_weight: f64,
     /// Weight of the KL term (beta_reg).
     pub kl_weight: f64,
+    /// Run the adversarial batch through the model a second time, after the clean batch, for the KL term, as the
+    /// official code does: the gradient is the same, but BatchNorm's running statistics move once more (official:
+    /// true).
+    pub repeat_adversarial_forward: bool,
 }
 
 impl Robal {
@@ -51,7 +55,14 @@ impl Robal {
             tau_b,
             adversarial_weight,
             kl_weight,
+            repeat_adversarial_forward: true,
         }
+    }
+
+    /// Sets [`Robal::repeat_adversarial_forward`].
+    pub fn with_repeat_adversarial_forward(mut self, repeat: bool) -> Self {
+        self.repeat_adversarial_forward = repeat;
+        self
     }
 }
 
@@ -66,8 +77,14 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Robal {
 
     fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
         let adversarial = adversarial.expect("RoBal trains on adversarial examples");
+        // The official order of forward passes: adversarial (margin loss), clean, adversarial again (KL term).
+        let adv = model.forward(adversarial.clone(), Mode::Train);
         let clean = model.forward(input.images.clone(), Mode::Train);
-        let adv = model.forward(adversarial, Mode::Train);
+        let adv_kl = if self.repeat_adversarial_forward {
+            model.forward(adversarial, Mode::Train)
+        } else {
+            adv.clone()
+        };
         let device = adv.device();
         let margins = Tensor::<B, 1>::from_floats(self.margins.as_slice(), &device);
         let log_prior = Tensor::<B, 1>::from_floats(self.log_prior.as_slice(), &device);
@@ -79,9 +96,8 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Robal {
             log_prior,
             self.tau_b,
         );
-        // The KL compares the scaled cosine logits of clean and adversarial images (tailguard's reading of RoBal's
-        // TRADES-style term; the reference notes do not say which scale it uses).
-        let kl = trades_kl(clean.clone().mul_scalar(self.scale), adv.clone().mul_scalar(self.scale));
+        // The KL compares the model's own (scale 1) cosine logits, with RoBal's `log(q + 1e-12)`.
+        let kl = robal_kl(clean.clone(), adv_kl);
         let loss = cross_entropy(margin_logits, input.labels.clone()).mul_scalar(self.adversarial_weight)
             + kl.mul_scalar(self.kl_weight);
         StepOutput {

@@ -8,7 +8,7 @@ use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
 use crate::losses::{AbsentClasses, cross_entropy, harl};
-use crate::method::{Method, StepInput, StepOutput, pgd_examples};
+use crate::method::{ExtraCleanForward, Method, StepInput, StepOutput, pgd_examples};
 
 /// TAET's settings; defaults are the official code's.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,9 +19,10 @@ pub struct Taet {
     pub ce_epochs: usize,
     /// Weights of BCL, HDL and RCEL (official: 0.1 each).
     pub weights: [f64; 3],
-    /// The official code runs an extra, unused clean forward pass in training mode before the loss in both stages,
-    /// which updates the BatchNorm running statistics once more per step (default: true, as the code).
-    pub extra_clean_forward: bool,
+    /// The official notebook starts every step with an unused clean forward pass in training mode, before the
+    /// attack ([`ExtraCleanForward::Before`]); RobustLT's port runs one after the adversarial pass of stage 2
+    /// ([`ExtraCleanForward::AfterAdversarial`]).
+    pub extra_clean_forward: ExtraCleanForward,
     /// How classes absent from a batch enter HARL (official: as zero losses).
     pub absent_classes: AbsentClasses,
     /// Number of classes.
@@ -37,14 +38,21 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
         if epoch < self.ce_epochs { "clean" } else { "adversarial" }
     }
 
+    fn logs_clean_first(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, model: &M, input: &StepInput<B>) {
+        self.extra_clean_forward
+            .run_at(ExtraCleanForward::Before, false, model, input);
+    }
+
     fn adversarial(&self, model: &FrozenModel<B, M>, input: &StepInput<B>) -> Option<Tensor<Inner<B>, 4>> {
         (input.epoch >= self.ce_epochs).then(|| pgd_examples(&self.attack, model, input))
     }
 
     fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
-        if self.extra_clean_forward {
-            let _ = model.forward(input.images.clone(), Mode::Train);
-        }
+        let extra = self.extra_clean_forward;
         match adversarial {
             None => {
                 let logits = model.forward(input.images.clone(), Mode::Train);
@@ -56,6 +64,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
             }
             Some(adversarial) => {
                 let logits = model.forward(adversarial, Mode::Train);
+                extra.run_at(ExtraCleanForward::AfterAdversarial, true, model, input);
                 let per_sample = cross_entropy_per_sample(logits.clone(), input.labels.clone());
                 let loss = harl(
                     per_sample,

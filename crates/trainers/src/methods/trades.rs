@@ -8,7 +8,7 @@ use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
 use crate::losses::{cross_entropy, trades_kl};
-use crate::method::{Method, StepInput, StepOutput};
+use crate::method::{Method, StepInput, StepOutput, attack_from_start};
 
 /// TRADES with weight `beta` (6 in the paper).
 pub struct Trades {
@@ -16,6 +16,10 @@ pub struct Trades {
     pub attack: PgdConfig,
     /// Weight of the KL term.
     pub beta: f64,
+    /// Run the clean batch through the model a second time, after the adversarial batch, for the KL term's target,
+    /// as the official code does: the gradient is the same, but BatchNorm's running statistics move once more
+    /// (official: true).
+    pub repeat_clean_forward: bool,
 }
 
 impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Trades {
@@ -24,12 +28,10 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Trades {
     }
 
     fn adversarial(&self, model: &FrozenModel<B, M>, input: &StepInput<B>) -> Option<Tensor<Inner<B>, 4>> {
-        let images = input.images.clone().inner();
         // The clean prediction is the fixed reference of the inner KL.
-        let reference = softmax(model.logits(images.clone()), 1);
+        let reference = softmax(model.logits(input.images.clone().inner()), 1);
         let reference = Tensor::<B, 2>::from_inner(reference);
-        let (ball, step) = self.attack.ball_and_step(images, input.eps.clone());
-        Some(self.attack.run_with(model, &ball, step, |logits| {
+        Some(attack_from_start(&self.attack, model, input, |logits| {
             (reference.clone() * (reference.clone().log() - log_softmax(logits, 1)))
                 .sum_dim(1)
                 .squeeze_dim(1)
@@ -40,8 +42,13 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Trades {
         let adversarial = adversarial.expect("TRADES trains on adversarial examples");
         let clean = model.forward(input.images.clone(), Mode::Train);
         let adv = model.forward(adversarial, Mode::Train);
-        let loss = cross_entropy(clean.clone(), input.labels.clone())
-            + trades_kl(clean.clone(), adv.clone()).mul_scalar(self.beta);
+        let target = if self.repeat_clean_forward {
+            model.forward(input.images.clone(), Mode::Train)
+        } else {
+            clean.clone()
+        };
+        let loss =
+            cross_entropy(clean.clone(), input.labels.clone()) + trades_kl(target, adv.clone()).mul_scalar(self.beta);
         StepOutput {
             loss,
             clean_logits: Some(clean),
