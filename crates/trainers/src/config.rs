@@ -864,7 +864,11 @@ ce_epochs = 2
         assert!(!set_back.trainer_config().logging_forwards);
         assert_eq!(set_back.attack().unwrap().start_clip, StartClip::Ball);
         // The extra pass is spelled as a place or, as older files do, a flag; anything else is refused by name.
-        let after = parse(&["method.name=taet", "method.extra_clean_forward=after-adversarial"]);
+        let after = parse(&[
+            "method.name=taet",
+            "method.ce_epochs=1",
+            "method.extra_clean_forward=after-adversarial",
+        ]);
         assert!(matches!(
             after.method,
             MethodConfig::Taet {
@@ -872,7 +876,11 @@ ce_epochs = 2
                 ..
             }
         ));
-        let off = parse(&["method.name=taet", "method.extra_clean_forward=false"]);
+        let off = parse(&[
+            "method.name=taet",
+            "method.ce_epochs=1",
+            "method.extra_clean_forward=false",
+        ]);
         assert!(matches!(
             off.method,
             MethodConfig::Taet {
@@ -898,10 +906,7 @@ ce_epochs = 2
                 absent_classes,
                 ..
             } => {
-                assert_eq!(
-                    (ce_epochs, alpha, extra_clean_forward),
-                    (2, 0.1, None)
-                );
+                assert_eq!((ce_epochs, alpha, extra_clean_forward), (2, 0.1, None));
                 assert_eq!(absent_classes, AbsentClasses::Zero);
             }
             _ => panic!("not TAET"),
