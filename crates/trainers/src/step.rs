@@ -62,8 +62,9 @@ pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     output
 }
 
-/// The port's logging passes: adversarial then clean (clean first for methods that say so); a step without
-/// adversarial images passes the clean batch twice, as the port's TAET does in its clean stage.
+/// The port's logging passes: adversarial then clean (clean first for methods that say so). A step without
+/// adversarial images passes the clean batch twice, as the port's TAET does in its clean stage, and reports no
+/// adversarial logits (the port logs no robust accuracy there either).
 fn logged_outputs<B: AutodiffBackend, M: Classifier<B>>(
     method: &dyn Method<B, M>,
     model: &M,
@@ -72,17 +73,18 @@ fn logged_outputs<B: AutodiffBackend, M: Classifier<B>>(
     loss: Tensor<B, 1>,
 ) -> StepOutput<B> {
     let forward = |images: Tensor<B, 4>| model.forward(images.detach(), Mode::Train).detach();
-    let adversarial = adversarial.unwrap_or_else(|| input.images.clone());
+    let attacked = adversarial.is_some();
+    let second = adversarial.unwrap_or_else(|| input.images.clone());
     let (clean_logits, adversarial_logits) = if method.logs_clean_first() {
         let clean = forward(input.images.clone());
-        (clean, forward(adversarial))
+        (clean, forward(second))
     } else {
-        let adversarial = forward(adversarial);
+        let adversarial = forward(second);
         (forward(input.images.clone()), adversarial)
     };
     StepOutput {
         loss,
         clean_logits: Some(clean_logits),
-        adversarial_logits: Some(adversarial_logits),
+        adversarial_logits: attacked.then_some(adversarial_logits),
     }
 }
