@@ -42,6 +42,6 @@ pub use auto_attack::{AutoAttackLiteConfig, AutoAttackStages};
 pub use ball::{LinfBall, parse_eps};
 pub use error::AttackConfigError;
 pub use loss::AttackLoss;
-pub use pgd::{PgdConfig, RandomStart, StartClip};
+pub use pgd::{PgdConfig, RandomStart, StartClip, StartRadius};
 pub use presets::{AttackOutcome, AttackPreset};
 pub use probe::{FrozenModel, Inner, predictions};

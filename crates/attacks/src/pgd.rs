@@ -40,6 +40,18 @@ pub enum StartClip {
     Ball,
 }
 
+/// The radius a random start is drawn with when budgets differ per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartRadius {
+    /// Each sample's own budget.
+    #[default]
+    Budget,
+    /// The attack's configured `eps` for every sample: RobustLT's port draws `U(-eps, eps)` with the global eps
+    /// whatever a sample's class-wise budget (the first step's projection then moves it into its own ball).
+    Configured,
+}
+
 /// Configuration of a PGD attack. The defaults are PGD-10 with step 2/255 in an 8/255 ball, uniform start,
 /// cross-entropy: the PGD-AT training attack.
 #[derive(Config, Debug, PartialEq)]
@@ -63,6 +75,9 @@ pub struct PgdConfig {
     /// [0, 1] whatever this says.
     #[config(default = "StartClip::Box")]
     pub start_clip: StartClip,
+    /// The radius of a random start under per-sample budgets.
+    #[config(default = "StartRadius::Budget")]
+    pub start_radius: StartRadius,
 }
 
 impl PgdConfig {
@@ -178,7 +193,14 @@ impl PgdConfig {
         ball: &LinfBall<B>,
         start: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 4> {
-        let x = start.unwrap_or_else(|| draw_start(ball, self.start));
+        let x = start.unwrap_or_else(|| match self.start_radius {
+            StartRadius::Budget => draw_start(ball, self.start),
+            StartRadius::Configured => {
+                let n = ball.center.dims()[0];
+                let eps = Tensor::full([n], self.eps, &ball.center.device());
+                draw_start(&LinfBall::new(ball.center.clone(), eps), self.start)
+            }
+        });
         match self.start_clip {
             StartClip::None => x,
             StartClip::Box => x.clamp(0.0, 1.0),

@@ -4,7 +4,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 use tailguard_attacks::{
-    ApgdConfig, AttackLoss, AttackPreset, AutoAttackLiteConfig, FrozenModel, PgdConfig, RandomStart, checkpoints,
+    ApgdConfig, AttackLoss, AttackPreset, AutoAttackLiteConfig, FrozenModel, LinfBall, PgdConfig, RandomStart,
+    StartClip, StartRadius, checkpoints,
 };
 use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig, Network};
 
@@ -290,6 +291,45 @@ fn fgsm_on_a_linear_model_moves_every_pixel_by_eps_against_the_margin() {
     let moved = floats((adv - images).abs());
     // Interior pixels of a linear model all have non-zero gradient: FGSM moves each by exactly eps.
     assert!(moved.iter().all(|m| (m - 0.03).abs() < 1e-6), "{moved:?}");
+}
+
+#[test]
+fn starts_follow_their_radius_and_clip() {
+    let device = Default::default();
+    // Pixels at 0 and 1, budgets 0 and 0.02: the start clip and radius decide where the first gradient is taken.
+    let images = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0f32, 1.0, 0.5, 0.5], [2, 1, 1, 2]), &device);
+    let ball = LinfBall::new(images.clone(), Tensor::from_floats([0.0, 0.02], &device));
+    let distance = |x: Tensor<Flex, 4>| floats((x - images.clone()).abs());
+    let pgd = PgdConfig::new().with_eps(0.05).with_start(RandomStart::Uniform);
+    // Each sample's budget: the zero-budget sample starts at its image.
+    let budget = distance(pgd.clone().with_start_clip(StartClip::None).first_iterate(&ball, None));
+    assert!(
+        budget[..2].iter().all(|&d| d == 0.0) && budget[2..].iter().all(|&d| d <= 0.02 + 1e-6),
+        "{budget:?}"
+    );
+    // The configured eps (RobustLT's port): every sample draws within 0.05, and only the box clips it.
+    let configured = pgd.clone().with_start_radius(StartRadius::Configured);
+    let unclipped = configured
+        .clone()
+        .with_start_clip(StartClip::None)
+        .first_iterate(&ball, None);
+    let d = distance(unclipped);
+    assert!(
+        d.iter().all(|&d| d <= 0.05 + 1e-6) && d[..2].iter().any(|&d| d > 0.0),
+        "{d:?}"
+    );
+    let boxed = configured.with_start_clip(StartClip::Box).first_iterate(&ball, None);
+    assert!(floats(boxed).iter().all(|&v| (0.0..=1.0).contains(&v)));
+    // A given start is used as it is, clipped as configured.
+    let given = Tensor::<Flex, 4>::from_data(TensorData::new(vec![-0.1f32, 1.2, 0.6, 0.4], [2, 1, 1, 2]), &device);
+    let kept = floats(
+        pgd.clone()
+            .with_start_clip(StartClip::None)
+            .first_iterate(&ball, Some(given.clone())),
+    );
+    assert_eq!(kept, vec![-0.1, 1.2, 0.6, 0.4]);
+    let projected = floats(pgd.with_start_clip(StartClip::Ball).first_iterate(&ball, Some(given)));
+    assert_eq!(projected, vec![0.0, 1.0, 0.52, 0.48]);
 }
 
 #[test]

@@ -492,7 +492,10 @@ fn demo_trains_evaluates_and_compares() {
     for row in ["[natural]", "[PGD-AT]", "[TAET]", "[RobustLT + PGD-AT]"] {
         assert!(md.contains(row), "no row {row}: {md}");
     }
-    assert!(md.contains("balanced robustness") && md.contains("What the numbers show"), "{md}");
+    assert!(
+        md.contains("balanced robustness") && md.contains("What the numbers show"),
+        "{md}"
+    );
     // The reading compares TAET and RobustLT with PGD-AT in words, whichever way it went.
     assert!(md.contains("PGD-AT here in balanced AA-lite robustness"), "{md}");
     for model in ["natural", "pgd-at", "taet", "robustlt-pgd-at"] {

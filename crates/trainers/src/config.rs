@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
-use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, StartClip, parse_eps};
+use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, StartClip, StartRadius, parse_eps};
 use tailguard_longtail::{DatasetKind, ImbalanceProfile, LongTailSpec, Split};
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
@@ -253,6 +253,10 @@ pub struct AttackSection {
     /// ([`MethodConfig::official_attack_batch_norm`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_norm: Option<AttackBatchNorm>,
+    /// The radius of a uniform start under class-wise budgets: `budget` (each sample's) or `configured` (`eps`,
+    /// RobustLT's port); unset: `configured` under `[robustlt]`, else `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_radius: Option<StartRadius>,
 }
 
 /// Where the training attack starts, as files name it (`start_std` sets the Gaussian's deviation).
@@ -592,7 +596,12 @@ impl TrainConfig {
             .with_step_size(a.step_size.0)
             .with_steps(a.steps)
             .with_start(start)
-            .with_start_clip(a.start_clip.unwrap_or(self.method.official_start_clip(robustlt)));
+            .with_start_clip(a.start_clip.unwrap_or(self.method.official_start_clip(robustlt)))
+            .with_start_radius(a.start_radius.unwrap_or(if robustlt {
+                StartRadius::Configured
+            } else {
+                StartRadius::Budget
+            }));
         config.validate().map_err(|e| invalid(format!("attack: {e}")))?;
         Ok(config)
     }
@@ -863,6 +872,8 @@ ce_epochs = 2
         assert_eq!(set_back.attack_batch_norm(), AttackBatchNorm::Running);
         assert!(!set_back.trainer_config().logging_forwards);
         assert_eq!(set_back.attack().unwrap().start_clip, StartClip::Ball);
+        assert_eq!(port.attack().unwrap().start_radius, StartRadius::Configured);
+        assert_eq!(pgd_at.attack().unwrap().start_radius, StartRadius::Budget);
         // The extra pass is spelled as a place or, as older files do, a flag; anything else is refused by name.
         let after = parse(&[
             "method.name=taet",

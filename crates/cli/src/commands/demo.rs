@@ -53,7 +53,11 @@ pub struct DemoArgs {
 
 /// The demo's models, in report order: run folder, label, configuration.
 const MODELS: [(&str, &str, &str); 4] = [
-    ("natural", "natural", include_str!("../../../../configs/demo/natural.toml")),
+    (
+        "natural",
+        "natural",
+        include_str!("../../../../configs/demo/natural.toml"),
+    ),
     ("pgd-at", "PGD-AT", include_str!("../../../../configs/demo/pgd-at.toml")),
     ("taet", "TAET", include_str!("../../../../configs/demo/taet.toml")),
     (
@@ -283,8 +287,13 @@ fn reading(reports: &[(&str, &str, EvalReport)]) -> String {
     if let Some((_, _, pgd)) = find("pgd-at")
         && let Some(pgd_aa) = balanced(pgd, "aa-lite")
     {
-        for (_, label, report) in reports.iter().filter(|(n, _, _)| *n == "taet" || *n == "robustlt-pgd-at") {
-            let Some(aa) = balanced(report, "aa-lite") else { continue };
+        for (_, label, report) in reports
+            .iter()
+            .filter(|(n, _, _)| *n == "taet" || *n == "robustlt-pgd-at")
+        {
+            let Some(aa) = balanced(report, "aa-lite") else {
+                continue;
+            };
             let verdict = if aa > pgd_aa { "beats" } else { "does not beat" };
             lines.push(format!(
                 "- {label} {verdict} PGD-AT here in balanced AA-lite robustness ({}% against {}%).",
