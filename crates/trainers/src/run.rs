@@ -343,6 +343,18 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut std::collections::
     }
 }
 
+/// Equal leaves; numbers within 1e-12 relative count as equal, since a float written to config.toml does not always
+/// read back bit for bit (`3/255` came back one unit in the last place away).
+fn same_value(a: Option<&String>, b: Option<&String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => a == b,
+        },
+        (a, b) => a == b,
+    }
+}
+
 /// The keys whose values differ between two JSON trees, as `(key, "key: old -> new")`.
 pub(crate) fn changed_keys(stored: &serde_json::Value, edited: &serde_json::Value) -> Vec<(String, String)> {
     let (mut a, mut b) = (Default::default(), Default::default());
@@ -353,10 +365,27 @@ pub(crate) fn changed_keys(stored: &serde_json::Value, edited: &serde_json::Valu
     keys.dedup();
     let missing = "(unset)".to_string();
     keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
+        .filter(|k| !same_value(a.get(*k), b.get(*k)))
         .map(|k| {
             let (old, new) = (a.get(k).unwrap_or(&missing), b.get(k).unwrap_or(&missing));
             (k.clone(), format!("{k}: {old} -> {new}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_float_that_does_not_read_back_exactly_is_not_an_edit() {
+        // 3/255 as computed, and as config.toml gave it back.
+        let stored = json!({ "attack": { "step_size": 3.0 / 255.0, "steps": 3 } });
+        let read_back = json!({ "attack": { "step_size": 0.01176470588235294, "steps": 3 } });
+        assert!(changed_keys(&stored, &read_back).is_empty());
+        let edited = json!({ "attack": { "step_size": 0.0118, "steps": 4 } });
+        let keys: Vec<String> = changed_keys(&stored, &edited).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["attack.step_size".to_string(), "attack.steps".to_string()]);
+    }
 }
