@@ -18,7 +18,7 @@ use crate::report::eval_report::EvalReport;
 use crate::report::{percent, write_report};
 
 /// Train natural, PGD-AT, TAET and RobustLT models on the embedded dataset, attack them, and compare them (about
-/// twelve minutes on a 2-core CPU).
+/// 12-15 minutes on a 2-core CPU).
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  tailguard demo --out runs/demo\n\n\
     Writes runs/demo/report.md: the four models' balanced accuracy and balanced and tail robustness side by side, \
@@ -33,7 +33,7 @@ pub struct DemoArgs {
     /// The dataset archive [default: datasets/cifar10-lt-mini.tar.gz of the repository].
     #[arg(long, value_name = "PATH")]
     data_dir: Option<PathBuf>,
-    /// Training epochs of every model [default: each model's configs/demo file: 20 natural, 12 the others; TAET
+    /// Training epochs of every model [default: each model's configs/demo file: 30 natural, 12 the others; TAET
     /// spends the first third on clean cross-entropy].
     #[arg(long)]
     epochs: Option<usize>,
@@ -302,7 +302,7 @@ fn reading(reports: &[(&str, &str, EvalReport)]) -> String {
             ));
         }
         lines.push(
-            "- Scale: these are a small CNN trained for 12 to 20 epochs on 2,040 images. The papers' gains of TAET and \
+            "- Scale: these are a small CNN trained for 12 to 30 epochs on 2,040 images. The papers' gains of TAET and \
              RobustLT over PGD-AT come from 100-epoch schedules of ResNet-18 and WideResNet-28-10 on the full \
              long-tailed sets; their warm-up (RobustLT) and clean stage (TAET) take a large share of a 12-epoch run. \
              docs/benchmarks.md records this demo over three seeds and a longer study on real CIFAR-10-LT."
