@@ -11,7 +11,8 @@
 # Evaluation: clean, PGD-20 and AA-lite at eps 8/255 on a seeded 500-image subset of the balanced test set.
 #
 # The image folder holds train/<class>/*.jpg and test/<class>/*.jpg (`cargo test --test real_cifar10` unpacks
-# ../shared/datasets into target/tmp/cifar10-jpeg). SEEDS and METHODS override the defaults below.
+# ../shared/datasets into target/tmp/cifar10-jpeg). SEEDS and METHODS override the defaults below; TAILGUARD_BIN
+# names a built program to use instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-target/tmp/cifar10-jpeg}"
@@ -19,8 +20,9 @@ out="${2:-target/cpu-study}"
 seeds=(${SEEDS:-0 1 2})
 methods=(${METHODS:-natural pgd-at at-bsl taet robustlt-at-bsl})
 [ -d "$data/train" ] || { echo "error: $data/train not found (run cargo test --test real_cifar10 once, or pass the folder)" >&2; exit 1; }
-cargo build -q -p tailguard
-bin=target/debug/tailguard
+# TAILGUARD_BIN runs a copy of the program, so a rebuild during the hour does not change it mid-study.
+bin="${TAILGUARD_BIN:-}"
+if [ -z "$bin" ]; then cargo build -q -p tailguard; bin=target/debug/tailguard; fi
 common=(--set "data.data_dir=$data" --set data.n_max=1000 --set data.validation_fraction=0.0
         --set optim.epochs=10 --set optim.batch_size=128 --set optim.lr=0.05
         --set attack.steps=3 --set attack.step_size=3/255)
