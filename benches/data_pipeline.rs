@@ -1,4 +1,5 @@
-//! Data-pipeline throughput: JPEG decode of the CIFAR-10 training images, augmentation (crop + flip) and batching
+//! Data-pipeline throughput: JPEG decode of the CIFAR-10 training images, augmentation (crop + flip, AutoAugment,
+//! RandAugment) and batching
 //! onto the Flex backend. Run with `cargo bench --bench data_pipeline`; results go to docs/benchmarks.md.
 
 use std::path::PathBuf;
@@ -6,7 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::backend::Flex;
-use tailguard_longtail::{BatchLoader, BatchLoaderConfig, DatasetKind, ImageDataset, ImageShape, LongTailSpec, Split};
+use tailguard_longtail::augment::AugmentPolicy;
+use tailguard_longtail::{
+    Augmentation, BatchLoader, BatchLoaderConfig, DatasetKind, ImageDataset, ImageShape, LongTailSpec, Split,
+};
 
 fn rate(images: usize, seconds: f64) -> f64 {
     images as f64 / seconds
@@ -53,6 +57,30 @@ fn main() -> anyhow::Result<()> {
         count,
         start.elapsed().as_secs_f64(),
     ));
+
+    // Learned policies on top of crop and flip (AT-BSL's AuA and RA), host batching only.
+    for (policy, label) in [
+        (
+            AugmentPolicy::AutoAugment,
+            "augment + host batch (crop, flip, AutoAugment CIFAR-10)",
+        ),
+        (
+            AugmentPolicy::RandAugment,
+            "augment + host batch (crop, flip, RandAugment 2/8)",
+        ),
+    ] {
+        let config = BatchLoaderConfig {
+            augmentation: Some(Augmentation::with_policy(policy)),
+            ..BatchLoaderConfig::training(0)
+        };
+        let loader = BatchLoader::new(lt.clone(), config)?;
+        let start = Instant::now();
+        let count: usize = loader
+            .host_batches(0)
+            .map(|b| b.map(|b| b.len()))
+            .sum::<Result<_, _>>()?;
+        results.push((label, count, start.elapsed().as_secs_f64()));
+    }
 
     // Full pipeline to Flex tensors.
     let device = Default::default();

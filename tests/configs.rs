@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use tailguard_longtail::augment::AugmentPolicy;
 use tailguard_trainers::TrainConfig;
 
 #[test]
@@ -23,6 +24,15 @@ fn shipped_configs_are_valid() {
                 config.method_name()
             );
             assert_eq!(name.starts_with("robustlt-"), config.robustlt.is_some(), "{name}");
+            // AT-BSL's paper setting ("AuA") augments with AutoAugment; every other paper config crops and flips
+            // only; the CPU configs keep one augmentation for every method so their study compares like with like.
+            let autoaugment = method.starts_with("at-bsl") && folder != "cpu";
+            assert_eq!(
+                config.data.augment_policy == AugmentPolicy::AutoAugment,
+                autoaugment,
+                "{name}: {:?}",
+                config.data.augment_policy
+            );
             checked += 1;
         }
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, StartClip, StartRadius, parse_eps};
+use tailguard_longtail::augment::AugmentPolicy;
 use tailguard_longtail::{DatasetKind, ImbalanceProfile, LongTailSpec, Split};
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
@@ -88,6 +89,9 @@ pub struct DataSection {
     pub long_tail: LongTailSpec,
     /// Random crop (padding 4) and horizontal flip.
     pub augment: bool,
+    /// A learned policy after crop and flip: `none` (default), `autoaugment` (AT-BSL's "AuA", the CIFAR-10 policy)
+    /// or `randaugment` (RandAugment(2, 8), AT-BSL's "RA").
+    pub augment_policy: AugmentPolicy,
     /// Draw batches class-balanced instead of shuffling.
     pub class_balanced: bool,
     /// Fraction of each class held out for validation (best-checkpoint selection); 0 disables it.
@@ -110,6 +114,8 @@ struct DataSectionText {
     #[serde(default = "yes")]
     augment: bool,
     #[serde(default)]
+    augment_policy: AugmentPolicy,
+    #[serde(default)]
     class_balanced: bool,
     #[serde(default)]
     validation_fraction: f64,
@@ -127,6 +133,7 @@ impl From<DataSectionText> for DataSection {
                 seed: t.split_seed,
             },
             augment: t.augment,
+            augment_policy: t.augment_policy,
             class_balanced: t.class_balanced,
             validation_fraction: t.validation_fraction,
         }
@@ -143,6 +150,7 @@ impl From<DataSection> for DataSectionText {
             n_max: d.long_tail.n_max,
             split_seed: d.long_tail.seed,
             augment: d.augment,
+            augment_policy: d.augment_policy,
             class_balanced: d.class_balanced,
             validation_fraction: d.validation_fraction,
         }
@@ -630,6 +638,7 @@ impl TrainConfig {
             .with_batch_size(o.batch_size)
             .with_sgd(self.sgd())
             .with_augment(self.data.augment)
+            .with_augment_policy(self.data.augment_policy)
             .with_class_balanced(self.data.class_balanced)
             .with_seed(self.seed)
             .with_validation(validation)
@@ -909,6 +918,7 @@ ce_epochs = 2
         assert_eq!(config.attack.eps.0, 8.0 / 255.0);
         assert_eq!(config.optim.batch_size, 128);
         assert!(config.data.augment);
+        assert_eq!(config.data.augment_policy, AugmentPolicy::None);
         match config.method {
             MethodConfig::Taet {
                 ce_epochs,
@@ -957,6 +967,18 @@ ce_epochs = 2
         assert!(err(&["method.name=magic"]).contains("magic"));
         assert!(err(&["optim.schedule.milestones=[3, 2]"]).contains("increase"));
         assert!(err(&["nonsense"]).contains("key=value"));
+    }
+
+    #[test]
+    fn the_augment_policy_reaches_the_loop() {
+        let parse = |set: &str| TrainConfig::parse(BASE, &[set.to_string()]);
+        let config = parse("data.augment_policy=\"autoaugment\"").unwrap();
+        assert_eq!(config.trainer_config().augment_policy, AugmentPolicy::AutoAugment);
+        assert!(config.trainer_config().augment);
+        let config = parse("data.augment_policy=\"ra\"").unwrap();
+        assert_eq!(config.trainer_config().augment_policy, AugmentPolicy::RandAugment);
+        let bad = parse("data.augment_policy=\"trivial\"").unwrap_err().to_string();
+        assert!(bad.starts_with("data.augment_policy: ") && bad.contains("autoaugment"), "{bad}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and its schedule, augmentation, validation and the seed.
 
 use burn::config::Config;
+use tailguard_longtail::augment::AugmentPolicy;
 
 use crate::error::InvalidSetting;
 use crate::optimizer::SgdSettings;
@@ -27,6 +28,9 @@ pub struct TrainerConfig {
     /// Random crop (padding 4) and horizontal flip.
     #[config(default = true)]
     pub augment: bool,
+    /// A policy after crop and flip (AutoAugment, RandAugment); it applies even without crop and flip.
+    #[config(default = "AugmentPolicy::None")]
+    pub augment_policy: AugmentPolicy,
     /// Draw batches class-balanced instead of shuffling.
     #[config(default = false)]
     pub class_balanced: bool,

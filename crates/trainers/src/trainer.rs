@@ -6,6 +6,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use tailguard_attacks::{AttackPreset, Inner, PgdConfig};
+use tailguard_longtail::augment::AugmentPolicy;
 use tailguard_longtail::{Augmentation, BatchLoader, BatchLoaderConfig, ClassGroups, Sampling, SeedStream};
 use tailguard_models::{Classifier, Mode};
 
@@ -83,7 +84,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             } else {
                 Sampling::Shuffled
             },
-            augmentation: config.augment.then(Augmentation::default),
+            augmentation: augmentation(&config),
             drop_last: false,
             seed: config.seed,
             prefetch: 2,
@@ -295,4 +296,17 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
     pub fn load_method_state(&mut self, state: &serde_json::Value) -> Result<(), MethodStateError> {
         self.method.load_state(state)
     }
+}
+
+/// The loader's augmentation: crop and flip when `augment` is on, then the policy, if any.
+fn augmentation(config: &TrainerConfig) -> Option<Augmentation> {
+    let base = if config.augment {
+        Augmentation::default()
+    } else {
+        Augmentation::none()
+    };
+    (config.augment || config.augment_policy != AugmentPolicy::None).then_some(Augmentation {
+        policy: config.augment_policy,
+        ..base
+    })
 }
