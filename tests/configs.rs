@@ -36,6 +36,6 @@ fn shipped_configs_are_valid() {
             checked += 1;
         }
     }
-    // 4 datasets x (7 methods + 5 RobustLT variants), plus 8 CPU configurations.
-    assert_eq!(checked, 4 * 12 + 8);
+    // 4 dataset settings x (7 methods + RoBal-N + 5 RobustLT variants), plus 8 CPU configurations.
+    assert_eq!(checked, 4 * 13 + 8);
 }

@@ -303,6 +303,52 @@ fn eval_writes_json_markdown_and_chart() {
 }
 
 #[test]
+fn eval_adjusts_logits_after_the_fact() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = small_checkpoint(dir.path());
+    let data = embedded();
+    let eval = |name: &str, extra: &[&str]| {
+        let report = dir.path().join(name);
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &data,
+            "--attacks",
+            "clean,pgd10",
+            "--limit",
+            "100",
+            "--report",
+            report.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        stdout_json(&tailguard(&args))
+    };
+    // A huge tau drowns the untrained model's logits: every image goes to the rarest class (truck, 50 images),
+    // clean and attacked alike.
+    let report = eval("huge", &["--logit-adjustment", "1000"]);
+    assert_eq!(report["logit_adjustment"], serde_json::json!({"tau": 1000.0, "scale": 1.0}));
+    for attack in report["attacks"].as_array().unwrap() {
+        let per_class = attack["per_class"].as_array().unwrap();
+        for (class, accuracy) in per_class.iter().enumerate() {
+            if let Some(accuracy) = accuracy.as_f64() {
+                assert_eq!(accuracy, if class == 9 { 1.0 } else { 0.0 }, "{}: class {class}", attack["attack"]);
+            }
+        }
+    }
+    let md = std::fs::read_to_string(dir.path().join("huge/report.md")).unwrap();
+    assert!(md.contains("`1 z - 1000 log(pi)`"), "{md}");
+    // RoBal-N's preset, recorded; without adjustment the field is absent.
+    let report = eval("robal-n", &["--robal-n"]);
+    assert_eq!(report["logit_adjustment"], serde_json::json!({"tau": 0.1, "scale": 10.0}));
+    assert!(eval("plain", &[]).get("logit_adjustment").is_none());
+}
+
+#[test]
 fn bad_eval_input_fails_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = small_checkpoint(dir.path());
@@ -330,6 +376,9 @@ fn bad_eval_input_fails_with_one_line() {
     assert_clean_failure(&with(&["--attacks", "clean,deepfool"]), "deepfool");
     assert_clean_failure(&with(&["--lt-test", "0.5"]), ">= 1");
     assert_clean_failure(&with(&["--train-counts", "1,2,3"]), "3 training counts");
+    assert_clean_failure(&with(&["--logit-adjustment", "0.1", "--logit-scale", "0"]), "positive");
+    let no_counts = &["--logit-adjustment", "0.1", "--train-counts", "5,5,5,5,5,5,5,5,5,0"];
+    assert_clean_failure(&with(no_counts), "class 9 has no training images");
     let missing = [
         "eval",
         "--checkpoint",

@@ -34,6 +34,9 @@ pub enum ModelConfigError {
     /// A standard deviation that is zero, negative or not finite.
     #[error("normalisation std must be positive, got {0}")]
     NormalizationStd(f32),
+    /// A logit adjustment whose prior does not fit the classifier, or whose settings are not finite.
+    #[error("logit adjustment: {0}")]
+    LogitAdjustment(String),
     /// The linear classifier with another head.
     #[error("the linear classifier has no other head than a linear one")]
     LinearHead,

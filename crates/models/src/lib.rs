@@ -32,6 +32,7 @@ pub mod head;
 pub mod interop;
 pub mod layers;
 pub mod linear_classifier;
+pub mod logit_adjustment;
 pub mod mode;
 pub mod normalization;
 pub mod preact_resnet;
@@ -56,5 +57,6 @@ pub use interop::{
     import_safetensors, import_weights, read_safetensors, read_weights_file, safetensors_bytes, torch_name,
     written_by_tailguard,
 };
+pub use logit_adjustment::{LogitAdjusted, LogitAdjustmentConfig};
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};

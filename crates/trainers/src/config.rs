@@ -978,7 +978,10 @@ ce_epochs = 2
         let config = parse("data.augment_policy=\"ra\"").unwrap();
         assert_eq!(config.trainer_config().augment_policy, AugmentPolicy::RandAugment);
         let bad = parse("data.augment_policy=\"trivial\"").unwrap_err().to_string();
-        assert!(bad.starts_with("data.augment_policy: ") && bad.contains("autoaugment"), "{bad}");
+        assert!(
+            bad.starts_with("data.augment_policy: ") && bad.contains("autoaugment"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             seed: 0,
             report: dir.join("report"),
             force: true,
+            logit_adjustment: None,
             device: args.device.device.clone(),
         };
         let report = evaluate_checkpoint(&request, false).with_context(|| format!("evaluating {name}"))?;

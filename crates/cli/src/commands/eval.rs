@@ -10,13 +10,13 @@ use tailguard_attacks::AttackPreset;
 use tailguard_longtail::{
     BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LongTailSpec, SeedStream, Split,
 };
-use tailguard_models::{CheckpointMeta, Model, load_checkpoint};
-use tailguard_trainers::{EvaluationAttack, EvaluationObserver, PresetAttack, evaluate};
+use tailguard_models::{CheckpointMeta, Classifier, LogitAdjustmentConfig, load_checkpoint};
+use tailguard_trainers::{AttackResult, EvaluationAttack, EvaluationObserver, PresetAttack, evaluate};
 
 use crate::args::{Counts, parse_counts, parse_eps};
 use crate::backend;
 use crate::progress;
-use crate::report::eval_report::{AttackReport, EvalReport};
+use crate::report::eval_report::{AttackReport, EvalReport, LogitAdjustmentReport};
 
 /// Evaluate a checkpoint under attack: accuracy, balanced accuracy and robustness, per class.
 #[derive(Debug, Args)]
@@ -65,6 +65,15 @@ pub struct EvalArgs {
     /// Print report.json to stdout as well.
     #[arg(long)]
     json: bool,
+    /// Post-hoc logit adjustment: attack and score `s z - TAU log(pi)`, pi the training class frequencies.
+    #[arg(long, value_name = "TAU", conflicts_with = "robal_n")]
+    logit_adjustment: Option<f64>,
+    /// With --logit-adjustment: the factor s on the model's logits.
+    #[arg(long, value_name = "S", default_value_t = 1.0, requires = "logit_adjustment")]
+    logit_scale: f64,
+    /// RoBal-N's inference: --logit-adjustment 0.1 --logit-scale 10 (for a cosine-head RoBal model).
+    #[arg(long)]
+    robal_n: bool,
     #[command(flatten)]
     device: crate::backend::DeviceArg,
 }
@@ -84,6 +93,8 @@ pub struct EvalRequest {
     pub seed: u64,
     pub report: PathBuf,
     pub force: bool,
+    /// Post-hoc logit adjustment of the model's outputs (RoBal-N), if any.
+    pub logit_adjustment: Option<LogitAdjustmentConfig>,
     /// `--device` (the backend's default when `None`).
     pub device: Option<String>,
 }
@@ -103,6 +114,11 @@ impl EvalArgs {
             seed: self.seed,
             report: self.report.clone(),
             force: self.force,
+            logit_adjustment: match (self.robal_n, self.logit_adjustment) {
+                (true, _) => Some(LogitAdjustmentConfig::robal_n()),
+                (false, Some(tau)) => Some(LogitAdjustmentConfig::new(tau).with_scale(self.logit_scale)),
+                (false, None) => None,
+            },
             device: self.device.device.clone(),
         }
     }
@@ -183,14 +199,24 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
             eps: request.eps,
         })
         .collect();
-    let attacks: Vec<&dyn EvaluationAttack<backend::Train, Model<backend::Train>>> =
-        presets.iter().map(|p| p as _).collect();
     let mut observer = AttackProgress {
         hidden: quiet,
         total: test.len() as u64,
         bar: None,
     };
-    let results = evaluate(&model, &loader, &attacks, request.seed, &device, &mut observer)?;
+    let results = match &request.logit_adjustment {
+        None => attack_all(&model, &loader, &presets, request.seed, &device, &mut observer)?,
+        Some(adjustment) => {
+            let Some(counts) = &train_counts else {
+                bail!(
+                    "logit adjustment needs the training class counts: the checkpoint does not record them, so \
+                     pass --train-counts"
+                );
+            };
+            let adjusted = adjustment.init(model, counts, &device)?;
+            attack_all(&adjusted, &loader, &presets, request.seed, &device, &mut observer)?
+        }
+    };
     if let Some((_, bar)) = observer.bar.take() {
         bar.finish_and_clear();
     }
@@ -232,6 +258,10 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         classes: test.classes().to_vec(),
         test_counts: test.class_counts(),
         train_counts,
+        logit_adjustment: request.logit_adjustment.as_ref().map(|a| LogitAdjustmentReport {
+            tau: a.tau,
+            scale: a.scale,
+        }),
         groups,
         head_to_tail: order,
         attacks: reports,
@@ -239,6 +269,19 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     };
     report.write(&request.report)?;
     Ok(report)
+}
+
+/// Runs every attack on `model` (the checkpoint's model, or it with adjusted logits).
+fn attack_all<M: Classifier<backend::Train>>(
+    model: &M,
+    loader: &BatchLoader,
+    presets: &[PresetAttack],
+    seed: u64,
+    device: &backend::ComputeDevice,
+    observer: &mut AttackProgress,
+) -> anyhow::Result<Vec<AttackResult>> {
+    let attacks: Vec<&dyn EvaluationAttack<backend::Train, M>> = presets.iter().map(|p| p as _).collect();
+    Ok(evaluate(model, loader, &attacks, seed, device, observer)?)
 }
 
 /// The test images: the whole test split, or its long-tailed version, optionally a seeded subset.

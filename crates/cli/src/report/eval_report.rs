@@ -60,12 +60,22 @@ pub struct EvalReport {
     pub classes: Vec<String>,
     pub test_counts: Vec<usize>,
     pub train_counts: Option<Vec<usize>>,
+    /// The post-hoc logit adjustment the attacks and scores used (RoBal-N), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_adjustment: Option<LogitAdjustmentReport>,
     pub groups: Option<ClassGroups>,
     /// Class indices from the most to the least frequent training class.
     pub head_to_tail: Vec<usize>,
     pub attacks: Vec<AttackReport>,
     /// Training curves of the run that produced the checkpoint, relative to the report folder.
     pub training_curves: Vec<String>,
+}
+
+/// `s z - tau log(pi)` as evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LogitAdjustmentReport {
+    pub tau: f64,
+    pub scale: f64,
 }
 
 impl EvalReport {
@@ -129,6 +139,14 @@ impl EvalReport {
             self.backend,
             self.date
         );
+        if let Some(a) = self.logit_adjustment {
+            let _ = writeln!(
+                md,
+                "Logits adjusted after the fact (RoBal-N style): `{} z - {} log(pi)`, pi the training class \
+                 frequencies; the attacks see the adjusted logits.\n",
+                a.scale, a.tau
+            );
+        }
         if let Some(clean) = self.attacks.iter().find(|a| a.attack == "clean") {
             let _ = writeln!(
                 md,

@@ -218,7 +218,10 @@ mod tests {
                 AugmentPolicy::AutoAugment => (125, 170),
                 _ => (185, 200),
             };
-            assert!((lo..=hi).contains(&changed), "{policy:?} changed {changed} of 200 images");
+            assert!(
+                (lo..=hi).contains(&changed),
+                "{policy:?} changed {changed} of 200 images"
+            );
         }
     }
 
@@ -229,9 +232,15 @@ mod tests {
             policy: AugmentPolicy,
         }
         let parse = |text: &str| serde_json::from_str::<Holder>(text).map(|h| h.policy);
-        assert_eq!(parse(r#"{"policy":"autoaugment"}"#).unwrap(), AugmentPolicy::AutoAugment);
+        assert_eq!(
+            parse(r#"{"policy":"autoaugment"}"#).unwrap(),
+            AugmentPolicy::AutoAugment
+        );
         assert_eq!(parse(r#"{"policy":"aua"}"#).unwrap(), AugmentPolicy::AutoAugment);
-        assert_eq!(parse(r#"{"policy":"randaugment"}"#).unwrap(), AugmentPolicy::RandAugment);
+        assert_eq!(
+            parse(r#"{"policy":"randaugment"}"#).unwrap(),
+            AugmentPolicy::RandAugment
+        );
         assert_eq!(parse(r#"{"policy":"none"}"#).unwrap(), AugmentPolicy::None);
         assert!(parse(r#"{"policy":"trivialaugment"}"#).is_err());
     }
