@@ -35,7 +35,7 @@ impl LogitAdjustmentConfig {
         device: &B::Device,
     ) -> Result<LogitAdjusted<B, M>, ModelConfigError> {
         let bad = |message: String| Err(ModelConfigError::LogitAdjustment(message));
-        if !self.tau.is_finite() || !(self.scale.is_finite() && self.scale > 0.0) {
+        if !(self.tau.is_finite() && self.scale.is_finite() && self.scale > 0.0) {
             return bad(format!(
                 "tau ({}) must be finite and scale ({}) positive",
                 self.tau, self.scale
