@@ -36,6 +36,6 @@ fn shipped_configs_are_valid() {
             checked += 1;
         }
     }
-    // 4 dataset settings x (7 methods + RoBal-N + 5 RobustLT variants), plus 8 CPU configurations.
-    assert_eq!(checked, 4 * 13 + 8);
+    // 4 dataset settings x (8 methods + RoBal-N + 6 RobustLT variants), plus 9 CPU configurations.
+    assert_eq!(checked, 4 * 15 + 9);
 }

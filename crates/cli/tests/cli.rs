@@ -331,12 +331,20 @@ fn eval_adjusts_logits_after_the_fact() {
     // A huge tau drowns the untrained model's logits: every image goes to the rarest class (truck, 50 images),
     // clean and attacked alike.
     let report = eval("huge", &["--logit-adjustment", "1000"]);
-    assert_eq!(report["logit_adjustment"], serde_json::json!({"tau": 1000.0, "scale": 1.0}));
+    assert_eq!(
+        report["logit_adjustment"],
+        serde_json::json!({"tau": 1000.0, "scale": 1.0})
+    );
     for attack in report["attacks"].as_array().unwrap() {
         let per_class = attack["per_class"].as_array().unwrap();
         for (class, accuracy) in per_class.iter().enumerate() {
             if let Some(accuracy) = accuracy.as_f64() {
-                assert_eq!(accuracy, if class == 9 { 1.0 } else { 0.0 }, "{}: class {class}", attack["attack"]);
+                assert_eq!(
+                    accuracy,
+                    if class == 9 { 1.0 } else { 0.0 },
+                    "{}: class {class}",
+                    attack["attack"]
+                );
             }
         }
     }
@@ -344,7 +352,10 @@ fn eval_adjusts_logits_after_the_fact() {
     assert!(md.contains("`1 z - 1000 log(pi)`"), "{md}");
     // RoBal-N's preset, recorded; without adjustment the field is absent.
     let report = eval("robal-n", &["--robal-n"]);
-    assert_eq!(report["logit_adjustment"], serde_json::json!({"tau": 0.1, "scale": 10.0}));
+    assert_eq!(
+        report["logit_adjustment"],
+        serde_json::json!({"tau": 0.1, "scale": 10.0})
+    );
     assert!(eval("plain", &[]).get("logit_adjustment").is_none());
 }
 

@@ -332,7 +332,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
     let n = 16;
     let (x, y) = batch(n, 10, 3);
     let mut failures = Vec::new();
-    for method in ["natural", "pgd-at", "trades", "at-bsl", "reat", "robal", "taet"] {
+    for method in ["natural", "pgd-at", "awp", "trades", "at-bsl", "reat", "robal", "taet"] {
         let mut sets = vec![format!("method.name={method}")];
         if method == "taet" {
             sets.push("method.ce_epochs=1".into());

@@ -16,11 +16,12 @@ use crate::data::TrainData;
 use crate::error::TrainError;
 use crate::losses::AbsentClasses;
 use crate::method::{ExtraCleanForward, Method};
-use crate::methods::{AtBsl, Natural, PgdAt, Reat, Robal, Taet, Trades};
+use crate::methods::{AtBsl, Awp, Natural, PgdAt, Reat, Robal, Taet, Trades};
 use crate::optimizer::SgdSettings;
 use crate::schedule::LrSchedule;
 use crate::settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
 use crate::trainer::Trainer;
+use crate::weight_perturbation::{AwpProxy, WeightPerturbationConfig};
 
 /// A budget in a config: a number (`0.031`) or a fraction string (`"8/255"`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -293,6 +294,19 @@ pub enum MethodConfig {
     Natural,
     /// Cross-entropy on PGD examples.
     PgdAt,
+    /// PGD-AT with adversarial weight perturbation around each step (RobustLT's base `awp`).
+    Awp {
+        /// Size of the perturbation relative to each weight tensor's norm (0.005).
+        #[serde(default = "awp_gamma")]
+        gamma: f64,
+        /// Epochs without perturbation at the start (0).
+        #[serde(default)]
+        warmup: usize,
+        /// How the ascent direction is found: `training-optimizer` (RobustLT's port) or `plain-sgd` (the original
+        /// AWP code's proxy).
+        #[serde(default)]
+        proxy: AwpProxy,
+    },
     /// Clean CE + beta KL(clean || adversarial).
     Trades {
         /// Weight of the KL term (6).
@@ -377,7 +391,7 @@ impl MethodConfig {
         match self {
             MethodConfig::Trades { .. } => StartClip::None,
             _ if robustlt => StartClip::Box,
-            MethodConfig::Natural | MethodConfig::PgdAt => StartClip::Box,
+            MethodConfig::Natural | MethodConfig::PgdAt | MethodConfig::Awp { .. } => StartClip::Box,
             _ => StartClip::None,
         }
     }
@@ -399,12 +413,15 @@ impl MethodConfig {
         match self {
             MethodConfig::Trades { .. } => AttackBatchNorm::Running,
             _ if robustlt => AttackBatchNorm::Batch,
-            MethodConfig::PgdAt => AttackBatchNorm::Batch,
+            MethodConfig::PgdAt | MethodConfig::Awp { .. } => AttackBatchNorm::Batch,
             _ => AttackBatchNorm::Running,
         }
     }
 }
 
+fn awp_gamma() -> f64 {
+    0.005
+}
 fn trades_beta() -> f64 {
     6.0
 }
@@ -551,6 +568,17 @@ impl TrainConfig {
         {
             return Err(invalid(format!("method weight must be >= 0, got {beta}")));
         }
+        if let MethodConfig::Awp { gamma, warmup, .. } = self.method {
+            if !(gamma >= 0.0 && gamma.is_finite()) {
+                return Err(invalid(format!("method.gamma must be >= 0, got {gamma}")));
+            }
+            if warmup >= o.epochs {
+                return Err(invalid(format!(
+                    "method.warmup ({warmup}) leaves no epoch of optim.epochs ({}) with weight perturbation",
+                    o.epochs
+                )));
+            }
+        }
         if let MethodConfig::Robal { scale, .. } = self.method
             && !(scale > 0.0 && scale.is_finite())
         {
@@ -672,6 +700,14 @@ impl TrainConfig {
         Ok(match &self.method {
             MethodConfig::Natural => Box::new(Natural),
             MethodConfig::PgdAt => Box::new(PgdAt { attack }),
+            MethodConfig::Awp { gamma, warmup, proxy } => Box::new(Awp {
+                base: PgdAt { attack },
+                perturbation: WeightPerturbationConfig {
+                    gamma: *gamma,
+                    warmup: *warmup,
+                    proxy: *proxy,
+                },
+            }),
             MethodConfig::Trades {
                 beta,
                 repeat_clean_forward,
@@ -762,6 +798,7 @@ impl TrainConfig {
         match self.method {
             MethodConfig::Natural => "natural",
             MethodConfig::PgdAt => "pgd-at",
+            MethodConfig::Awp { .. } => "awp",
             MethodConfig::Trades { .. } => "trades",
             MethodConfig::AtBsl { .. } => "at-bsl",
             MethodConfig::Robal { .. } => "robal",
@@ -960,6 +997,13 @@ ce_epochs = 2
         };
         assert!(err(&["attack.eps=-0.1"]).contains("[0, 1]"));
         assert!(err(&["method.ce_epochs=9"]).contains("ce_epochs (9) exceeds optim.epochs (4)"));
+        let awp = |set: &str| {
+            let base = BASE.replace("ce_epochs = 2\n", "").replace("\"taet\"", "\"awp\"");
+            TrainConfig::parse(&base, &[set.to_string()]).unwrap_err().to_string()
+        };
+        assert!(awp("method.gamma=-1").contains("method.gamma must be >= 0"));
+        assert!(awp("method.warmup=4").contains("method.warmup (4) leaves no epoch"));
+        assert!(awp("method.proxy=adam").contains("adam"));
         assert!(err(&["optim.epochs=0"]).contains("epochs must be at least 1"));
         assert!(err(&["optim.colour=3"]).contains("colour"), "unknown keys are rejected");
         assert!(err(&["model.arch=vgg"]).contains("unknown architecture"));

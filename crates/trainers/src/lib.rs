@@ -3,7 +3,7 @@
 //! Adversarial training on long-tailed data, generic over the autodiff backend and the model
 //! ([`tailguard_models::Classifier`]). One training step for every method (batch -> attack in inference mode ->
 //! method loss in training mode -> backward -> SGD); methods plug into it through [`Method`]: natural training,
-//! PGD-AT, TRADES, AT-BSL, RoBal, REAT and TAET, or one of your own. RobustLT's class-wise budgets and warm-up are a
+//! PGD-AT, AWP, TRADES, AT-BSL, RoBal, REAT and TAET, or one of your own. RobustLT's class-wise budgets and warm-up are a
 //! [`BudgetPolicy`] that composes with any of them.
 //!
 //! A [`Trainer`] is built from typed parts (model, method, budget policy, [`TrainerConfig`], [`TrainData`]); a
@@ -42,6 +42,7 @@ pub mod schedule;
 pub mod settings;
 pub mod step;
 pub mod trainer;
+pub mod weight_perturbation;
 
 pub use budget::{BudgetPolicy, RobustLtConfig};
 pub use config::{ConfigError, MethodConfig, TrainConfig};

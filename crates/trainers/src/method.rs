@@ -9,6 +9,8 @@ use burn::tensor::{Int, Tensor};
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::Classifier;
 
+use crate::weight_perturbation::WeightPerturbationConfig;
+
 /// One batch, as a method sees it.
 pub struct StepInput<B: AutodiffBackend> {
     /// Clean images (N, C, H, W) in [0, 1]; not tracked.
@@ -53,6 +55,11 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
 
     /// The loss, with the model in training mode. `adversarial` is what [`Method::adversarial`] returned.
     fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B>;
+
+    /// Adversarial weight perturbation around the optimizer step of 0-based `epoch` (AWP), if the method uses it.
+    fn weight_perturbation(&self, _epoch: usize) -> Option<WeightPerturbationConfig> {
+        None
+    }
 
     /// Whether the loss needs [`Classifier::features_and_logits`] (checked once when training starts).
     fn needs_features(&self) -> bool {

@@ -70,7 +70,9 @@ impl SgdSettings {
 
 type Adaptor<B, M> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, M, B>;
 
-/// SGD over two parameter groups: with and without weight decay.
+/// SGD over two parameter groups: with and without weight decay. Cloning copies the momentum buffers (AWP steps a
+/// clone to find its direction).
+#[derive(Clone)]
 pub struct GroupedSgd<B: AutodiffBackend, M: AutodiffModule<B>> {
     decayed: Adaptor<B, M>,
     plain: Adaptor<B, M>,

@@ -9,6 +9,7 @@ use tailguard_models::{Classifier, Mode};
 use crate::method::{Method, StepInput, StepOutput};
 use crate::optimizer::GroupedSgd;
 use crate::settings::AttackBatchNorm;
+use crate::weight_perturbation::WeightPerturbation;
 
 /// How the shared step runs, apart from the method (from [`crate::TrainerConfig::step_options`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,7 +39,8 @@ pub fn train_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     update_step(method, model, optimizer, input, adversarial, lr, options)
 }
 
-/// The rest of [`train_step`] once the adversarial images are made: loss (training mode), backward, optimizer step,
+/// The rest of [`train_step`] once the adversarial images are made: loss (training mode), backward, optimizer step
+/// (inside an adversarial weight perturbation for methods that use one),
 /// RobustLT's logging passes when `options` asks for them, and the method's bookkeeping. The parity tests call it
 /// with the official code's adversarial images.
 pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
@@ -51,8 +53,23 @@ pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     options: StepOptions,
 ) -> StepOutput<B> {
     let output = method.loss(model, input, adversarial.clone());
-    let grads = output.loss.backward();
-    *model = optimizer.step(lr, model.clone(), grads);
+    let output = match method.weight_perturbation(input.epoch) {
+        None => {
+            let grads = output.loss.backward();
+            *model = optimizer.step(lr, model.clone(), grads);
+            output
+        }
+        // AWP: the loss again on perturbed weights, the step there, then the perturbation taken back out.
+        Some(config) => {
+            let perturbation = WeightPerturbation::compute(&config, model, optimizer, output.loss, lr);
+            let perturbed = perturbation.apply(model.clone(), config.gamma);
+            let output = method.loss(&perturbed, input, adversarial.clone());
+            let grads = output.loss.backward();
+            let stepped = optimizer.step(lr, perturbed, grads);
+            *model = perturbation.apply(stepped, -config.gamma);
+            output
+        }
+    };
     let output = if options.logging_forwards {
         logged_outputs(method, model, input, adversarial, output.loss)
     } else {

@@ -16,6 +16,7 @@ complete training steps of a small CNN from identical weights, batches and attac
 carries between them).
 """
 
+import copy
 import json
 import math
 import pathlib
@@ -225,7 +226,8 @@ def pgd(model, x, start, eps, step, steps, loss_fn, batch_norm, clip):
 
 
 class Case:
-    def __init__(self, name, sets, cosine=False, attack=None, robustlt=None, epochs=4):
+    def __init__(self, name, sets, cosine=False, attack=None, robustlt=None, epochs=4, awp_warmup=None):
+        self.awp_warmup = awp_warmup  # AWP cases: epochs (1-based comparison, as the port) without perturbation
         self.name = name
         self.sets = sets
         self.cosine = cosine
@@ -280,7 +282,7 @@ def official_step(case, model, x, y, start, epoch, state):
 
     if method == "natural":
         return F.cross_entropy(model(x), y), None
-    if method == "pgd-at":  # RobustLT core/methods/pgdat.py + utils.py
+    if method in ("pgd-at", "awp"):  # RobustLT core/methods/pgdat.py + utils.py (AWP: awp.py, same loss)
         xa = attack(ce_attack(model, y))
         return F.cross_entropy(model(xa), y), xa
     if method == "trades":  # TRADES trades.py trades_loss
@@ -326,6 +328,50 @@ def official_step(case, model, x, y, start, epoch, state):
         model(x)  # unused
         return harl(F.cross_entropy(adv, y, reduction="none"), y), xa
     raise ValueError(case.name)
+
+
+AWP_GAMMA = 0.005
+
+
+def diff_in_weights(model, proxy):
+    """RobustLT core/methods/awp.py: each weight tensor's change, rescaled to the tensor's norm."""
+    diff = {}
+    for (old_k, old_w), (_, new_w) in zip(model.state_dict().items(), proxy.state_dict().items()):
+        if len(old_w.size()) <= 1:
+            continue
+        if "weight" in old_k:
+            diff_w = new_w - old_w
+            diff[old_k] = old_w.norm() / (diff_w.norm() + 1e-20) * diff_w
+    return diff
+
+
+def add_into_weights(model, diff, coeff):
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in diff:
+                param.add_(coeff * diff[name])
+
+
+def awp_update(case, model, optimizer, loss, recompute, epoch):
+    """RobustLT core/methods/awp.py AdvWeightPerturb.update (grad_clip None): returns the loss it stepped on."""
+    active = epoch + 1 > case.awp_warmup  # the port's 1-based current_epoch > awp_warmup
+    if active:
+        origin_model = copy.deepcopy(model)
+        origin_opt = copy.deepcopy(optimizer.state_dict())
+        optimizer.zero_grad()
+        (-loss.mean()).backward()
+        optimizer.step()
+        diff = diff_in_weights(origin_model, model)
+        model.load_state_dict(origin_model.state_dict())
+        optimizer.load_state_dict(origin_opt)
+        add_into_weights(model, diff, 1.0 * AWP_GAMMA)
+        loss = recompute()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if active:
+        add_into_weights(model, diff, -1.0 * AWP_GAMMA)
+    return loss
 
 
 def logging_passes(case, model, x, y, xa, state):
@@ -385,6 +431,12 @@ def cases():
             # The port's ce_epochs 3 compared with its 1-based epoch is tailguard's ce_epochs 2 (see taet.rs).
             sets += ["method.ce_epochs=2"]
         out.append(Case(f"robustlt-{base}", sets, cosine=base == "robal", attack=a, robustlt=(0.3, 0.8)))
+    # AWP (last, so the earlier cases keep their seeds). Warm-up 2 perturbs the second step only (1-based epochs 2
+    # and 3), so its ascent step meets momentum buffers from a plain step; under RobustLT both steps perturb.
+    a = BASE_ATTACKS["port"]
+    out.append(Case("awp", ["method.name=awp", "method.warmup=2"] + attack_sets(a), attack=a, awp_warmup=2))
+    out.append(Case("robustlt-awp", ["method.name=awp", "robustlt.alpha=0.3", "robustlt.beta=0.8"] + attack_sets(a),
+                    attack=a, robustlt=(0.3, 0.8), awp_warmup=0))
     return out
 
 
@@ -421,8 +473,11 @@ def run_case(case, seed):
         start = draw_start(case, x, g) if case.attack else None
         optimizer.zero_grad()
         loss, xa = official_step(case, model, x, y, start, epoch, state)
-        loss.backward()
-        optimizer.step()
+        if case.awp_warmup is not None:
+            loss = awp_update(case, model, optimizer, loss, lambda: F.cross_entropy(model(xa), y), epoch)
+        else:
+            loss.backward()
+            optimizer.step()
         if case.robustlt is not None:
             logging_passes(case, model, x, y, xa, state)
         tensors[f"step{k}.images"] = x
