@@ -62,11 +62,11 @@ fn main() -> anyhow::Result<()> {
     for (policy, label) in [
         (
             AugmentPolicy::AutoAugment,
-            "augment + host batch (crop, flip, AutoAugment CIFAR-10)",
+            "augment + host batch (AutoAugment CIFAR-10, crop, flip)",
         ),
         (
             AugmentPolicy::RandAugment,
-            "augment + host batch (crop, flip, RandAugment 2/8)",
+            "augment + host batch (RandAugment 2/8, crop, flip)",
         ),
     ] {
         let config = BatchLoaderConfig {

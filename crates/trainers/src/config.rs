@@ -90,7 +90,7 @@ pub struct DataSection {
     pub long_tail: LongTailSpec,
     /// Random crop (padding 4) and horizontal flip.
     pub augment: bool,
-    /// A learned policy after crop and flip: `none` (default), `autoaugment` (AT-BSL's "AuA", the CIFAR-10 policy)
+    /// A learned policy before crop and flip: `none` (default), `autoaugment` (AT-BSL's "AuA", the CIFAR-10 policy)
     /// or `randaugment` (RandAugment(2, 8), AT-BSL's "RA").
     pub augment_policy: AugmentPolicy,
     /// Draw batches class-balanced instead of shuffling.

@@ -28,7 +28,7 @@ pub struct TrainerConfig {
     /// Random crop (padding 4) and horizontal flip.
     #[config(default = true)]
     pub augment: bool,
-    /// A policy after crop and flip (AutoAugment, RandAugment); it applies even without crop and flip.
+    /// A policy before crop and flip (AutoAugment, RandAugment); it applies even without crop and flip.
     #[config(default = "AugmentPolicy::None")]
     pub augment_policy: AugmentPolicy,
     /// Draw batches class-balanced instead of shuffling.

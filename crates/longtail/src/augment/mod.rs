@@ -1,6 +1,6 @@
 //! Training-time augmentation: random crop from a zero-padded image and random horizontal flip (the standard CIFAR
-//! recipe, `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()`), optionally followed by a learned policy
-//! (AutoAugment or RandAugment, torchvision's order: crop, flip, policy).
+//! recipe, `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()`), optionally after a learned policy (AutoAugment
+//! or RandAugment, in AT-BSL's and RobustLT's order: policy, crop, flip).
 
 mod geometry;
 pub mod ops;
@@ -19,7 +19,7 @@ pub struct Augmentation {
     pub crop_padding: usize,
     /// Mirror left-right with probability 1/2.
     pub horizontal_flip: bool,
-    /// A policy applied after crop and flip.
+    /// A policy applied before crop and flip.
     #[serde(default)]
     pub policy: AugmentPolicy,
 }
@@ -44,7 +44,7 @@ impl Augmentation {
         }
     }
 
-    /// Crop and flip (the papers' default) followed by `policy`.
+    /// `policy`, then crop and flip (the papers' default).
     pub fn with_policy(policy: AugmentPolicy) -> Self {
         Self {
             policy,
@@ -52,31 +52,24 @@ impl Augmentation {
         }
     }
 
-    /// Writes the augmented image `source` (CHW u8) to `out` (CHW f32 in [0, 1]); `rng` decides the crop, the flip
-    /// and the policy's draws, in that order.
+    /// Writes the augmented image `source` (CHW u8) to `out` (CHW f32 in [0, 1]); `rng` decides the policy's draws,
+    /// the crop and the flip, in that order.
     pub fn apply(&self, source: &[u8], shape: ImageShape, rng: &mut SeedStream, out: &mut [f32]) {
         if self.policy == AugmentPolicy::None {
-            crop_flip(self, source, shape, rng, out, |v| v as f32 / 255.0);
+            crop_flip(self, source, shape, rng, out);
             return;
         }
-        // The policy works on u8 images, as on PIL images.
-        let mut image = vec![0u8; shape.len()];
+        // The policy works on the u8 image, as on a PIL image, before the crop (AT-BSL's and RobustLT's order:
+        // `Compose([AutoAugment(CIFAR10), RandomCrop(32, 4), RandomHorizontalFlip(), ToTensor()])`).
+        let mut image = source.to_vec();
         let mut scratch = Vec::with_capacity(shape.len());
-        crop_flip(self, source, shape, rng, &mut image, |v| v);
         self.policy.apply(&mut image, shape, rng, &mut scratch);
-        to_unit_range(&image, out);
+        crop_flip(self, &image, shape, rng, out);
     }
 }
 
-/// Writes the cropped (zero-padded) and possibly flipped `source` to `out`, converting each value with `convert`.
-fn crop_flip<T: Copy + Default>(
-    aug: &Augmentation,
-    source: &[u8],
-    shape: ImageShape,
-    rng: &mut SeedStream,
-    out: &mut [T],
-    convert: impl Fn(u8) -> T,
-) {
+/// Writes the cropped (zero-padded) and possibly flipped `source` to `out`, in [0, 1].
+fn crop_flip(aug: &Augmentation, source: &[u8], shape: ImageShape, rng: &mut SeedStream, out: &mut [f32]) {
     let ImageShape {
         channels,
         height,
@@ -99,7 +92,7 @@ fn crop_flip<T: Copy + Default>(
             let sy = y as isize + dy;
             let row = &mut out_plane[y * width..(y + 1) * width];
             if sy < 0 || sy >= height as isize {
-                row.fill(T::default());
+                row.fill(0.0);
                 continue;
             }
             let src_row = &plane[sy as usize * width..(sy as usize + 1) * width];
@@ -107,9 +100,9 @@ fn crop_flip<T: Copy + Default>(
                 let cx = if flip { width - 1 - x } else { x };
                 let sx = cx as isize + dx;
                 *value = if sx < 0 || sx >= width as isize {
-                    T::default()
+                    0.0
                 } else {
-                    convert(src_row[sx as usize])
+                    src_row[sx as usize] as f32 / 255.0
                 };
             }
         }
@@ -206,8 +199,12 @@ mod tests {
             for seed in 0..200 {
                 let once = augment(aug, seed);
                 assert_eq!(once, augment(aug, seed), "{policy:?} must be reproducible");
-                // Same seed: the same crop and flip, so any difference is the policy's.
-                if once != augment(Augmentation::default(), seed) {
+                let plain = Augmentation {
+                    crop_padding: 0,
+                    horizontal_flip: false,
+                    policy,
+                };
+                if augment(plain, seed) != augment(Augmentation::none(), seed) {
                     changed += 1;
                 }
             }

@@ -5,7 +5,7 @@ use super::ops::ImageOp;
 use crate::dataset::ImageShape;
 use crate::rng::SeedStream;
 
-/// Which policy augments each training image after crop and flip.
+/// Which policy augments each training image before crop and flip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AugmentPolicy {
