@@ -9,7 +9,7 @@ use tailguard_trainers::TrainConfig;
 fn shipped_configs_are_valid() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
     let mut checked = 0;
-    for folder in ["cifar10-lt", "cifar100-lt", "cpu"] {
+    for folder in ["cifar10-lt", "cifar100-lt", "tiny-imagenet-lt", "cpu"] {
         for entry in std::fs::read_dir(root.join(folder)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|e| e != "toml") {
@@ -33,9 +33,23 @@ fn shipped_configs_are_valid() {
                 "{name}: {:?}",
                 config.data.augment_policy
             );
+            if folder == "tiny-imagenet-lt" {
+                // RobustLT's Tiny-ImageNet-LT: the first 20 classes at imbalance 10.
+                assert_eq!(
+                    config.data.dataset,
+                    tailguard_longtail::DatasetKind::TinyImageNet,
+                    "{name}"
+                );
+                assert_eq!(
+                    (config.data.classes, config.data.long_tail.imbalance),
+                    (Some(20), 10.0),
+                    "{name}"
+                );
+            }
             checked += 1;
         }
     }
-    // 4 dataset settings x (8 methods + RoBal-N + 6 RobustLT variants), plus 9 CPU configurations.
-    assert_eq!(checked, 4 * 15 + 9);
+    // 4 CIFAR settings x (8 methods + RoBal-N + 6 RobustLT variants), Tiny-ImageNet-LT's 6 RobustLT bases with and
+    // without RobustLT, and 9 CPU configurations.
+    assert_eq!(checked, 4 * 15 + 12 + 9);
 }

@@ -749,3 +749,94 @@ fn curves_are_drawn_for_any_run_folder() {
         "none",
     );
 }
+
+/// A miniature Tiny-ImageNet release: `classes` wnids (in reverse order in wnids.txt), 8x8 images, `train` per class
+/// (the first of each class grey), two validation images per class listed in val_annotations.txt.
+fn tiny_imagenet_release(root: &std::path::Path, classes: usize, train: usize) {
+    let wnids: Vec<String> = (0..classes).rev().map(|c| format!("n{c:08}")).collect();
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(root.join("wnids.txt"), wnids.join("\n")).unwrap();
+    let val = root.join("val/images");
+    std::fs::create_dir_all(&val).unwrap();
+    let mut annotations = String::new();
+    for (k, wnid) in wnids.iter().enumerate() {
+        let dir = root.join("train").join(wnid).join("images");
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..train {
+            let path = dir.join(format!("{wnid}_{i}.JPEG"));
+            let pixel = |x: u32, y: u32| [(40 * k as u32 + x * 9) as u8, (y * 20) as u8, (i * 7) as u8];
+            if i == 0 {
+                image::GrayImage::from_fn(8, 8, |x, y| image::Luma([pixel(x, y)[0]]))
+                    .save_with_format(&path, image::ImageFormat::Jpeg)
+                    .unwrap();
+            } else {
+                image::RgbImage::from_fn(8, 8, |x, y| image::Rgb(pixel(x, y)))
+                    .save_with_format(&path, image::ImageFormat::Jpeg)
+                    .unwrap();
+            }
+        }
+        for j in 0..2 {
+            let name = format!("val_{k}_{j}.JPEG");
+            image::RgbImage::from_pixel(8, 8, image::Rgb([k as u8 * 30, j as u8, 0]))
+                .save_with_format(val.join(&name), image::ImageFormat::Jpeg)
+                .unwrap();
+            annotations += &format!("{name}\t{wnid}\t0\t0\t7\t7\n");
+        }
+    }
+    std::fs::write(root.join("val/val_annotations.txt"), annotations).unwrap();
+}
+
+#[test]
+fn tiny_imagenet_lt_splits_trains_and_evaluates_its_first_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tiny-imagenet-200");
+    tiny_imagenet_release(&root, 5, 20);
+    let data = root.to_str().unwrap();
+    // RobustLT's protocol on the first 4 of 5 classes: n_c = int(20 * 10^(-c/3)).
+    let split = stdout_json(&run(&format!(
+        "data --dataset tinyimagenet --data-dir {data} --imbalance 10 --classes 4 --json"
+    )));
+    assert_eq!(split["counts"], serde_json::json!([20, 9, 4, 2]));
+    let run_dir = dir.path().join("run");
+    let config = config_path("cpu/natural-small.toml");
+    let output = tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        "data.dataset=tinyimagenet",
+        "--set",
+        &format!("data.data_dir={data}"),
+        "--set",
+        "data.classes=4",
+        "--set",
+        "data.validation_fraction=0.0",
+        "--set",
+        "optim.epochs=1",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The checkpoint knows 4 classes; evaluation keeps the test set's first 4 (2 images each).
+    let report = dir.path().join("report");
+    let report = stdout_json(&tailguard(&[
+        "eval",
+        "--checkpoint",
+        run_dir.join("last").to_str().unwrap(),
+        "--dataset",
+        "tinyimagenet",
+        "--data-dir",
+        data,
+        "--attacks",
+        "clean",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["test_images"], 8);
+    assert_eq!(
+        report["classes"],
+        serde_json::json!(["n00000000", "n00000001", "n00000002", "n00000003"])
+    );
+    assert_eq!(report["train_counts"], serde_json::json!([20, 9, 4, 2]));
+}

@@ -25,6 +25,11 @@ impl InputNormalizationConfig {
         Self::new(vec![0.5071, 0.4865, 0.4409], vec![0.2673, 0.2564, 0.2762])
     }
 
+    /// Tiny-ImageNet statistics as used by RobustLT's models.
+    pub fn tiny_imagenet() -> Self {
+        Self::new(vec![0.4802, 0.4481, 0.3975], vec![0.2302, 0.2265, 0.2262])
+    }
+
     /// Checks that there is one positive, finite std and one mean per input channel.
     pub fn validate(&self, channels: usize) -> Result<(), ModelConfigError> {
         if channels == 0 || self.mean.len() != channels || self.std.len() != channels {

@@ -85,6 +85,8 @@ pub struct DataSection {
     pub dataset: DatasetKind,
     /// Dataset folder or archive; relative paths are relative to the working directory.
     pub data_dir: PathBuf,
+    /// Keep only the dataset's first K classes before the long-tailed split (Tiny-ImageNet-LT keeps 20).
+    pub classes: Option<usize>,
     /// The long-tailed training split (its seed is kept apart from the training seed, so one split serves
     /// several runs).
     pub long_tail: LongTailSpec,
@@ -105,6 +107,8 @@ pub struct DataSection {
 struct DataSectionText {
     dataset: DatasetKind,
     data_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classes: Option<usize>,
     imbalance: f64,
     #[serde(default)]
     profile: ImbalanceProfile,
@@ -127,6 +131,7 @@ impl From<DataSectionText> for DataSection {
         Self {
             dataset: t.dataset,
             data_dir: t.data_dir,
+            classes: t.classes,
             long_tail: LongTailSpec {
                 imbalance: t.imbalance,
                 profile: t.profile,
@@ -146,6 +151,7 @@ impl From<DataSection> for DataSectionText {
         Self {
             dataset: d.dataset,
             data_dir: d.data_dir,
+            classes: d.classes,
             imbalance: d.long_tail.imbalance,
             profile: d.long_tail.profile,
             n_max: d.long_tail.n_max,
@@ -188,6 +194,8 @@ pub enum Normalization {
     Cifar10,
     /// CIFAR-100 statistics.
     Cifar100,
+    /// Tiny-ImageNet statistics (RobustLT's `tinylt.py`).
+    TinyImagenet,
 }
 
 /// The classifier's last layer.
@@ -599,6 +607,7 @@ impl TrainConfig {
             Normalization::None => None,
             Normalization::Cifar10 => Some(InputNormalizationConfig::cifar10()),
             Normalization::Cifar100 => Some(InputNormalizationConfig::cifar100()),
+            Normalization::TinyImagenet => Some(InputNormalizationConfig::tiny_imagenet()),
         };
         let head = match self.model.head {
             Head::Linear => HeadKind::Linear,
@@ -765,7 +774,7 @@ impl TrainConfig {
     /// Loads the dataset, cuts the long-tailed split and holds out the validation fraction.
     pub fn load_data(&self) -> Result<TrainData, TrainError> {
         let d = &self.data;
-        let source = d.dataset.load(&d.data_dir, Split::Train)?;
+        let source = d.dataset.load_classes(&d.data_dir, Split::Train, d.classes)?;
         let long_tailed = d.long_tail.select(&source)?.apply(&source)?;
         Ok(TrainData::from_dataset(
             long_tailed,

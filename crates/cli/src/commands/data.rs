@@ -24,7 +24,7 @@ use crate::progress;
     tailguard data --dataset cifar10 --data-dir datasets/cifar10-lt-mini.tar.gz --imbalance 10 --arch resnet18\n  \
     tailguard data --dataset imagefolder --data-dir ./photos --imbalance 10 --save-split split.json")]
 pub struct DataArgs {
-    /// cifar10, cifar100 or imagefolder.
+    /// cifar10, cifar100, tinyimagenet (the release folder: wnids.txt, train/, val/) or imagefolder.
     #[arg(long)]
     dataset: DatasetKind,
     /// The dataset: a CIFAR binary release (folder or the downloaded .tar.gz) or an image folder
@@ -94,11 +94,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     }
     let (classes, counts) = match &args.data_dir {
         Some(dir) => {
-            let source = load(args.dataset, dir, Split::Train, args.json)?;
-            let source = match args.classes {
-                Some(k) => source.first_classes(k)?,
-                None => source,
-            };
+            let source = load(args.dataset, dir, Split::Train, args.classes, args.json)?;
             let split = spec.select(&source)?;
             if let Some(path) = &args.save_split {
                 tailguard_output::record_file(path)?;
@@ -179,10 +175,16 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(kind: DatasetKind, dir: &Path, split: Split, quiet: bool) -> anyhow::Result<ImageDataset> {
+fn load(
+    kind: DatasetKind,
+    dir: &Path,
+    split: Split,
+    classes: Option<usize>,
+    quiet: bool,
+) -> anyhow::Result<ImageDataset> {
     let spinner = progress::spinner(quiet, format!("loading {kind} {split:?} from {}", dir.display()));
     let dataset = kind
-        .load(dir, split)
+        .load_classes(dir, split, classes)
         .with_context(|| format!("loading {kind} from {}", dir.display()));
     spinner.finish_and_clear();
     dataset
@@ -194,7 +196,7 @@ fn export(args: &DataArgs, dir: &Path, train: &ImageDataset, path: &Path) -> any
         _ if train.num_classes() <= 10 => CifarVariant::Cifar10,
         _ => CifarVariant::Cifar100,
     };
-    let test = load(args.dataset, dir, Split::Test, args.json)?;
+    let test = load(args.dataset, dir, Split::Test, args.classes, args.json)?;
     let test = match args.test_per_class {
         Some(k) => LongTailSpec {
             imbalance: 1.0,

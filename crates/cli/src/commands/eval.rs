@@ -28,7 +28,7 @@ pub struct EvalArgs {
     /// Checkpoint folder (model.mpk + checkpoint.json).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// cifar10, cifar100 or imagefolder.
+    /// cifar10, cifar100, tinyimagenet (the release folder: wnids.txt, train/, val/) or imagefolder.
     #[arg(long)]
     dataset: DatasetKind,
     /// The dataset (CIFAR binary folder or .tar.gz, or an image folder with ROOT/test/<class>/*).
@@ -284,11 +284,12 @@ fn attack_all<M: Classifier<backend::Train>>(
     Ok(evaluate(model, loader, &attacks, seed, device, observer)?)
 }
 
-/// The test images: the whole test split, or its long-tailed version, optionally a seeded subset.
+/// The test images: the whole test split (of the checkpoint's classes, which may be the dataset's first K, as in
+/// Tiny-ImageNet-LT), or its long-tailed version, optionally a seeded subset.
 fn test_set(args: &EvalRequest, meta: &CheckpointMeta) -> anyhow::Result<ImageDataset> {
     let test = args
         .dataset
-        .load(&args.data_dir, Split::Test)
+        .load_classes(&args.data_dir, Split::Test, Some(meta.classes.len()))
         .with_context(|| format!("loading the {} test set from {}", args.dataset, args.data_dir.display()))?;
     if test.classes() != meta.classes.as_slice() {
         bail!(

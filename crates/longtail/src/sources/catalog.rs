@@ -6,8 +6,9 @@ use crate::dataset::ImageDataset;
 use crate::error::{DataError, DataResult};
 use crate::sources::cifar::{CifarVariant, Split, load_cifar};
 use crate::sources::image_folder::{ImageFolderOptions, load_image_folder};
+use crate::sources::tiny_imagenet::load_tiny_imagenet;
 
-/// A dataset by name: `cifar10`, `cifar100` or `imagefolder`.
+/// A dataset by name: `cifar10`, `cifar100`, `tinyimagenet` or `imagefolder`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
@@ -17,6 +18,8 @@ pub enum DatasetKind {
     Cifar100,
     /// ROOT/{train,test}/<class>/<image> (folder or archive).
     ImageFolder,
+    /// Tiny-ImageNet's release folder (`wnids.txt`, `train/`, `val/`); its validation images are the test split.
+    TinyImageNet,
 }
 
 impl std::str::FromStr for DatasetKind {
@@ -27,8 +30,9 @@ impl std::str::FromStr for DatasetKind {
             "cifar10" | "cifar-10" => Ok(Self::Cifar10),
             "cifar100" | "cifar-100" => Ok(Self::Cifar100),
             "imagefolder" | "image-folder" => Ok(Self::ImageFolder),
+            "tinyimagenet" | "tiny-imagenet" => Ok(Self::TinyImageNet),
             other => Err(DataError::invalid(format!(
-                "unknown dataset '{other}' (expected cifar10, cifar100 or imagefolder)"
+                "unknown dataset '{other}' (expected cifar10, cifar100, tinyimagenet or imagefolder)"
             ))),
         }
     }
@@ -40,6 +44,7 @@ impl std::fmt::Display for DatasetKind {
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
             Self::ImageFolder => "imagefolder",
+            Self::TinyImageNet => "tinyimagenet",
         })
     }
 }
@@ -49,12 +54,18 @@ impl DatasetKind {
         match self {
             Self::Cifar10 => Some(CifarVariant::Cifar10),
             Self::Cifar100 => Some(CifarVariant::Cifar100),
-            Self::ImageFolder => None,
+            Self::ImageFolder | Self::TinyImageNet => None,
         }
     }
 
     /// Images per class of the standard release, when the dataset has one.
     pub fn standard_class_size(self, split: Split) -> Option<usize> {
+        if self == Self::TinyImageNet {
+            return Some(match split {
+                Split::Train => crate::sources::tiny_imagenet::TRAIN_PER_CLASS,
+                Split::Test => crate::sources::tiny_imagenet::VAL_PER_CLASS,
+            });
+        }
         self.cifar().map(|v| match split {
             Split::Train => v.train_images_per_class(),
             Split::Test => v.test_images_per_class(),
@@ -67,7 +78,24 @@ impl DatasetKind {
         match self {
             Self::Cifar10 => Some(CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()),
             Self::Cifar100 => Some(CIFAR100_CLASSES.iter().map(|s| s.to_string()).collect()),
-            Self::ImageFolder => None,
+            Self::ImageFolder | Self::TinyImageNet => None,
+        }
+    }
+
+    /// Loads `split` of the first `classes` classes from `dir` (all when `None`). For Tiny-ImageNet only the kept
+    /// classes are decoded; other datasets are loaded whole and cut.
+    pub fn load_classes(self, dir: &Path, split: Split, classes: Option<usize>) -> DataResult<ImageDataset> {
+        match (self, classes) {
+            (Self::TinyImageNet, _) => load_tiny_imagenet(dir, split, classes),
+            (_, None) => self.load(dir, split),
+            (_, Some(k)) => {
+                let all = self.load(dir, split)?;
+                if k == all.num_classes() {
+                    Ok(all)
+                } else {
+                    all.first_classes(k)
+                }
+            }
         }
     }
 
@@ -90,6 +118,9 @@ impl DatasetKind {
                 dir,
                 std::io::Error::new(std::io::ErrorKind::NotFound, "data folder not found"),
             ));
+        }
+        if self == Self::TinyImageNet {
+            return load_tiny_imagenet(dir, split, None);
         }
         match self.cifar() {
             Some(variant) => {

@@ -34,13 +34,13 @@ impl Default for ImageFolderOptions {
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-fn is_image(path: &Path) -> bool {
+pub(crate) fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|known| e.eq_ignore_ascii_case(known)))
 }
 
-fn list_dir(path: &Path) -> DataResult<Vec<PathBuf>> {
+pub(crate) fn list_dir(path: &Path) -> DataResult<Vec<PathBuf>> {
     let entries = std::fs::read_dir(path).map_err(|e| DataError::io(path, e))?;
     let mut paths = Vec::new();
     for entry in entries {
@@ -95,14 +95,29 @@ pub fn load_image_folder(root: &Path, split: Split, options: &ImageFolderOptions
         files.extend(images.into_iter().map(|p| (p, label)));
     }
 
+    assemble(&files, classes, options.channels, options.size, false)
+}
+
+/// Decodes `files` (path, label) in parallel into one dataset of `classes`; every image must have the size of
+/// `size` (or of the first image). `convert` turns any colour type into `channels` (PIL's `convert("RGB")`), else
+/// another channel count is an error.
+pub(crate) fn assemble(
+    files: &[(PathBuf, usize)],
+    classes: Vec<String>,
+    channels: usize,
+    size: Option<(usize, usize)>,
+    convert: bool,
+) -> DataResult<ImageDataset> {
     let decoded: Vec<(Vec<u8>, (usize, usize))> = files
         .par_iter()
-        .map(|(path, _)| decode_planar(path, options.channels))
+        .map(|(path, _)| decode_planar(path, channels, convert))
         .collect::<DataResult<_>>()?;
-
-    let (height, width) = options.size.unwrap_or(decoded[0].1);
+    let Some(first) = decoded.first() else {
+        return Err(DataError::invalid("no images to load"));
+    };
+    let (height, width) = size.unwrap_or(first.1);
     let shape = ImageShape {
-        channels: options.channels,
+        channels,
         height,
         width,
     };
@@ -122,7 +137,7 @@ pub fn load_image_folder(root: &Path, split: Split, options: &ImageFolderOptions
 }
 
 /// Decodes one file into planar CHW bytes; returns them with (height, width).
-fn decode_planar(path: &Path, channels: usize) -> DataResult<(Vec<u8>, (usize, usize))> {
+fn decode_planar(path: &Path, channels: usize, convert: bool) -> DataResult<(Vec<u8>, (usize, usize))> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let image = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
         path: path.to_path_buf(),
@@ -133,6 +148,8 @@ fn decode_planar(path: &Path, channels: usize) -> DataResult<(Vec<u8>, (usize, u
     let interleaved = match (channels, found) {
         (3, 3) => image.into_rgb8().into_raw(),
         (1, 1) => image.into_luma8().into_raw(),
+        (3, _) if convert => image.into_rgb8().into_raw(),
+        (1, _) if convert => image.into_luma8().into_raw(),
         _ => {
             return Err(DataError::ImageShape {
                 path: path.to_path_buf(),

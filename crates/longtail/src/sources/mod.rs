@@ -1,10 +1,12 @@
-//! Where images come from: CIFAR binary releases and image folders.
+//! Where images come from: CIFAR binary releases, image folders and Tiny-ImageNet's release.
 
 pub mod archive;
 pub mod catalog;
 pub mod cifar;
 pub mod image_folder;
+pub mod tiny_imagenet;
 
 pub use catalog::DatasetKind;
 pub use cifar::{CifarVariant, Split, load_cifar, write_cifar, write_cifar_archive};
 pub use image_folder::{ImageFolderOptions, load_image_folder};
+pub use tiny_imagenet::{load_tiny_imagenet, tiny_imagenet_classes};
