@@ -5,7 +5,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use tailguard_models::Classifier;
 
 use crate::apgd::ApgdConfig;
-use crate::auto_attack::{AutoAttackLiteConfig, AutoAttackStages};
+use crate::auto_attack::{AutoAttackConfig, AutoAttackLiteConfig, AutoAttackStages};
 use crate::loss::AttackLoss;
 use crate::pgd::{PgdConfig, RandomStart};
 use crate::probe::{FrozenModel, Inner};
@@ -27,6 +27,8 @@ pub enum AttackPreset {
     Cw20,
     /// APGD-CE then APGD-T (100 iterations, 9 targets).
     AaLite,
+    /// Standard AutoAttack: APGD-CE, APGD-T, FAB-T (9 targets, 100 iterations) and Square (5,000 queries).
+    Aa,
     /// PGD-10, step 2/255, uniform start: the PGD-AT training attack.
     Pgd10,
     /// TAET's training attack: 10 steps of 0.003 from `x + 0.001 N(0, 1)`, eps 0.031.
@@ -35,13 +37,14 @@ pub enum AttackPreset {
 
 impl AttackPreset {
     /// Every preset, in report order.
-    pub const ALL: [AttackPreset; 8] = [
+    pub const ALL: [AttackPreset; 9] = [
         AttackPreset::Clean,
         AttackPreset::Fgsm,
         AttackPreset::Pgd20,
         AttackPreset::Pgd20Step1,
         AttackPreset::Cw20,
         AttackPreset::AaLite,
+        AttackPreset::Aa,
         AttackPreset::Pgd10,
         AttackPreset::TaetTraining,
     ];
@@ -55,6 +58,7 @@ impl AttackPreset {
             AttackPreset::Pgd20Step1 => "pgd20-step1",
             AttackPreset::Cw20 => "cw20",
             AttackPreset::AaLite => "aa-lite",
+            AttackPreset::Aa => "aa",
             AttackPreset::Pgd10 => "pgd10",
             AttackPreset::TaetTraining => "taet-training",
         }
@@ -65,7 +69,7 @@ impl AttackPreset {
     pub fn pgd(&self, eps: f64) -> Option<PgdConfig> {
         let pgd20 = PgdConfig::new().with_eps(eps).with_steps(20);
         match self {
-            AttackPreset::Clean | AttackPreset::AaLite => None,
+            AttackPreset::Clean | AttackPreset::AaLite | AttackPreset::Aa => None,
             AttackPreset::Fgsm => Some(PgdConfig::fgsm(eps)),
             AttackPreset::Pgd20 => Some(pgd20),
             AttackPreset::Pgd20Step1 => Some(pgd20.with_step_size(1.0 / 255.0)),
@@ -82,8 +86,8 @@ impl AttackPreset {
 
     /// Runs the attack on a batch and reports which points stay correctly classified.
     ///
-    /// PGD-type attacks count the final iterate (as the papers do); AA-lite counts a point as broken if any
-    /// iterate of any stage was misclassified, starting from the clean-correct points (as AutoAttack does).
+    /// PGD-type attacks count the final iterate (as the papers do); AutoAttack (standard and lite) counts a point as
+    /// broken if any stage found an adversarial image for it, starting from the clean-correct points.
     pub fn run<B: AutodiffBackend, M: Classifier<B>>(
         &self,
         model: &FrozenModel<B, M>,
@@ -100,6 +104,14 @@ impl AttackPreset {
             AttackPreset::AaLite => {
                 let config = AutoAttackLiteConfig::new().with_apgd(ApgdConfig::new().with_eps(eps));
                 let (adversarial, robust, stages) = config.run(model, images, labels);
+                AttackOutcome {
+                    adversarial,
+                    robust,
+                    stages: Some(stages),
+                }
+            }
+            AttackPreset::Aa => {
+                let (adversarial, robust, stages) = AutoAttackConfig::standard(eps).run(model, images, labels);
                 AttackOutcome {
                     adversarial,
                     robust,

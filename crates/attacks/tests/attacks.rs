@@ -351,3 +351,119 @@ fn random_starts_are_inside_the_ball() {
         assert!(distance <= 0.02 + 1e-6 && distance > 0.0, "{start:?}: {distance}");
     }
 }
+
+/// The L-inf projection onto a hyperplane within the box: the result lies on the hyperplane, inside [0, 1], and its
+/// norm is the smallest that can reach the hyperplane (found independently by bisection on the reachable change).
+#[test]
+fn fab_projection_is_the_smallest_step_onto_the_hyperplane() {
+    use tailguard_attacks::fab::project_linf;
+    let device = Default::default();
+    <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
+    let (rows, dims) = (24, 40);
+    let t = Tensor::<Flex, 2>::random([rows, dims], Distribution::Uniform(0.0, 1.0), &device);
+    let mut w = Tensor::<Flex, 2>::random([rows, dims], Distribution::Uniform(-1.0, 1.0), &device);
+    // Some zero weights, which the projection must leave alone.
+    let mask: Vec<bool> = (0..rows * dims).map(|i| i % 7 == 3).collect();
+    w = w.mask_fill(Tensor::from_data(TensorData::new(mask, [rows, dims]), &device), 0.0);
+    let shift = Tensor::<Flex, 1>::random([rows], Distribution::Uniform(-3.0, 3.0), &device);
+    let b = (w.clone() * t.clone()).sum_dim(1).reshape([rows]) + shift;
+    let d = floats(project_linf(t.clone(), w.clone(), b.clone()));
+    let (t, w, b) = (floats(t), floats(w), floats(b));
+    let mut checked = 0;
+    for r in 0..rows {
+        let row = |v: &[f32]| v[r * dims..(r + 1) * dims].to_vec();
+        let (tr, wr, dr) = (row(&t), row(&w), row(&d));
+        let target = b[r] as f64 - tr.iter().zip(&wr).map(|(x, w)| (*x * *w) as f64).sum::<f64>();
+        // The most w . x can change within radius rho, moving each coordinate towards the sign that helps.
+        let reach = |rho: f64| -> f64 {
+            tr.iter()
+                .zip(&wr)
+                .map(|(&x, &w)| {
+                    let room = if (w as f64) * target > 0.0 {
+                        1.0 - x as f64
+                    } else {
+                        x as f64
+                    };
+                    (w as f64).abs() * rho.min(room)
+                })
+                .sum()
+        };
+        let norm = dr.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        for ((x, w), step) in tr.iter().zip(&wr).zip(&dr) {
+            assert!((-1e-5..=1.0 + 1e-5).contains(&(x + step)), "row {r} leaves the box");
+            if *w == 0.0 {
+                assert_eq!(*step, 0.0, "row {r} moves a coordinate with zero weight");
+            }
+        }
+        if reach(1.0) < target.abs() - 1e-4 {
+            continue; // the box cannot reach the hyperplane: the projection goes as far as it can
+        }
+        let reached = tr
+            .iter()
+            .zip(&wr)
+            .zip(&dr)
+            .map(|((x, w), s)| ((x + s) * w) as f64)
+            .sum::<f64>();
+        assert!(
+            (reached - b[r] as f64).abs() < 1e-3,
+            "row {r}: w.x = {reached}, b = {}",
+            b[r]
+        );
+        let (mut lo, mut hi) = (0.0, 1.0);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if reach(mid) >= target.abs() { hi = mid } else { lo = mid }
+        }
+        assert!((norm - hi).abs() < 1e-4, "row {r}: norm {norm}, smallest possible {hi}");
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} rows could reach their hyperplane");
+}
+
+#[test]
+fn fab_t_and_square_agree_with_the_closed_form_worst_case_of_a_linear_model() {
+    use tailguard_attacks::{FabConfig, SquareConfig};
+    let eps = 0.05;
+    let case = linear_case(eps, 96);
+    let frozen = FrozenModel::new(&case.model);
+    let all = model_correct(&frozen, &case);
+    let (fab_adv, fab_robust) =
+        FabConfig::new()
+            .with_eps(eps)
+            .fab_t(&frozen, case.images.clone(), case.labels.clone(), all.clone());
+    let (square_adv, square_robust) = SquareConfig::new().with_eps(eps).with_queries(1000).square(
+        &frozen,
+        case.images.clone(),
+        case.labels.clone(),
+        all,
+    );
+    let (fab, square) = (flags(fab_robust), flags(square_robust));
+    let (mut breakable, mut fab_broke, mut square_broke) = (0, 0, 0);
+    for i in 0..96 {
+        let margin = case.worst_margin[i];
+        if margin > 1e-3 {
+            assert!(
+                fab[i] && square[i],
+                "point {i} is provably robust but an attack broke it"
+            );
+        } else if margin < -1e-3 {
+            breakable += 1;
+            fab_broke += usize::from(!fab[i]);
+            square_broke += usize::from(!square[i]);
+        }
+    }
+    // On a linear model FAB's linearisation is exact: it finds every breakable point. Square, blind, finds many.
+    assert!(breakable > 10, "{breakable} breakable points");
+    assert_eq!(fab_broke, breakable, "FAB-T broke {fab_broke} of {breakable}");
+    assert!(
+        square_broke * 2 >= breakable,
+        "Square broke {square_broke} of {breakable}"
+    );
+    // Every result stays in the eps-ball and the box.
+    let x = floats(case.images.clone());
+    for adv in [floats(fab_adv), floats(square_adv)] {
+        for (a, c) in adv.iter().zip(&x) {
+            assert!((a - c).abs() <= eps as f32 + 1e-6 && (0.0..=1.0).contains(a));
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! On a model trained to high clean accuracy: PGD-20 hurts, is at least as strong as FGSM, and AA-lite is at least
-//! as strong as PGD-20.
+//! On a model trained to high clean accuracy: PGD-20 hurts, is at least as strong as FGSM, AA-lite is at least as
+//! strong as PGD-20, and standard AutoAttack at least as strong as AA-lite.
 
 use burn::backend::{Autodiff, Flex};
 use burn::optim::momentum::MomentumConfig;
@@ -84,9 +84,22 @@ fn aa_lite_is_at_least_as_strong_as_pgd20() {
     let clean = accuracy(AttackPreset::Clean.run(&frozen, x.clone(), y.clone(), eps).robust);
     let fgsm = accuracy(AttackPreset::Fgsm.run(&frozen, x.clone(), y.clone(), eps).robust);
     let pgd = accuracy(AttackPreset::Pgd20.run(&frozen, x.clone(), y.clone(), eps).robust);
+    let full = AttackPreset::Aa.run(&frozen, x.clone(), y.clone(), eps);
     let aa = AttackPreset::AaLite.run(&frozen, x, y, eps);
     let stages = aa.stages.unwrap();
     let aa = accuracy(aa.robust);
+    // Standard AutoAttack runs AA-lite's two stages first (same seed, same result), then FAB-T and Square on what
+    // is left: never weaker, and each stage keeps or lowers the count.
+    let full_stages = full.stages.unwrap();
+    let full = accuracy(full.robust);
+    assert_eq!(
+        (full_stages.clean, full_stages.apgd_ce, full_stages.apgd_t),
+        (stages.clean, stages.apgd_ce, stages.apgd_t)
+    );
+    let (fab_t, square) = (full_stages.fab_t.unwrap(), full_stages.square.unwrap());
+    assert!(square <= fab_t && fab_t <= stages.apgd_t, "{full_stages:?}");
+    assert_eq!(square as f64 / 96.0, full);
+    assert!(full_stages.seconds.square.unwrap() > 0.0);
     eprintln!("clean {clean}, FGSM {fgsm}, PGD-20 {pgd}, AA-lite {aa} ({stages:?})");
     assert!(clean >= 0.9, "training failed: clean accuracy {clean}");
     assert!(pgd < clean - 0.2, "PGD-20 should hurt: clean {clean}, PGD-20 {pgd}");

@@ -106,14 +106,7 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
             let outcome = attack.attack(&frozen, batch.images, batch.labels.clone());
             tally.add_batch(batch.labels, outcome.robust);
             if let Some(s) = outcome.stages {
-                let sum = stages.get_or_insert(AutoAttackStages {
-                    clean: 0,
-                    apgd_ce: 0,
-                    apgd_t: 0,
-                });
-                sum.clean += s.clean;
-                sum.apgd_ce += s.apgd_ce;
-                sum.apgd_t += s.apgd_t;
+                stages.get_or_insert_default().add(&s);
             }
             observer.on_batch(&name, done, total, &tally);
         }

@@ -202,12 +202,19 @@ impl EvalReport {
         for a in &self.attacks {
             if let Some(s) = a.stages {
                 let n = self.test_images.max(1) as f64;
+                let steps: Vec<String> = s
+                    .rows()
+                    .iter()
+                    .map(|(stage, robust, seconds)| {
+                        let after = if *stage == "clean" { "" } else { "after " };
+                        format!("{after}{stage} {:.2}% ({seconds:.1} s)", 100.0 * *robust as f64 / n)
+                    })
+                    .collect();
                 let _ = writeln!(
                     md,
-                    "\nAA-lite stages (robust accuracy): clean {:.2}%, after APGD-CE {:.2}%, after APGD-T {:.2}%.",
-                    100.0 * s.clean as f64 / n,
-                    100.0 * s.apgd_ce as f64 / n,
-                    100.0 * s.apgd_t as f64 / n
+                    "\n{} stages (robust accuracy, seconds): {}.",
+                    a.attack,
+                    steps.join(", ")
                 );
             }
         }

@@ -1,0 +1,182 @@
+//! Square (Andriushchenko et al. 2020), the black-box random-search attack in the L-inf ball, as AutoAttack's
+//! standard version runs it (`fra31/auto-attack`, `square.py`, `resc_schedule=False`): start from vertical stripes
+//! `x + eps * (+-1)` per column and channel, then 5,000 queries that each try one square of side
+//! `round(sqrt(p * H * W))` (the same place and per-channel signs for the whole batch, as the reference draws them)
+//! set to `+-2 eps`, projected, kept when the margin `z_y - max_{j != y} z_j` falls or the point becomes
+//! misclassified. `p` starts at 0.8 and halves after 10, 50, 200, 500, 1000, 2000, 4000 (and 6000, 8000) queries.
+//! A point stops being queried once it is misclassified.
+
+use burn::config::Config;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorData};
+use tailguard_models::Classifier;
+
+use crate::probe::{FrozenModel, Inner, predictions};
+use crate::subset::Subset;
+
+/// Configuration of Square; defaults are AutoAttack's standard L-inf settings.
+#[derive(Config, Debug, PartialEq)]
+pub struct SquareConfig {
+    /// L-inf budget.
+    #[config(default = "8.0 / 255.0")]
+    pub eps: f64,
+    /// Queries per point (after the first).
+    #[config(default = 5000)]
+    pub queries: usize,
+    /// Initial fraction of the image a square covers.
+    #[config(default = 0.8)]
+    pub p_init: f64,
+    /// Seeds the stripes and the squares (AutoAttack uses seed 0).
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl SquareConfig {
+    /// The square fraction at query `iteration` (`p_selection` without rescaling).
+    pub fn fraction(&self, iteration: usize) -> f64 {
+        let halvings = match iteration {
+            0..=10 => 0,
+            11..=50 => 1,
+            51..=200 => 2,
+            201..=500 => 3,
+            501..=1000 => 4,
+            1001..=2000 => 5,
+            2001..=4000 => 6,
+            4001..=6000 => 7,
+            6001..=8000 => 8,
+            _ => 9,
+        };
+        self.p_init / f64::from(1u32 << halvings)
+    }
+
+    /// Square on the rows of `images` still flagged `robust` (those rows must hold their clean image). Returns the
+    /// adversarial images (unchanged where nothing succeeded) and the robust flags.
+    pub fn square<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        robust: Tensor<Inner<B>, 1, Bool>,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        let Some(subset) = Subset::of(&robust) else {
+            return (images, robust);
+        };
+        let clean = subset.rows(&images);
+        let y = subset.rows(&labels);
+        let best = self.search(model, clean, y.clone());
+        let still = predictions(model.logits(best.clone())).equal(y);
+        subset.merge(images, robust, best, still)
+    }
+
+    /// The random search on `clean` (N, C, H, W); returns the best images found.
+    fn search<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        clean: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+    ) -> Tensor<Inner<B>, 4> {
+        let [n, c, h, w] = clean.dims();
+        let device = clean.device();
+        let mut draws = SplitMix(self.seed);
+        <Inner<B> as Backend>::seed(&device, self.seed);
+        let stripes = Tensor::<Inner<B>, 4>::random([n, c, 1, w], Distribution::Uniform(-1.0, 1.0), &device)
+            .sign()
+            .expand([n, c, h, w]);
+        let low = clean.clone().sub_scalar(self.eps);
+        let high = clean.clone().add_scalar(self.eps);
+        let mut best = (clean.clone() + stripes.mul_scalar(self.eps)).clamp(0.0, 1.0);
+        let margin_of = |x: Tensor<Inner<B>, 4>| margin(model.logits(x), labels.clone());
+        let mut best_margin = margin_of(best.clone());
+        let rows = |mask: Tensor<Inner<B>, 1, Bool>| mask.reshape([n, 1, 1, 1]).expand([n, c, h, w]);
+        for iteration in 0..self.queries {
+            let active = best_margin.clone().greater_elem(0.0);
+            if !any(&active) {
+                break;
+            }
+            let side = ((self.fraction(iteration) * (h * w) as f64).sqrt().round() as usize).clamp(1, h.min(w));
+            let top = draws.below(h - side);
+            let left = draws.below(w - side);
+            let signs: Vec<f32> = (0..c).map(|_| if draws.coin() { 1.0 } else { -1.0 }).collect();
+            let square = square_delta::<Inner<B>>(&signs, [c, h, w], top, left, side, 2.0 * self.eps, &device);
+            let candidate = (best.clone() + square.unsqueeze::<4>().expand([n, c, h, w]))
+                .max_pair(low.clone())
+                .min_pair(high.clone())
+                .clamp(0.0, 1.0);
+            let candidate_margin = margin_of(candidate.clone());
+            // Kept when the loss (the margin) falls or the point is misclassified, for points still being queried.
+            let improved = candidate_margin
+                .clone()
+                .lower(best_margin.clone())
+                .bool_or(candidate_margin.clone().lower_equal_elem(0.0))
+                .bool_and(active);
+            best_margin = best_margin.mask_where(improved.clone(), candidate_margin);
+            best = best.mask_where(rows(improved), candidate);
+        }
+        best
+    }
+}
+
+/// `z_y - max_{j != y} z_j` per row, (N).
+fn margin<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let [n, classes] = logits.dims();
+    let labels = labels.reshape([n, 1]);
+    let true_logit = logits.clone().gather(1, labels.clone());
+    let is_true = labels.expand([n, classes]).equal(
+        Tensor::arange(0..classes as i64, &logits.device())
+            .unsqueeze::<2>()
+            .expand([n, classes]),
+    );
+    let others = logits.mask_fill(is_true, f32::NEG_INFINITY).max_dim(1);
+    (true_logit - others).reshape([n])
+}
+
+/// Whether any flag is set (one small host read per query).
+fn any<B: Backend>(flags: &Tensor<B, 1, Bool>) -> bool {
+    flags.clone().int().sum().into_scalar().elem::<i64>() > 0
+}
+
+/// A (C, H, W) tensor that is `value * signs[c]` on the square and 0 elsewhere.
+fn square_delta<B: Backend>(
+    signs: &[f32],
+    [c, h, w]: [usize; 3],
+    top: usize,
+    left: usize,
+    side: usize,
+    value: f64,
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let mut data = vec![0f32; c * h * w];
+    for (channel, sign) in signs.iter().enumerate() {
+        for row in top..top + side {
+            let start = channel * h * w + row * w + left;
+            data[start..start + side].fill(sign * value as f32);
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [c, h, w]), device)
+}
+
+/// SplitMix64 for the square positions and signs (host-side, so every backend draws the same squares).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound`, or 0 when `bound` is 0 (the reference's `random_int(0, 0)`).
+    fn below(&mut self, bound: usize) -> usize {
+        if bound == 0 {
+            0
+        } else {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() >> 63 == 1
+    }
+}
