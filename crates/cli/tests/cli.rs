@@ -840,3 +840,77 @@ fn tiny_imagenet_lt_splits_trains_and_evaluates_its_first_classes() {
     );
     assert_eq!(report["train_counts"], serde_json::json!([20, 9, 4, 2]));
 }
+
+#[test]
+fn list_file_datasets_split_train_and_evaluate_at_the_configured_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lt");
+    // ImageNet-LT's layout in miniature: images of several sizes under the root, `Toy_LT_{train,test}.txt` lists.
+    for (split, per_class) in [("train", [12usize, 6, 3]), ("test", [2, 2, 2])] {
+        let mut list = String::new();
+        for (label, &n) in per_class.iter().enumerate() {
+            let folder = root.join(split).join(format!("class{label}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..n {
+                let (w, h) = (10 + i as u32 % 3, 9);
+                let name = format!("{i}.jpg");
+                image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(label * 80) as u8, (x * 20) as u8, (y * 25) as u8]))
+                    .save_with_format(folder.join(&name), image::ImageFormat::Jpeg)
+                    .unwrap();
+                list += &format!("{split}/class{label}/{name} {label}\n");
+            }
+        }
+        std::fs::write(root.join(format!("Toy_LT_{split}.txt")), list).unwrap();
+    }
+    let data = root.to_str().unwrap();
+    assert_clean_failure(
+        &run(&format!("data --dataset list --data-dir {data} --imbalance 2")),
+        "needs an image size",
+    );
+    let split = stdout_json(&run(&format!(
+        "data --dataset list --data-dir {data} --imbalance 4 --image-size 8 --json"
+    )));
+    assert_eq!(split["counts"], serde_json::json!([12, 6, 3]));
+    let run_dir = dir.path().join("run");
+    let config = config_path("cpu/natural-small.toml");
+    let output = tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        "data.dataset=list",
+        "--set",
+        &format!("data.data_dir={data}"),
+        "--set",
+        "data.image_size=8",
+        "--set",
+        "data.imbalance=4",
+        "--set",
+        "data.validation_fraction=0.0",
+        "--set",
+        "optim.epochs=1",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("last/checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(checkpoint["model"]["input_shape"], serde_json::json!([3, 8, 8]), "{checkpoint}");
+    let report = dir.path().join("report");
+    let report = stdout_json(&tailguard(&[
+        "eval",
+        "--checkpoint",
+        run_dir.join("last").to_str().unwrap(),
+        "--dataset",
+        "list",
+        "--data-dir",
+        data,
+        "--attacks",
+        "clean",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["test_images"], 6);
+    assert_eq!(report["classes"], serde_json::json!(["0", "1", "2"]));
+}

@@ -195,7 +195,7 @@ impl BatchLoader {
     }
 
     /// Builds the host batch of the images `order[start..end]` of `epoch`.
-    fn host_batch(&self, epoch: usize, order: &[usize], start: usize) -> HostBatch {
+    fn host_batch(&self, epoch: usize, order: &[usize], start: usize) -> Result<HostBatch, DataError> {
         let shape = self.dataset.shape();
         let image_len = shape.len();
         let mut images = vec![0f32; order.len() * image_len];
@@ -203,19 +203,21 @@ impl BatchLoader {
             .par_chunks_mut(image_len)
             .zip(order.par_iter())
             .enumerate()
-            .for_each(|(offset, (out, &index))| {
-                let source = self.dataset.image(index);
+            .try_for_each(|(offset, (out, &index))| {
+                // A streamed dataset reads the file here; a file that cannot be read ends the epoch with its error.
+                let source = self.dataset.image(index)?;
                 match &self.config.augmentation {
                     Some(aug) => {
                         let position = (start + offset) as u64;
                         let mut rng = SeedStream::derive(self.config.seed, &[epoch as u64, position]);
-                        aug.apply(source, shape, &mut rng, out);
+                        aug.apply(&source, shape, &mut rng, out);
                     }
-                    None => to_unit_range(source, out),
+                    None => to_unit_range(&source, out),
                 }
-            });
+                Ok::<(), DataError>(())
+            })?;
         let labels = order.iter().map(|&i| self.dataset.label(i) as i64).collect();
-        HostBatch { images, labels, shape }
+        Ok(HostBatch { images, labels, shape })
     }
 
     /// The host batches of `epoch`, prepared `prefetch` batches ahead on a background thread. A failure of that
@@ -229,8 +231,10 @@ impl BatchLoader {
                 if loader.config.drop_last && chunk.len() < batch_size {
                     break;
                 }
-                if !send(loader.host_batch(epoch, chunk, batch_index * batch_size)) {
-                    break; // the consumer stopped early
+                let batch = loader.host_batch(epoch, chunk, batch_index * batch_size);
+                let failed = batch.is_err();
+                if !send(batch) || failed {
+                    break; // the consumer stopped early, or the batch could not be made
                 }
             }
         })
@@ -248,16 +252,20 @@ impl BatchLoader {
     }
 }
 
-/// Iterator over prefetched host batches: `Ok` batches, then, if the prefetch thread failed, one `Err`.
+/// Iterator over prefetched host batches: `Ok` batches, then, if a batch could not be made or the prefetch thread
+/// failed, one `Err`.
 pub struct HostBatches {
-    receiver: Option<Receiver<HostBatch>>,
+    receiver: Option<Receiver<Result<HostBatch, DataError>>>,
     worker: Option<JoinHandle<()>>,
 }
 
 impl HostBatches {
     /// Runs `produce` on a background thread; it hands each batch to `send`, which returns false once the consumer
     /// has stopped. At most `prefetch` batches wait in between.
-    fn spawn(prefetch: usize, produce: impl FnOnce(&dyn Fn(HostBatch) -> bool) + Send + 'static) -> Self {
+    fn spawn(
+        prefetch: usize,
+        produce: impl FnOnce(&dyn Fn(Result<HostBatch, DataError>) -> bool) + Send + 'static,
+    ) -> Self {
         let (sender, receiver) = sync_channel(prefetch.max(1));
         let worker = std::thread::spawn(move || produce(&|batch| sender.send(batch).is_ok()));
         Self {
@@ -272,7 +280,10 @@ impl Iterator for HostBatches {
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Ok(batch) = self.receiver.as_ref()?.recv() {
-            return Some(Ok(batch));
+            if batch.is_err() {
+                self.receiver.take();
+            }
+            return Some(batch);
         }
         // The channel closed: the thread finished or died. A panic is reported once, as an error.
         self.receiver.take();

@@ -1,4 +1,9 @@
-//! The in-memory image dataset every loader produces.
+//! The image dataset every loader produces: pixels in memory, or (for datasets too large for memory) files read and
+//! decoded when a batch needs them.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{DataError, DataResult};
 
@@ -42,10 +47,31 @@ impl std::fmt::Display for ImageShape {
 /// label per image and the class names in label order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageDataset {
-    pixels: Vec<u8>,
+    storage: Storage,
     labels: Vec<usize>,
     classes: Vec<String>,
     shape: ImageShape,
+}
+
+/// Where the pixels are.
+#[derive(Debug, Clone, PartialEq)]
+enum Storage {
+    /// Decoded, image after image.
+    Memory(Vec<u8>),
+    /// Image files, decoded to the dataset's shape on each read.
+    Files(Arc<Vec<PathBuf>>, ImageFit),
+}
+
+/// How an image file of another size becomes the dataset's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFit {
+    /// Resize the shorter side to the target (bilinear), then crop the centre (torchvision's `Resize(s)` +
+    /// `CenterCrop(s)`, the usual ImageNet-LT / Places-LT test transform).
+    #[default]
+    CenterCrop,
+    /// Resize to exactly the target, ignoring the aspect ratio.
+    Stretch,
 }
 
 impl ImageDataset {
@@ -71,11 +97,44 @@ impl ImageDataset {
             )));
         }
         Ok(Self {
-            pixels,
+            storage: Storage::Memory(pixels),
             labels,
             classes,
             shape,
         })
+    }
+
+    /// A dataset whose images stay on disk: `files[i]` is decoded, converted to `shape.channels` channels and
+    /// fitted to `shape` by `fit` whenever image `i` is read.
+    pub fn streamed(
+        files: Vec<PathBuf>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+        shape: ImageShape,
+        fit: ImageFit,
+    ) -> DataResult<Self> {
+        if files.len() != labels.len() {
+            return Err(DataError::invalid(format!(
+                "{} files for {} labels",
+                files.len(),
+                labels.len()
+            )));
+        }
+        let mut dataset = Self::new(Vec::new(), Vec::new(), classes, shape)?;
+        if let Some((index, label)) = labels.iter().enumerate().find(|(_, l)| **l >= dataset.classes.len()) {
+            return Err(DataError::invalid(format!(
+                "image {index} has label {label} but there are only {} classes",
+                dataset.classes.len()
+            )));
+        }
+        dataset.storage = Storage::Files(Arc::new(files), fit);
+        dataset.labels = labels;
+        Ok(dataset)
+    }
+
+    /// Whether the images are read from disk on demand.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.storage, Storage::Files(..))
     }
 
     /// Number of images.
@@ -113,15 +172,25 @@ impl ImageDataset {
         self.labels[index]
     }
 
-    /// Pixels of image `index`, CHW.
-    pub fn image(&self, index: usize) -> &[u8] {
-        let len = self.shape.len();
-        &self.pixels[index * len..(index + 1) * len]
+    /// Pixels of image `index`, CHW (read and decoded from its file for a streamed dataset).
+    pub fn image(&self, index: usize) -> DataResult<Cow<'_, [u8]>> {
+        match &self.storage {
+            Storage::Memory(pixels) => {
+                let len = self.shape.len();
+                Ok(Cow::Borrowed(&pixels[index * len..(index + 1) * len]))
+            }
+            Storage::Files(files, fit) => {
+                crate::sources::image_folder::decode_fitted(&files[index], self.shape, *fit).map(Cow::Owned)
+            }
+        }
     }
 
-    /// All pixels, image after image, CHW.
-    pub fn pixels(&self) -> &[u8] {
-        &self.pixels
+    /// All pixels, image after image, CHW; `None` for a streamed dataset.
+    pub fn pixels(&self) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::Memory(pixels) => Some(pixels),
+            Storage::Files(..) => None,
+        }
     }
 
     /// Images per class, in class order.
@@ -150,12 +219,20 @@ impl ImageDataset {
                 self.len()
             )));
         }
-        let mut pixels = Vec::with_capacity(indices.len() * self.shape.len());
-        for &index in indices {
-            pixels.extend_from_slice(self.image(index));
-        }
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        ImageDataset::new(pixels, labels, self.classes.clone(), self.shape)
+        match &self.storage {
+            Storage::Memory(_) => {
+                let mut pixels = Vec::with_capacity(indices.len() * self.shape.len());
+                for &index in indices {
+                    pixels.extend_from_slice(&self.image(index)?);
+                }
+                ImageDataset::new(pixels, labels, self.classes.clone(), self.shape)
+            }
+            Storage::Files(files, fit) => {
+                let files = indices.iter().map(|&i| files[i].clone()).collect();
+                ImageDataset::streamed(files, labels, self.classes.clone(), self.shape, *fit)
+            }
+        }
     }
 
     /// Keeps only the first `num_classes` classes (and their images), as Tiny-ImageNet-LT does with 20 classes.
@@ -196,7 +273,7 @@ mod tests {
     fn subset_copies_images_and_labels() {
         let data = tiny();
         let sub = data.subset(&[2, 0]).unwrap();
-        assert_eq!(sub.pixels(), &[4, 5, 0, 1]);
+        assert_eq!(sub.pixels().unwrap(), &[4, 5, 0, 1]);
         assert_eq!(sub.labels(), &[1, 0]);
         assert_eq!(data.class_counts(), vec![1, 2]);
         assert!(data.subset(&[3]).is_err());

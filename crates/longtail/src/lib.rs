@@ -40,13 +40,13 @@ pub mod split;
 
 pub use augment::Augmentation;
 pub use batcher::{Batch, BatchLoader, BatchLoaderConfig, HostBatch, Sampling};
-pub use dataset::{ImageDataset, ImageShape};
+pub use dataset::{ImageDataset, ImageFit, ImageShape};
 pub use error::{DataError, DataResult};
 pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy, WorstClass};
 pub use profile::{ImbalanceProfile, class_sizes};
 pub use rng::SeedStream;
 pub use sources::{
-    CifarVariant, DatasetKind, ImageFolderOptions, Split, load_cifar, load_image_folder, write_cifar,
+    CifarVariant, DatasetKind, ImageFolderOptions, LoadOptions, Split, load_cifar, load_image_folder, write_cifar,
     write_cifar_archive,
 };
 pub use split::{LongTailSpec, LongTailSplit, carve_validation};

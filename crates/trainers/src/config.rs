@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, StartClip, StartRadius, parse_eps};
 use tailguard_longtail::augment::AugmentPolicy;
-use tailguard_longtail::{DatasetKind, ImbalanceProfile, LongTailSpec, Split};
+use tailguard_longtail::{DatasetKind, ImageFit, ImbalanceProfile, LoadOptions, LongTailSpec, Split};
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
 use crate::budget::{BudgetPolicy, RobustLtConfig};
@@ -87,6 +87,10 @@ pub struct DataSection {
     pub data_dir: PathBuf,
     /// Keep only the dataset's first K classes before the long-tailed split (Tiny-ImageNet-LT keeps 20).
     pub classes: Option<usize>,
+    /// Height and width list-file images are fitted to (`dataset = "list"` needs it).
+    pub image_size: Option<usize>,
+    /// How list-file images of another size are fitted: `center-crop` (default) or `stretch`.
+    pub image_fit: ImageFit,
     /// The long-tailed training split (its seed is kept apart from the training seed, so one split serves
     /// several runs).
     pub long_tail: LongTailSpec,
@@ -109,6 +113,10 @@ struct DataSectionText {
     data_dir: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     classes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_size: Option<usize>,
+    #[serde(default)]
+    image_fit: ImageFit,
     imbalance: f64,
     #[serde(default)]
     profile: ImbalanceProfile,
@@ -132,6 +140,8 @@ impl From<DataSectionText> for DataSection {
             dataset: t.dataset,
             data_dir: t.data_dir,
             classes: t.classes,
+            image_size: t.image_size,
+            image_fit: t.image_fit,
             long_tail: LongTailSpec {
                 imbalance: t.imbalance,
                 profile: t.profile,
@@ -152,6 +162,8 @@ impl From<DataSection> for DataSectionText {
             dataset: d.dataset,
             data_dir: d.data_dir,
             classes: d.classes,
+            image_size: d.image_size,
+            image_fit: d.image_fit,
             imbalance: d.long_tail.imbalance,
             profile: d.long_tail.profile,
             n_max: d.long_tail.n_max,
@@ -601,7 +613,16 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The model for `num_classes` classes.
+    /// The model for `data`: its classes, and its image shape (which the linear classifier depends on, and which
+    /// evaluation reads back to fit list-file images).
+    pub fn model_config_for(&self, data: &TrainData) -> Result<ModelConfig, ConfigError> {
+        let shape = data.train.shape();
+        Ok(self
+            .model_config(data.classes.len())?
+            .with_input_shape([shape.channels, shape.height, shape.width]))
+    }
+
+    /// The model for `num_classes` classes (3x32x32 inputs).
     pub fn model_config(&self, num_classes: usize) -> Result<ModelConfig, ConfigError> {
         let normalization = match self.model.normalization {
             Normalization::None => None,
@@ -774,7 +795,12 @@ impl TrainConfig {
     /// Loads the dataset, cuts the long-tailed split and holds out the validation fraction.
     pub fn load_data(&self) -> Result<TrainData, TrainError> {
         let d = &self.data;
-        let source = d.dataset.load_classes(&d.data_dir, Split::Train, d.classes)?;
+        let options = LoadOptions {
+            classes: d.classes,
+            image_size: d.image_size,
+            fit: d.image_fit,
+        };
+        let source = d.dataset.load_with(&d.data_dir, Split::Train, &options)?;
         let long_tailed = d.long_tail.select(&source)?.apply(&source)?;
         Ok(TrainData::from_dataset(
             long_tailed,
@@ -789,7 +815,7 @@ impl TrainConfig {
         data: &TrainData,
         device: &B::Device,
     ) -> Result<Trainer<B, Model<B>>, TrainError> {
-        let model_config = self.model_config(data.classes.len())?;
+        let model_config = self.model_config_for(data)?;
         <B as burn::tensor::backend::Backend>::seed(device, self.seed);
         let model = model_config.init::<B>(device)?;
         Trainer::new(

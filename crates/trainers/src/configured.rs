@@ -9,14 +9,15 @@ use serde_json::json;
 use tailguard_models::{Model, read_checkpoint_meta, recover_checkpoint};
 
 use crate::config::TrainConfig;
+use crate::data::TrainData;
 use crate::error::TrainError;
 use crate::run::{BEST, CONFIG_FILE, LAST, LOG_FILE, RESUME_SAFE_KEYS, Run, RunDescription, changed_keys};
 
 impl TrainConfig {
     /// What a run of this configuration records about itself.
-    fn description(&self, num_classes: usize) -> Result<RunDescription, TrainError> {
+    fn description(&self, data: &TrainData) -> Result<RunDescription, TrainError> {
         Ok(RunDescription {
-            model: Some(self.model_config(num_classes)?),
+            model: Some(self.model_config_for(data)?),
             config: json!(self),
             config_file: Some(self.to_toml()),
         })
@@ -36,7 +37,7 @@ impl TrainConfig {
         tailguard_output::OutputDir::claim(dir, &[CONFIG_FILE, LOG_FILE, LAST, BEST], force)?;
         let data = self.load_data()?;
         let trainer = self.trainer::<B>(&data, device)?;
-        Run::start(trainer, self.description(data.classes.len())?, dir, force)
+        Run::start(trainer, self.description(&data)?, dir, force)
     }
 
     /// Continues the run in `dir` with the configuration stored in its last checkpoint.
@@ -97,7 +98,7 @@ impl TrainConfig {
             )));
         }
         let trainer = config.trainer::<B>(&data, device)?;
-        Run::resume(trainer, config.description(data.classes.len())?, dir)
+        Run::resume(trainer, config.description(&data)?, dir)
     }
 
     /// What `tailguard train --dry-run` prints: the resolved configuration, the per-class training counts, the

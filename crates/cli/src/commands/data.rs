@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 use tailguard_longtail::{
-    BatchLoader, BatchLoaderConfig, CifarVariant, DatasetKind, ImageDataset, ImbalanceProfile, LongTailSpec, Split,
-    class_sizes, write_cifar_archive,
+    BatchLoader, BatchLoaderConfig, CifarVariant, DatasetKind, ImageDataset, ImbalanceProfile, LoadOptions,
+    LongTailSpec, Split, class_sizes, write_cifar_archive,
 };
 use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
 
@@ -24,7 +24,8 @@ use crate::progress;
     tailguard data --dataset cifar10 --data-dir datasets/cifar10-lt-mini.tar.gz --imbalance 10 --arch resnet18\n  \
     tailguard data --dataset imagefolder --data-dir ./photos --imbalance 10 --save-split split.json")]
 pub struct DataArgs {
-    /// cifar10, cifar100, tinyimagenet (the release folder: wnids.txt, train/, val/) or imagefolder.
+    /// cifar10, cifar100, tinyimagenet (the release folder: wnids.txt, train/, val/), imagefolder or list (an image
+    /// root with train.txt / test.txt or *_train.txt / *_test.txt lists of `relative/path label` lines).
     #[arg(long)]
     dataset: DatasetKind,
     /// The dataset: a CIFAR binary release (folder or the downloaded .tar.gz) or an image folder
@@ -43,6 +44,9 @@ pub struct DataArgs {
     /// Keep only the first K classes (as Tiny-ImageNet-LT keeps 20) [default: all].
     #[arg(long, value_name = "K")]
     classes: Option<usize>,
+    /// For --dataset list: the height and width images are fitted to (resize the shorter side, crop the centre).
+    #[arg(long, value_name = "PIXELS")]
+    image_size: Option<usize>,
     /// Seed that chooses which images are kept; the same seed keeps the same images on every machine.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -94,7 +98,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     }
     let (classes, counts) = match &args.data_dir {
         Some(dir) => {
-            let source = load(args.dataset, dir, Split::Train, args.classes, args.json)?;
+            let source = load(&args, dir, Split::Train)?;
             let split = spec.select(&source)?;
             if let Some(path) = &args.save_split {
                 tailguard_output::record_file(path)?;
@@ -175,16 +179,16 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(
-    kind: DatasetKind,
-    dir: &Path,
-    split: Split,
-    classes: Option<usize>,
-    quiet: bool,
-) -> anyhow::Result<ImageDataset> {
-    let spinner = progress::spinner(quiet, format!("loading {kind} {split:?} from {}", dir.display()));
+fn load(args: &DataArgs, dir: &Path, split: Split) -> anyhow::Result<ImageDataset> {
+    let kind = args.dataset;
+    let spinner = progress::spinner(args.json, format!("loading {kind} {split:?} from {}", dir.display()));
+    let options = LoadOptions {
+        classes: args.classes,
+        image_size: args.image_size,
+        ..Default::default()
+    };
     let dataset = kind
-        .load_classes(dir, split, classes)
+        .load_with(dir, split, &options)
         .with_context(|| format!("loading {kind} from {}", dir.display()));
     spinner.finish_and_clear();
     dataset
@@ -196,7 +200,7 @@ fn export(args: &DataArgs, dir: &Path, train: &ImageDataset, path: &Path) -> any
         _ if train.num_classes() <= 10 => CifarVariant::Cifar10,
         _ => CifarVariant::Cifar100,
     };
-    let test = load(args.dataset, dir, Split::Test, args.classes, args.json)?;
+    let test = load(args, dir, Split::Test)?;
     let test = match args.test_per_class {
         Some(k) => LongTailSpec {
             imbalance: 1.0,

@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tailguard_attacks::AttackPreset;
 use tailguard_longtail::{
-    BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LongTailSpec, SeedStream, Split,
+    BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LoadOptions, LongTailSpec,
+    SeedStream, Split,
 };
 use tailguard_models::{CheckpointMeta, Classifier, LogitAdjustmentConfig, load_checkpoint};
 use tailguard_trainers::{AttackResult, EvaluationAttack, EvaluationObserver, PresetAttack, evaluate};
@@ -28,7 +29,8 @@ pub struct EvalArgs {
     /// Checkpoint folder (model.mpk + checkpoint.json).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// cifar10, cifar100, tinyimagenet (the release folder: wnids.txt, train/, val/) or imagefolder.
+    /// cifar10, cifar100, tinyimagenet (the release folder: wnids.txt, train/, val/), imagefolder or list (an image
+    /// root with list files; images are fitted to the model's input size).
     #[arg(long)]
     dataset: DatasetKind,
     /// The dataset (CIFAR binary folder or .tar.gz, or an image folder with ROOT/test/<class>/*).
@@ -175,7 +177,8 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     let device = backend::device(request.device.as_deref())?;
     let (model, meta) = load_checkpoint::<backend::Train>(&request.checkpoint, &device)?;
     let arch = meta.model_config(&request.checkpoint)?.arch;
-    let test = test_set(request, &meta)?;
+    let input_shape = meta.model_config(&request.checkpoint)?.input_shape;
+    let test = test_set(request, &meta, input_shape[1])?;
     let train_counts = request.train_counts.clone().or_else(|| training_counts(&meta));
     if let Some(counts) = &train_counts
         && counts.len() != test.num_classes()
@@ -286,10 +289,16 @@ fn attack_all<M: Classifier<backend::Train>>(
 
 /// The test images: the whole test split (of the checkpoint's classes, which may be the dataset's first K, as in
 /// Tiny-ImageNet-LT), or its long-tailed version, optionally a seeded subset.
-fn test_set(args: &EvalRequest, meta: &CheckpointMeta) -> anyhow::Result<ImageDataset> {
+/// List-file images are fitted to the model's input size.
+fn test_set(args: &EvalRequest, meta: &CheckpointMeta, image_size: usize) -> anyhow::Result<ImageDataset> {
+    let options = LoadOptions {
+        classes: Some(meta.classes.len()),
+        image_size: Some(image_size),
+        ..Default::default()
+    };
     let test = args
         .dataset
-        .load_classes(&args.data_dir, Split::Test, Some(meta.classes.len()))
+        .load_with(&args.data_dir, Split::Test, &options)
         .with_context(|| format!("loading the {} test set from {}", args.dataset, args.data_dir.display()))?;
     if test.classes() != meta.classes.as_slice() {
         bail!(

@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use crate::dataset::ImageDataset;
+use crate::dataset::{ImageDataset, ImageFit};
 use crate::error::{DataError, DataResult};
 use crate::sources::cifar::{CifarVariant, Split, load_cifar};
 use crate::sources::image_folder::{ImageFolderOptions, load_image_folder};
+use crate::sources::list_file::{ListFileOptions, load_list_file};
 use crate::sources::tiny_imagenet::load_tiny_imagenet;
 
-/// A dataset by name: `cifar10`, `cifar100`, `tinyimagenet` or `imagefolder`.
+/// A dataset by name: `cifar10`, `cifar100`, `tinyimagenet`, `imagefolder` or `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
@@ -20,6 +21,21 @@ pub enum DatasetKind {
     ImageFolder,
     /// Tiny-ImageNet's release folder (`wnids.txt`, `train/`, `val/`); its validation images are the test split.
     TinyImageNet,
+    /// An image root with `relative/path label` list files (ImageNet-LT, Places-LT, iNaturalist-LT); needs an image
+    /// size.
+    #[serde(rename = "list")]
+    ListFile,
+}
+
+/// How to load a dataset, apart from where and which split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Keep only the first K classes.
+    pub classes: Option<usize>,
+    /// Height and width list-file images are fitted to (required for them, unused by the other formats).
+    pub image_size: Option<usize>,
+    /// How list-file images are fitted.
+    pub fit: ImageFit,
 }
 
 impl std::str::FromStr for DatasetKind {
@@ -31,8 +47,9 @@ impl std::str::FromStr for DatasetKind {
             "cifar100" | "cifar-100" => Ok(Self::Cifar100),
             "imagefolder" | "image-folder" => Ok(Self::ImageFolder),
             "tinyimagenet" | "tiny-imagenet" => Ok(Self::TinyImageNet),
+            "list" | "list-file" => Ok(Self::ListFile),
             other => Err(DataError::invalid(format!(
-                "unknown dataset '{other}' (expected cifar10, cifar100, tinyimagenet or imagefolder)"
+                "unknown dataset '{other}' (expected cifar10, cifar100, tinyimagenet, imagefolder or list)"
             ))),
         }
     }
@@ -45,6 +62,7 @@ impl std::fmt::Display for DatasetKind {
             Self::Cifar100 => "cifar100",
             Self::ImageFolder => "imagefolder",
             Self::TinyImageNet => "tinyimagenet",
+            Self::ListFile => "list",
         })
     }
 }
@@ -54,7 +72,7 @@ impl DatasetKind {
         match self {
             Self::Cifar10 => Some(CifarVariant::Cifar10),
             Self::Cifar100 => Some(CifarVariant::Cifar100),
-            Self::ImageFolder | Self::TinyImageNet => None,
+            Self::ImageFolder | Self::TinyImageNet | Self::ListFile => None,
         }
     }
 
@@ -78,8 +96,24 @@ impl DatasetKind {
         match self {
             Self::Cifar10 => Some(CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()),
             Self::Cifar100 => Some(CIFAR100_CLASSES.iter().map(|s| s.to_string()).collect()),
-            Self::ImageFolder | Self::TinyImageNet => None,
+            Self::ImageFolder | Self::TinyImageNet | Self::ListFile => None,
         }
+    }
+
+    /// Loads `split` from `dir` as `options` say.
+    pub fn load_with(self, dir: &Path, split: Split, options: &LoadOptions) -> DataResult<ImageDataset> {
+        if self == Self::ListFile {
+            let size = options
+                .image_size
+                .ok_or_else(|| DataError::invalid("a list-file dataset needs an image size (data.image_size)"))?;
+            let list = ListFileOptions {
+                classes: options.classes,
+                fit: options.fit,
+                ..ListFileOptions::new(size)
+            };
+            return load_list_file(dir, split, &list);
+        }
+        self.load_classes(dir, split, options.classes)
     }
 
     /// Loads `split` of the first `classes` classes from `dir` (all when `None`). For Tiny-ImageNet only the kept
@@ -87,6 +121,7 @@ impl DatasetKind {
     pub fn load_classes(self, dir: &Path, split: Split, classes: Option<usize>) -> DataResult<ImageDataset> {
         match (self, classes) {
             (Self::TinyImageNet, _) => load_tiny_imagenet(dir, split, classes),
+            (Self::ListFile, _) => self.load(dir, split),
             (_, None) => self.load(dir, split),
             (_, Some(k)) => {
                 let all = self.load(dir, split)?;
@@ -121,6 +156,11 @@ impl DatasetKind {
         }
         if self == Self::TinyImageNet {
             return load_tiny_imagenet(dir, split, None);
+        }
+        if self == Self::ListFile {
+            return Err(DataError::invalid(
+                "a list-file dataset needs an image size (data.image_size, or the checkpoint's input shape)",
+            ));
         }
         match self.cifar() {
             Some(variant) => {

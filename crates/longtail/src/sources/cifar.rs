@@ -349,16 +349,16 @@ fn read_class_names(path: &Path, variant: CifarVariant) -> DataResult<Vec<String
     }
 }
 
-fn records(dataset: &ImageDataset, variant: CifarVariant, range: std::ops::Range<usize>) -> Vec<u8> {
+fn records(dataset: &ImageDataset, variant: CifarVariant, range: std::ops::Range<usize>) -> DataResult<Vec<u8>> {
     let mut bytes = Vec::with_capacity(range.len() * variant.record_len());
     for index in range {
         if variant == CifarVariant::Cifar100 {
             bytes.push(0); // coarse label: not tracked by tailguard
         }
         bytes.push(dataset.label(index) as u8);
-        bytes.extend_from_slice(dataset.image(index));
+        bytes.extend_from_slice(&dataset.image(index)?);
     }
-    bytes
+    Ok(bytes)
 }
 
 /// Writes a training and a test set as a `.tar.gz` laid out like the official binary download
@@ -382,11 +382,11 @@ pub fn write_cifar_archive(
     let per_file = train.len().div_ceil(train_files.len());
     for (i, file) in train_files.iter().enumerate() {
         let range = (i * per_file).min(train.len())..((i + 1) * per_file).min(train.len());
-        contents.push((format!("{folder}/{file}"), records(train, variant, range)));
+        contents.push((format!("{folder}/{file}"), records(train, variant, range)?));
     }
     contents.push((
         format!("{folder}/{}", test_files[0]),
-        records(test, variant, 0..test.len()),
+        records(test, variant, 0..test.len())?,
     ));
     let mut names = train.classes().join("\n");
     names.push('\n');
@@ -405,7 +405,7 @@ pub fn write_cifar_archive(
 /// first, then renamed, so a reader never sees half a file.
 pub fn write_cifar(path: &Path, dataset: &ImageDataset, variant: CifarVariant) -> DataResult<()> {
     check_cifar_shape(dataset)?;
-    tailguard_output::write_atomically(path, &records(dataset, variant, 0..dataset.len())).map_err(DataError::from)
+    tailguard_output::write_atomically(path, &records(dataset, variant, 0..dataset.len())?).map_err(DataError::from)
 }
 
 /// Where the standard release keeps its files, to tell a user what was expected.
@@ -445,7 +445,7 @@ mod tests {
         let loaded = load_cifar(dir.path(), CifarVariant::Cifar100, Split::Test).unwrap();
         assert_eq!(loaded.labels(), &[42]);
         assert_eq!(loaded.classes()[42], "leopard");
-        assert_eq!(loaded.image(0)[0], 7);
+        assert_eq!(loaded.image(0).unwrap()[0], 7);
     }
 
     #[test]

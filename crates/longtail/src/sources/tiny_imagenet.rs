@@ -170,15 +170,15 @@ mod tests {
         assert_eq!(train.class_counts(), vec![3, 3, 4]);
         // The grey image became RGB with equal planes (its file sorts first among n03's).
         let grey = train.labels().iter().position(|&l| l == 2).unwrap();
-        let image = train.image(grey);
+        let image = train.image(grey).unwrap();
         assert!(image.iter().all(|&v| v == 77), "{image:?}");
         // Class n01 is the second wnid in the file but label 0; its first image has red value 10.
-        assert_eq!(train.image(0)[0], 10);
+        assert_eq!(train.image(0).unwrap()[0], 10);
 
         let test = load_tiny_imagenet(dir.path(), Split::Test, None).unwrap();
         assert_eq!(test.class_counts(), vec![2, 2, 2]);
         let first_n03 = test.labels().iter().position(|&l| l == 2).unwrap();
-        assert_eq!(test.image(first_n03)[0], 2, "val_2 is n03's first image");
+        assert_eq!(test.image(first_n03).unwrap()[0], 2, "val_2 is n03's first image");
 
         let first_two = load_tiny_imagenet(dir.path(), Split::Test, Some(2)).unwrap();
         assert_eq!(first_two.classes(), &["n01", "n02"]);
