@@ -9,6 +9,7 @@ binary archive that `tailguard data --export` wrote, in file order, so `tailguar
 archive attacks exactly the same images. `run.sh` does both and prints them side by side.
 """
 import argparse
+import logging
 import json
 import tarfile
 import time
@@ -59,6 +60,8 @@ def main():
     args = parser.parse_args()
     from pyautoattack import AutoAttack
 
+    logging.basicConfig(level=logging.DEBUG, format="%(message)s")  # the reference's per-stage robust accuracy
+
     if not args.arch.startswith("small-cnn"):
         raise SystemExit("only tailguard's small-cnn-W is defined here")
     width = int(args.arch.rsplit("-", 1)[1]) if args.arch.count("-") == 2 else 16
@@ -68,11 +71,11 @@ def main():
     torch.set_num_threads(2)
     x, y = load_test(args.test)
     eps = float(Fraction(args.eps))
-    adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0)
+    adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
     start = time.time()
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
-    adv = adversary.run_standard_evaluation(x, y, bs=250)
+    adv, _ = adversary.run_standard_evaluation(x, y, batch_size=250)
     with torch.no_grad():
         robust = (model(adv).argmax(1) == y).float().mean().item()
     result = {"images": len(y), "eps": eps, "clean_accuracy": clean, "robust_accuracy": robust,

@@ -750,6 +750,36 @@ fn curves_are_drawn_for_any_run_folder() {
     );
 }
 
+/// One epoch of `configs/cpu/natural-small.toml` without validation, with `sets` on top, into `out`.
+fn train_one_natural_epoch(sets: &[&str], out: &std::path::Path) {
+    let config = config_path("cpu/natural-small.toml");
+    let mut args = vec!["train", "--config", &config, "--out", out.to_str().unwrap()];
+    for set in sets.iter().chain(&["data.validation_fraction=0.0", "optim.epochs=1"]) {
+        args.extend(["--set", set]);
+    }
+    let output = tailguard(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Clean accuracy of `run/last` on `dataset` at `data`, as report.json.
+fn evaluate_clean(run: &std::path::Path, dataset: &str, data: &str, report: &std::path::Path) -> serde_json::Value {
+    let checkpoint = run.join("last");
+    stdout_json(&tailguard(&[
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--dataset",
+        dataset,
+        "--data-dir",
+        data,
+        "--attacks",
+        "clean",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]))
+}
+
 /// A miniature Tiny-ImageNet release: `classes` wnids (in reverse order in wnids.txt), 8x8 images, `train` per class
 /// (the first of each class grey), two validation images per class listed in val_annotations.txt.
 fn tiny_imagenet_release(root: &std::path::Path, classes: usize, train: usize) {
@@ -798,41 +828,16 @@ fn tiny_imagenet_lt_splits_trains_and_evaluates_its_first_classes() {
     )));
     assert_eq!(split["counts"], serde_json::json!([20, 9, 4, 2]));
     let run_dir = dir.path().join("run");
-    let config = config_path("cpu/natural-small.toml");
-    let output = tailguard(&[
-        "train",
-        "--config",
-        &config,
-        "--set",
-        "data.dataset=tinyimagenet",
-        "--set",
-        &format!("data.data_dir={data}"),
-        "--set",
-        "data.classes=4",
-        "--set",
-        "data.validation_fraction=0.0",
-        "--set",
-        "optim.epochs=1",
-        "--out",
-        run_dir.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    train_one_natural_epoch(
+        &[
+            "data.dataset=tinyimagenet",
+            &format!("data.data_dir={data}"),
+            "data.classes=4",
+        ],
+        &run_dir,
+    );
     // The checkpoint knows 4 classes; evaluation keeps the test set's first 4 (2 images each).
-    let report = dir.path().join("report");
-    let report = stdout_json(&tailguard(&[
-        "eval",
-        "--checkpoint",
-        run_dir.join("last").to_str().unwrap(),
-        "--dataset",
-        "tinyimagenet",
-        "--data-dir",
-        data,
-        "--attacks",
-        "clean",
-        "--report",
-        report.to_str().unwrap(),
-        "--json",
-    ]));
+    let report = evaluate_clean(&run_dir, "tinyimagenet", data, &dir.path().join("report"));
     assert_eq!(report["test_images"], 8);
     assert_eq!(
         report["classes"],
@@ -854,9 +859,11 @@ fn list_file_datasets_split_train_and_evaluate_at_the_configured_size() {
             for i in 0..n {
                 let (w, h) = (10 + i as u32 % 3, 9);
                 let name = format!("{i}.jpg");
-                image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(label * 80) as u8, (x * 20) as u8, (y * 25) as u8]))
-                    .save_with_format(folder.join(&name), image::ImageFormat::Jpeg)
-                    .unwrap();
+                image::RgbImage::from_fn(w, h, |x, y| {
+                    image::Rgb([(label * 80) as u8, (x * 20) as u8, (y * 25) as u8])
+                })
+                .save_with_format(folder.join(&name), image::ImageFormat::Jpeg)
+                .unwrap();
                 list += &format!("{split}/class{label}/{name} {label}\n");
             }
         }
@@ -872,45 +879,19 @@ fn list_file_datasets_split_train_and_evaluate_at_the_configured_size() {
     )));
     assert_eq!(split["counts"], serde_json::json!([12, 6, 3]));
     let run_dir = dir.path().join("run");
-    let config = config_path("cpu/natural-small.toml");
-    let output = tailguard(&[
-        "train",
-        "--config",
-        &config,
-        "--set",
-        "data.dataset=list",
-        "--set",
-        &format!("data.data_dir={data}"),
-        "--set",
-        "data.image_size=8",
-        "--set",
-        "data.imbalance=4",
-        "--set",
-        "data.validation_fraction=0.0",
-        "--set",
-        "optim.epochs=1",
-        "--out",
-        run_dir.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let data_dir = format!("data.data_dir={data}");
+    train_one_natural_epoch(
+        &["data.dataset=list", &data_dir, "data.image_size=8", "data.imbalance=4"],
+        &run_dir,
+    );
     let checkpoint: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("last/checkpoint.json")).unwrap()).unwrap();
-    assert_eq!(checkpoint["model"]["input_shape"], serde_json::json!([3, 8, 8]), "{checkpoint}");
-    let report = dir.path().join("report");
-    let report = stdout_json(&tailguard(&[
-        "eval",
-        "--checkpoint",
-        run_dir.join("last").to_str().unwrap(),
-        "--dataset",
-        "list",
-        "--data-dir",
-        data,
-        "--attacks",
-        "clean",
-        "--report",
-        report.to_str().unwrap(),
-        "--json",
-    ]));
+    assert_eq!(
+        checkpoint["model"]["input_shape"],
+        serde_json::json!([3, 8, 8]),
+        "{checkpoint}"
+    );
+    let report = evaluate_clean(&run_dir, "list", data, &dir.path().join("report"));
     assert_eq!(report["test_images"], 6);
     assert_eq!(report["classes"], serde_json::json!(["0", "1", "2"]));
 }
