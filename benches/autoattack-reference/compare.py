@@ -57,6 +57,8 @@ def main():
     parser.add_argument("--test", required=True)
     parser.add_argument("--eps", default="8/255")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--attacks", default="standard",
+                        help="standard, or a comma-separated list run alone (e.g. fab-t or square)")
     args = parser.parse_args()
     from pyautoattack import AutoAttack
 
@@ -71,14 +73,19 @@ def main():
     torch.set_num_threads(2)
     x, y = load_test(args.test)
     eps = float(Fraction(args.eps))
-    adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
+    if args.attacks == "standard":
+        adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
+    else:
+        # A custom list keeps the standard version's settings of each attack (fab-t sets its own single restart).
+        adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
+        adversary.attacks_to_run = args.attacks.split(",")
     start = time.time()
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
     adv, _ = adversary.run_standard_evaluation(x, y, batch_size=250)
     with torch.no_grad():
         robust = (model(adv).argmax(1) == y).float().mean().item()
-    result = {"images": len(y), "eps": eps, "clean_accuracy": clean, "robust_accuracy": robust,
+    result = {"attacks": args.attacks, "images": len(y), "eps": eps, "clean_accuracy": clean, "robust_accuracy": robust,
               "seconds": time.time() - start, "torch": torch.__version__}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -6,9 +6,11 @@ use tailguard_models::Classifier;
 
 use crate::apgd::ApgdConfig;
 use crate::auto_attack::{AutoAttackConfig, AutoAttackLiteConfig, AutoAttackStages};
+use crate::fab::FabConfig;
 use crate::loss::AttackLoss;
 use crate::pgd::{PgdConfig, RandomStart};
 use crate::probe::{FrozenModel, Inner};
+use crate::square::SquareConfig;
 
 /// A named attack setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -29,6 +31,10 @@ pub enum AttackPreset {
     AaLite,
     /// Standard AutoAttack: APGD-CE, APGD-T, FAB-T (9 targets, 100 iterations) and Square (5,000 queries).
     Aa,
+    /// FAB-T alone (AutoAttack's settings), on the clean-correct points.
+    FabT,
+    /// Square alone (AutoAttack's settings: 5,000 queries, p_init 0.8), on the clean-correct points.
+    Square,
     /// PGD-10, step 2/255, uniform start: the PGD-AT training attack.
     Pgd10,
     /// TAET's training attack: 10 steps of 0.003 from `x + 0.001 N(0, 1)`, eps 0.031.
@@ -37,7 +43,7 @@ pub enum AttackPreset {
 
 impl AttackPreset {
     /// Every preset, in report order.
-    pub const ALL: [AttackPreset; 9] = [
+    pub const ALL: [AttackPreset; 11] = [
         AttackPreset::Clean,
         AttackPreset::Fgsm,
         AttackPreset::Pgd20,
@@ -45,6 +51,8 @@ impl AttackPreset {
         AttackPreset::Cw20,
         AttackPreset::AaLite,
         AttackPreset::Aa,
+        AttackPreset::FabT,
+        AttackPreset::Square,
         AttackPreset::Pgd10,
         AttackPreset::TaetTraining,
     ];
@@ -59,6 +67,8 @@ impl AttackPreset {
             AttackPreset::Cw20 => "cw20",
             AttackPreset::AaLite => "aa-lite",
             AttackPreset::Aa => "aa",
+            AttackPreset::FabT => "fab-t",
+            AttackPreset::Square => "square",
             AttackPreset::Pgd10 => "pgd10",
             AttackPreset::TaetTraining => "taet-training",
         }
@@ -69,7 +79,11 @@ impl AttackPreset {
     pub fn pgd(&self, eps: f64) -> Option<PgdConfig> {
         let pgd20 = PgdConfig::new().with_eps(eps).with_steps(20);
         match self {
-            AttackPreset::Clean | AttackPreset::AaLite | AttackPreset::Aa => None,
+            AttackPreset::Clean
+            | AttackPreset::AaLite
+            | AttackPreset::Aa
+            | AttackPreset::FabT
+            | AttackPreset::Square => None,
             AttackPreset::Fgsm => Some(PgdConfig::fgsm(eps)),
             AttackPreset::Pgd20 => Some(pgd20),
             AttackPreset::Pgd20Step1 => Some(pgd20.with_step_size(1.0 / 255.0)),
@@ -116,6 +130,19 @@ impl AttackPreset {
                     adversarial,
                     robust,
                     stages: Some(stages),
+                }
+            }
+            AttackPreset::FabT | AttackPreset::Square => {
+                let correct = model.correct(images.clone(), labels.clone());
+                let (adversarial, robust) = if *self == AttackPreset::FabT {
+                    FabConfig::new().with_eps(eps).fab_t(model, images, labels, correct)
+                } else {
+                    SquareConfig::new().with_eps(eps).square(model, images, labels, correct)
+                };
+                AttackOutcome {
+                    adversarial,
+                    robust,
+                    stages: None,
                 }
             }
             pgd_like => pgd_like

@@ -37,7 +37,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "PATH")]
     data_dir: PathBuf,
     /// Comma-separated attacks: clean, fgsm, pgd20, pgd20-step1 (TAET's 1/255 step), cw20, aa-lite (APGD-CE + APGD-T),
-    /// aa (standard AutoAttack: also FAB-T and Square, about four times aa-lite's cost), pgd10, taet-training.
+    /// aa (standard AutoAttack: also FAB-T and Square, about four times aa-lite's cost), fab-t, square (each alone),
+    /// pgd10, taet-training.
     #[arg(long, value_delimiter = ',', default_value = "clean,fgsm,pgd20,cw20,aa-lite")]
     attacks: Vec<AttackPreset>,
     /// L-inf budget, as a fraction or a number.
