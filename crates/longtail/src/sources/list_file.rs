@@ -261,6 +261,46 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_dataset_batches_like_an_in_memory_one_and_reports_a_lost_file() {
+        use crate::batcher::{BatchLoader, BatchLoaderConfig};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        release(dir.path(), &[4, 2, 1], &[1, 1, 1]);
+        let options = ListFileOptions::new(4);
+        let memory = load_list_file(dir.path(), Split::Train, &options).unwrap();
+        let streamed = load_list_file(
+            dir.path(),
+            Split::Train,
+            &ListFileOptions {
+                memory_limit: 0,
+                ..options
+            },
+        )
+        .unwrap();
+        let batches = |data: ImageDataset| {
+            let loader = BatchLoader::new(Arc::new(data), BatchLoaderConfig::training(3).with_batch_size(4)).unwrap();
+            loader.host_batches(0).collect::<Vec<_>>()
+        };
+        let (a, b) = (batches(memory), batches(streamed.clone()));
+        assert_eq!(a.len(), 2);
+        for (x, y) in a.iter().zip(&b) {
+            let (x, y) = (x.as_ref().unwrap(), y.as_ref().unwrap());
+            assert_eq!(
+                (&x.images, &x.labels),
+                (&y.images, &y.labels),
+                "augmentation and order are the same"
+            );
+        }
+        std::fs::remove_file(dir.path().join("img/1/train 0.png")).unwrap();
+        let outcome = batches(streamed);
+        let error = outcome
+            .iter()
+            .find_map(|b| b.as_ref().err())
+            .expect("the lost file ends the epoch");
+        assert!(error.to_string().contains("train 0.png"), "{error}");
+    }
+
+    #[test]
     fn centre_crop_keeps_the_middle_and_stretch_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
         // 8 wide, 4 high: left half black, right half white.
