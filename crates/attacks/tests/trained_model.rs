@@ -77,6 +77,8 @@ fn accuracy(flags: Tensor<Flex, 1, burn::tensor::Bool>) -> f64 {
 
 #[test]
 fn aa_lite_is_at_least_as_strong_as_pgd20() {
+    // Seeded: the initial weights and the attacks' random starts are the same on every run.
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
     let model = trained_model();
     let frozen = FrozenModel::new(&model);
     let (x, y) = batch(96, 10_000);
