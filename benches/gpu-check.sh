@@ -14,6 +14,8 @@
 #   4. one CIFAR-10-LT (rho 100) PGD-10 AT epoch of ResNet-18 with `tailguard train`, timed, against the twin's
 #      measured PGD-10 AT step times the same number of steps;
 #   5. AA-lite on 1,000 test images with `tailguard eval`, timed;
+#   6. data-parallel scaling: the same epoch with `train --devices cuda:0,...` on 1, 2, 4, ... of the machine's GPUs
+#      (skipped with one GPU), images/s and the speed-up over one GPU;
 #   with peak GPU memory sampled by nvidia-smi for every step, everything written into OUT (default
 #   gpu-check-results). Meant to finish in under 8 minutes on an H100-class GPU.
 # Environment: PYTHON (with torch; default python3), DATA (a CIFAR-binary archive for steps 4 and 5; default: the
@@ -135,6 +137,27 @@ PY
             --report "$out/eval" --force >"$out/eval.log" 2>&1 || echo "eval failed: see eval.log" | tee -a "$out/summary.md"
         echo "tailguard AA-lite on 1,000 images: $((SECONDS - started)) s, peak $(cat "$out/eval-peak-mib.txt") MiB" \
             | tee -a "$out/summary.md"
+    fi
+    local gpus
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    echo "== data-parallel scaling over ${gpus:-0} GPUs (one PGD-10 AT epoch each)" | tee -a "$out/summary.md"
+    if [ "${gpus:-0}" -ge 2 ]; then
+        local n=1 list base=""
+        while [ "$n" -le "$gpus" ]; do
+            list=$(seq -s, -f 'cuda:%g' 0 $((n - 1)))
+            "$tg" train --config "$here/pgd-at-rho100.toml" --set "data.data_dir=$data" --set optim.epochs=1 \
+                --set data.validation_fraction=0 --out "$out/scaling-$n" --force --devices "$list" --json \
+                >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || echo "$n GPUs failed: see scaling-$n.log" | tee -a "$out/summary.md"
+            if [ -s "$out/scaling-$n.jsonl" ]; then
+                local rate
+                rate=$("$python" -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['images_per_second'])" "$out/scaling-$n.jsonl")
+                base=${base:-$rate}
+                echo "$n GPU(s): $rate img/s, speed-up $("$python" -c "print(f'{$rate / $base:.2f}')")" | tee -a "$out/summary.md"
+            fi
+            n=$((n * 2))
+        done
+    else
+        echo "skipped: one GPU" | tee -a "$out/summary.md"
     fi
     echo "total $((SECONDS - start)) s" | tee -a "$out/summary.md"
 }

@@ -211,3 +211,23 @@ pub fn device(spec: Option<&str>) -> anyhow::Result<ComputeDevice> {
     }
     Ok(device)
 }
+
+/// The devices of `--devices LIST` (comma-separated), each checked. On the CPU build every entry is a thread on the
+/// CPU, named `cpu:N` (or `cpu`); the names must differ.
+pub fn devices(list: &str) -> anyhow::Result<Vec<ComputeDevice>> {
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    if names.iter().any(|name| name.is_empty()) {
+        bail!("--devices '{list}' has an empty entry: list devices separated by commas, e.g. cuda:0,cuda:1");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut devices = Vec::new();
+    for name in &names {
+        if !seen.insert(*name) {
+            bail!("--devices lists {name} twice: each device trains one shard");
+        }
+        let cpu_thread = !cfg!(any(feature = "cuda", feature = "wgpu"))
+            && name.strip_prefix("cpu:").is_some_and(|n| n.parse::<usize>().is_ok());
+        devices.push(device(Some(if cpu_thread { "cpu" } else { name }))?);
+    }
+    Ok(devices)
+}

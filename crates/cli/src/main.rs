@@ -31,6 +31,8 @@ enum Command {
     Model(commands::model::ModelArgs),
     /// Train a robust classifier from a configuration (resumable).
     Train(commands::train::TrainArgs),
+    /// Coordinator for data-parallel training on several machines (train --nodes).
+    Orchestrate(commands::orchestrate::OrchestrateArgs),
     /// Clean and adversarial accuracy of a checkpoint, per class, with a report.
     Eval(commands::eval::EvalArgs),
     /// Several evaluated runs side by side (table and chart).
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Data(args) => commands::data::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Orchestrate(args) => commands::orchestrate::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Curves(args) => commands::curves::run(args),

@@ -238,6 +238,7 @@ fn trained_small_cnn() -> Model<Autodiff<Cpu>> {
             eps: Tensor::full([32], 8.0 / 255.0, &device),
             epoch: 0,
             start: None,
+            shard: None,
         };
         train_step(
             method.as_mut(),
@@ -246,7 +247,8 @@ fn trained_small_cnn() -> Model<Autodiff<Cpu>> {
             &input,
             0.05,
             config.trainer_config().step_options(),
-        );
+        )
+        .unwrap();
     }
     model
 }
@@ -363,6 +365,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             eps: Tensor::full([n], eps, &cpu_device),
             epoch,
             start: None,
+            shard: None,
         };
         let gpu_input = StepInput {
             images: images(&x, n, &gpu_device),
@@ -370,9 +373,14 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             eps: Tensor::full([n], eps, &gpu_device),
             epoch,
             start: None,
+            shard: None,
         };
-        let cpu_loss = train_step(cpu_method.as_mut(), &mut cpu, &mut cpu_optimizer, &cpu_input, 0.05, bn).loss;
-        let gpu_loss = train_step(gpu_method.as_mut(), &mut gpu, &mut gpu_optimizer, &gpu_input, 0.05, bn).loss;
+        let cpu_loss = train_step(cpu_method.as_mut(), &mut cpu, &mut cpu_optimizer, &cpu_input, 0.05, bn)
+            .unwrap()
+            .loss;
+        let gpu_loss = train_step(gpu_method.as_mut(), &mut gpu, &mut gpu_optimizer, &gpu_input, 0.05, bn)
+            .unwrap()
+            .loss;
         let outcome = check_close(&format!("{method} loss"), &host(cpu_loss), &host(gpu_loss))
             .and_then(|()| check_modules_close(&format!("{method} weights after one step"), &cpu, &gpu));
         eprintln!("{method}: {outcome:?}");

@@ -240,6 +240,45 @@ impl BatchLoader {
         })
     }
 
+    /// Images in batch `index` of an epoch (the last one may be short).
+    pub fn batch_len(&self, index: usize) -> usize {
+        let size = self.config.batch_size;
+        self.dataset.len().saturating_sub(index * size).min(size)
+    }
+
+    /// Batches per epoch when every batch is split into `shards` parts: a batch smaller than `shards` (only the
+    /// last can be) is skipped, since it cannot give every part an image.
+    pub fn num_shard_batches(&self, shards: usize) -> usize {
+        (0..self.num_batches())
+            .filter(|&index| self.batch_len(index) >= shards)
+            .count()
+    }
+
+    /// Part `shard` of `shards` of every host batch of `epoch` ([`shard_rows`] of each batch), augmented exactly as
+    /// those images are in [`BatchLoader::host_batches`]: the parts of all shards together are the same batches.
+    /// Batches smaller than `shards` are skipped. One shard of one is [`BatchLoader::host_batches`].
+    pub fn host_batch_shards(&self, epoch: usize, shard: usize, shards: usize) -> HostBatches {
+        if shards <= 1 {
+            return self.host_batches(epoch);
+        }
+        let loader = self.clone();
+        HostBatches::spawn(self.config.prefetch, move |send| {
+            let order = loader.epoch_order(epoch);
+            let batch_size = loader.config.batch_size;
+            for (batch_index, chunk) in order.chunks(batch_size).enumerate() {
+                if (loader.config.drop_last && chunk.len() < batch_size) || chunk.len() < shards {
+                    break;
+                }
+                let rows = shard_rows(chunk.len(), shard, shards);
+                let batch = loader.host_batch(epoch, &chunk[rows.clone()], batch_index * batch_size + rows.start);
+                let failed = batch.is_err();
+                if !send(batch) || failed {
+                    break;
+                }
+            }
+        })
+    }
+
     /// The batches of `epoch` on `device`.
     pub fn batches<B: Backend>(
         &self,
@@ -250,6 +289,12 @@ impl BatchLoader {
         self.host_batches(epoch)
             .map(move |batch| batch.map(|batch| batch.into_device(&device)))
     }
+}
+
+/// The rows of a batch of `n` images that part `shard` of `shards` holds: contiguous, sizes differing by at most
+/// one, every row in exactly one part.
+pub fn shard_rows(n: usize, shard: usize, shards: usize) -> std::ops::Range<usize> {
+    shard * n / shards..(shard + 1) * n / shards
 }
 
 /// Iterator over prefetched host batches: `Ok` batches, then, if a batch could not be made or the prefetch thread
@@ -342,6 +387,38 @@ mod tests {
         assert!((mean - 5.5 / 255.0).abs() < 1e-6, "{mean}");
         let labels: Vec<i64> = batches[2].labels.to_data().convert::<i64>().to_vec().unwrap();
         assert_eq!(labels, vec![data.label(8) as i64, data.label(9) as i64]);
+    }
+
+    #[test]
+    fn shards_of_every_batch_put_together_are_the_batch() {
+        // 23 images in batches of 8: 8, 8, 7; three shards. Augmented, so the draws must follow the image's place.
+        let loader = BatchLoader::new(dataset(23, 3), BatchLoaderConfig::training(5).with_batch_size(8)).unwrap();
+        let whole: Vec<HostBatch> = loader.host_batches(2).map(Result::unwrap).collect();
+        let parts: Vec<Vec<HostBatch>> = (0..3)
+            .map(|shard| loader.host_batch_shards(2, shard, 3).map(Result::unwrap).collect())
+            .collect();
+        assert_eq!(loader.num_shard_batches(3), 3);
+        assert_eq!((loader.batch_len(0), loader.batch_len(2)), (8, 7));
+        for (b, batch) in whole.iter().enumerate() {
+            let sizes: Vec<usize> = parts.iter().map(|p| p[b].len()).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), batch.len());
+            assert!(
+                sizes
+                    .iter()
+                    .all(|&s| s + 1 >= batch.len() / 3 && s <= batch.len().div_ceil(3)),
+                "{sizes:?}"
+            );
+            let images: Vec<f32> = parts.iter().flat_map(|p| p[b].images.clone()).collect();
+            let labels: Vec<i64> = parts.iter().flat_map(|p| p[b].labels.clone()).collect();
+            assert_eq!(images, batch.images, "batch {b}");
+            assert_eq!(labels, batch.labels);
+        }
+        // A last batch smaller than the number of shards is skipped by every shard.
+        let loader = BatchLoader::new(dataset(17, 3), BatchLoaderConfig::training(5).with_batch_size(8)).unwrap();
+        assert_eq!(loader.num_shard_batches(4), 2);
+        assert_eq!(loader.host_batch_shards(0, 3, 4).count(), 2);
+        assert_eq!(shard_rows(10, 0, 4), 0..2);
+        assert_eq!(shard_rows(10, 3, 4), 7..10);
     }
 
     #[test]

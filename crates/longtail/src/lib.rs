@@ -39,7 +39,7 @@ pub mod sources;
 pub mod split;
 
 pub use augment::Augmentation;
-pub use batcher::{Batch, BatchLoader, BatchLoaderConfig, HostBatch, Sampling};
+pub use batcher::{Batch, BatchLoader, BatchLoaderConfig, HostBatch, Sampling, shard_rows};
 pub use dataset::{ImageDataset, ImageFit, ImageShape};
 pub use error::{DataError, DataResult};
 pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy, WorstClass};

@@ -12,6 +12,7 @@ use crate::config::TrainConfig;
 use crate::data::TrainData;
 use crate::error::TrainError;
 use crate::run::{BEST, CONFIG_FILE, LAST, LOG_FILE, RESUME_SAFE_KEYS, Run, RunDescription, changed_keys};
+use crate::trainer::Trainer;
 
 impl TrainConfig {
     /// What a run of this configuration records about itself.
@@ -38,6 +39,16 @@ impl TrainConfig {
         let data = self.load_data()?;
         let trainer = self.trainer::<B>(&data, device)?;
         Run::start(trainer, self.description(&data)?, dir, force)
+    }
+
+    /// A trainer of this configuration on each of `devices`, the data loaded once: the other devices of a
+    /// data-parallel run (see [`crate::parallel`]).
+    pub fn trainers<B: AutodiffBackend>(&self, devices: &[B::Device]) -> Result<Vec<Trainer<B, Model<B>>>, TrainError> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let data = self.load_data()?;
+        devices.iter().map(|device| self.trainer::<B>(&data, device)).collect()
     }
 
     /// Continues the run in `dir` with the configuration stored in its last checkpoint.

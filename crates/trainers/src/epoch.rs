@@ -4,8 +4,10 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
 use tailguard_attacks::{Inner, predictions};
 
+use crate::error::TrainError;
 use crate::method::StepOutput;
 use crate::observer::StepFigures;
+use crate::parallel::Peer;
 
 /// One line of the training log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -93,6 +95,41 @@ impl<B: AutodiffBackend> EpochTally<B> {
             clean_accuracy: rate(&self.clean_correct, self.clean_seen),
             adversarial_accuracy: rate(&self.adversarial_correct, self.adversarial_seen),
         }
+    }
+
+    /// As [`EpochTally::figures`], with the loss averaged over the devices of a data-parallel run (every device
+    /// must call it at the same step).
+    pub fn figures_across(&self, peer: &Peer<B>) -> Result<StepFigures, TrainError> {
+        let mut figures = self.figures();
+        let device = peer.device();
+        let summed = peer.sum(
+            Tensor::<Inner<B>, 1>::from_floats([figures.loss as f32], device),
+            "loss check",
+        )?;
+        figures.loss = summed.into_scalar().elem::<f64>() / peer.world() as f64;
+        Ok(figures)
+    }
+
+    /// Replaces this device's sums and counts by those of every device of a data-parallel run: afterwards
+    /// [`EpochTally::finish`] and [`EpochTally::seen`] describe the whole epoch.
+    pub fn combine(&mut self, peer: &Peer<B>) -> Result<(), TrainError> {
+        let read_int = |t: &Tensor<Inner<B>, 1, Int>| t.clone().into_scalar().elem::<i64>() as f32;
+        let local = [
+            self.loss_sum.clone().into_scalar().elem::<f32>(),
+            read_int(&self.clean_correct),
+            read_int(&self.adversarial_correct),
+            self.seen as f32,
+            self.clean_seen as f32,
+            self.adversarial_seen as f32,
+        ];
+        let device = peer.device();
+        let summed = peer.sum(Tensor::<Inner<B>, 1>::from_floats(local, device), "epoch figures")?;
+        let g: Vec<f32> = summed.into_data().convert::<f32>().to_vec().unwrap_or_default();
+        self.loss_sum = Tensor::from_floats([g[0]], device);
+        self.clean_correct = Tensor::from_ints([g[1] as i64], device);
+        self.adversarial_correct = Tensor::from_ints([g[2] as i64], device);
+        (self.seen, self.clean_seen, self.adversarial_seen) = (g[3] as usize, g[4] as usize, g[5] as usize);
+        Ok(())
     }
 
     /// Mean loss and the accuracies of the epoch (reads the device).

@@ -137,6 +137,39 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A data-parallel exchange between devices failed (see [`crate::parallel`]).
+    #[error("data-parallel {operation} failed on device {rank}: {reason}")]
+    Collective {
+        /// What was exchanged.
+        operation: &'static str,
+        /// Global rank of the device that saw the failure.
+        rank: usize,
+        /// burn-collective's error.
+        reason: String,
+    },
+    /// Another device of a data-parallel run stopped with an error; this one stopped too.
+    #[error("device {rank} of the data-parallel run failed")]
+    PeerFailed {
+        /// Global rank of the failed device.
+        rank: usize,
+        /// Its error.
+        #[source]
+        source: Box<TrainError>,
+    },
+    /// A data-parallel exchange waited longer than the peer timeout: a device or machine died or hangs.
+    #[error(
+        "device {rank} waited {seconds:.0} s in the {operation} for the other devices of the data-parallel run \
+         (peer timeout): a peer died, hangs or is unreachable. The run stopped; its last checkpoint is intact, resume it with --resume \
+         once every node runs again"
+    )]
+    PeerTimeout {
+        /// Global rank of the device that waited.
+        rank: usize,
+        /// The exchange it waited in.
+        operation: &'static str,
+        /// How long it waited.
+        seconds: f64,
+    },
     /// The run's configuration changed since the checkpoint was written.
     #[error(
         "{path} was edited after the run started ({changes}); the checkpoint was trained with the stored \

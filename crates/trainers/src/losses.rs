@@ -98,6 +98,21 @@ pub struct HarlTerms<B: Backend> {
     pub rcel: Tensor<B, 1>,
 }
 
+/// Per-class sums of per-sample losses `l`, (N), and the per-class counts, each (C).
+pub fn class_sums<B: Backend>(
+    per_sample: Tensor<B, 1>,
+    labels: Tensor<B, 1, Int>,
+    num_classes: usize,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let n = per_sample.dims()[0];
+    let one_hot = labels.one_hot::<2>(num_classes).float(); // (N, C)
+    let sums = (one_hot.clone() * per_sample.reshape([n, 1]))
+        .sum_dim(0)
+        .reshape([num_classes]);
+    let counts = one_hot.sum_dim(0).reshape([num_classes]);
+    (sums, counts)
+}
+
 /// BCL, HDL and RCEL over the per-class means `L_c = sum_{y_i = c} l_i / (n_c + 1e-10)` of per-sample losses `l`, (N).
 pub fn harl_terms<B: Backend>(
     per_sample: Tensor<B, 1>,
@@ -105,12 +120,18 @@ pub fn harl_terms<B: Backend>(
     num_classes: usize,
     absent: AbsentClasses,
 ) -> HarlTerms<B> {
-    let n = per_sample.dims()[0];
-    let one_hot = labels.one_hot::<2>(num_classes).float(); // (N, C)
-    let sums = (one_hot.clone() * per_sample.reshape([n, 1]))
-        .sum_dim(0)
-        .reshape([num_classes]);
-    let counts = one_hot.sum_dim(0).reshape([num_classes]);
+    let (sums, counts) = class_sums(per_sample, labels, num_classes);
+    harl_terms_from_sums(sums, counts, absent)
+}
+
+/// [`harl_terms`] from the per-class loss sums and counts, each (C) (in a data-parallel run, those of the global
+/// batch).
+pub fn harl_terms_from_sums<B: Backend>(
+    sums: Tensor<B, 1>,
+    counts: Tensor<B, 1>,
+    absent: AbsentClasses,
+) -> HarlTerms<B> {
+    let num_classes = sums.dims()[0];
     let class_loss = sums / counts.clone().add_scalar(1e-10); // (C)
     let present = match absent {
         AbsentClasses::Zero => Tensor::ones([num_classes], &class_loss.device()),
@@ -133,7 +154,18 @@ pub fn harl<B: Backend>(
     weights: [f64; 3],
     absent: AbsentClasses,
 ) -> Tensor<B, 1> {
-    let t = harl_terms(per_sample, labels, num_classes, absent);
+    let (sums, counts) = class_sums(per_sample, labels, num_classes);
+    harl_from_sums(sums, counts, weights, absent)
+}
+
+/// [`harl`] from the per-class loss sums and counts, each (C).
+pub fn harl_from_sums<B: Backend>(
+    sums: Tensor<B, 1>,
+    counts: Tensor<B, 1>,
+    weights: [f64; 3],
+    absent: AbsentClasses,
+) -> Tensor<B, 1> {
+    let t = harl_terms_from_sums(sums, counts, absent);
     t.bcl.mul_scalar(weights[0]) + t.hdl.mul_scalar(weights[1]) + t.rcel.mul_scalar(weights[2])
 }
 

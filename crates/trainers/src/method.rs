@@ -9,6 +9,8 @@ use burn::tensor::{Int, Tensor};
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::Classifier;
 
+use crate::error::TrainError;
+use crate::parallel::Shard;
 use crate::weight_perturbation::WeightPerturbationConfig;
 
 /// One batch, as a method sees it.
@@ -24,6 +26,9 @@ pub struct StepInput<B: AutodiffBackend> {
     /// Where the training attack starts, (N, C, H, W); `None` draws it as the attack's configuration says. Given by
     /// the parity tests, which replay the official code's draw.
     pub start: Option<Tensor<Inner<B>, 4>>,
+    /// In a data-parallel run, this device's part of the global batch (`images` and `labels` are that part);
+    /// `None` when training alone.
+    pub shard: Option<Shard<B>>,
 }
 
 /// What a method's loss produced.
@@ -77,6 +82,23 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
 
     /// Called after the last step of every epoch.
     fn end_epoch(&mut self) {}
+
+    /// In a data-parallel run, the factor this device's gradient is multiplied by before the devices' gradients
+    /// are summed. The default, the shard's share of the global batch, is right for a loss that is a mean over
+    /// samples. A loss computed from statistics of the global batch ([`Shard::global_sum`]) already is the global
+    /// loss, so its share is 1.
+    fn gradient_share(&self, input: &StepInput<B>) -> f64 {
+        input.shard.as_ref().map_or(1.0, Shard::share)
+    }
+
+    /// In a data-parallel run, sums across the devices (with `sum`) the statistics gathered since the last epoch
+    /// ended, so every device ends the epoch with the same state; called before [`Method::end_epoch`].
+    fn share_statistics(
+        &mut self,
+        _sum: &mut dyn FnMut(Tensor<Inner<B>, 1>) -> Result<Tensor<Inner<B>, 1>, TrainError>,
+    ) -> Result<(), TrainError> {
+        Ok(())
+    }
 
     /// State carried between epochs, saved with checkpoints so a resumed run continues exactly.
     fn state(&self) -> serde_json::Value {

@@ -1,6 +1,10 @@
 //! Hooks for progress display during training and evaluation.
 
+use std::path::Path;
+
 use tailguard_longtail::ClassTally;
+
+use crate::epoch::EpochRecord;
 
 /// Running figures of an epoch, read back from the device every few steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +21,9 @@ pub struct StepFigures {
 pub trait TrainObserver {
     /// After each step; `figures` come every few steps (reading them waits for the device).
     fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _figures: Option<StepFigures>) {}
+
+    /// After a [`crate::Run`] has logged an epoch and written its checkpoint into `dir`.
+    fn on_epoch_end(&mut self, _record: &EpochRecord, _dir: &Path) {}
 }
 
 /// Hooks for evaluation progress.

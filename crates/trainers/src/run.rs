@@ -241,6 +241,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         if improved {
             self.save(BEST, record.epoch)?;
         }
+        observer.on_epoch_end(&record, self.dir());
         Ok(record)
     }
 

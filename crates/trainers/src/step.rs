@@ -6,8 +6,10 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::FrozenModel;
 use tailguard_models::{Classifier, Mode};
 
+use crate::error::TrainError;
 use crate::method::{Method, StepInput, StepOutput};
 use crate::optimizer::GroupedSgd;
+use crate::parallel::reduce_gradients;
 use crate::settings::AttackBatchNorm;
 use crate::weight_perturbation::WeightPerturbation;
 
@@ -32,7 +34,7 @@ pub fn train_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     input: &StepInput<B>,
     lr: f64,
     options: StepOptions,
-) -> StepOutput<B> {
+) -> Result<StepOutput<B>, TrainError> {
     method.prepare(model, input);
     let frozen = FrozenModel::in_mode(model, options.attack_batch_norm.mode());
     let adversarial = method.adversarial(&frozen, input).map(Tensor::<B, 4>::from_inner);
@@ -51,20 +53,35 @@ pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     adversarial: Option<Tensor<B, 4>>,
     lr: f64,
     options: StepOptions,
-) -> StepOutput<B> {
-    let output = method.loss(model, input, adversarial.clone());
+) -> Result<StepOutput<B>, TrainError> {
+    // Data-parallel: every backward's gradients become the global batch's before any step uses them.
+    let share = method.gradient_share(input);
+    let reduce = |model: &M, grads: &mut B::Gradients| match &input.shard {
+        Some(shard) => reduce_gradients(&shard.peer, model, grads, share),
+        None => Ok(()),
+    };
+    let loss_of = |model: &M| {
+        let output = method.loss(model, input, adversarial.clone());
+        match input.shard.as_ref().and_then(|shard| shard.peer.take_failure()) {
+            Some(error) => Err(error),
+            None => Ok(output),
+        }
+    };
+    let output = loss_of(model)?;
     let output = match method.weight_perturbation(input.epoch) {
         None => {
-            let grads = output.loss.backward();
+            let mut grads = output.loss.backward();
+            reduce(model, &mut grads)?;
             *model = optimizer.step(lr, model.clone(), grads);
             output
         }
         // AWP: the loss again on perturbed weights, the step there, then the perturbation taken back out.
         Some(config) => {
-            let perturbation = WeightPerturbation::compute(&config, model, optimizer, output.loss, lr);
+            let perturbation = WeightPerturbation::compute(&config, model, optimizer, output.loss, lr, reduce)?;
             let perturbed = perturbation.apply(model.clone(), config.gamma);
-            let output = method.loss(&perturbed, input, adversarial.clone());
-            let grads = output.loss.backward();
+            let output = loss_of(&perturbed)?;
+            let mut grads = output.loss.backward();
+            reduce(&perturbed, &mut grads)?;
             let stepped = optimizer.step(lr, perturbed, grads);
             *model = perturbation.apply(stepped, -config.gamma);
             output
@@ -76,7 +93,7 @@ pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
         output
     };
     method.after_step(input, &output);
-    output
+    Ok(output)
 }
 
 /// The port's logging passes: adversarial then clean (clean first for methods that say so). A step without

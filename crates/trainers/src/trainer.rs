@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use tailguard_attacks::{AttackPreset, Inner, PgdConfig};
@@ -18,6 +19,7 @@ use crate::evaluation::{PresetAttack, evaluate};
 use crate::method::{Method, StepInput};
 use crate::observer::{Silent, TrainObserver};
 use crate::optimizer::GroupedSgd;
+use crate::parallel::{Peer, RunningStatistics, Shard, average_running_statistics};
 use crate::settings::{TrainerConfig, ValidationConfig};
 use crate::step::train_step;
 
@@ -37,6 +39,8 @@ pub struct Trainer<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> {
     classes: Vec<String>,
     counts: Vec<usize>,
     device: B::Device,
+    /// This device's place in a data-parallel run (`None`: training alone).
+    peer: Option<Peer<B>>,
     /// 0-based index of the next epoch to run.
     pub next_epoch: usize,
 }
@@ -107,6 +111,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             counts: data.counts.clone(),
             config,
             device: device.clone(),
+            peer: None,
             next_epoch: 0,
         })
     }
@@ -190,7 +195,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         self.loader.num_batches()
     }
 
-    /// Runs the next epoch.
+    /// Runs the next epoch (on this device's shards, in a data-parallel run).
     pub fn run_epoch(&mut self, observer: &mut dyn TrainObserver) -> Result<EpochRecord, TrainError> {
         let epoch = self.next_epoch;
         let start = Instant::now();
@@ -200,9 +205,16 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             SeedStream::derive(self.config.seed, &[0x6174_7461_636b, epoch as u64]).next_u64(),
         );
         let lr = self.config.lr_at(epoch);
-        let steps = self.loader.num_batches();
+        let (rank, world) = self.peer.as_ref().map_or((0, 1), |p| (p.rank(), p.world()));
+        if self.config.batch_size < world {
+            return Err(TrainError::Mismatch(format!(
+                "optim.batch_size {} is smaller than the {world} devices of the data-parallel run",
+                self.config.batch_size
+            )));
+        }
+        let steps = self.loader.num_shard_batches(world);
         let mut tally = EpochTally::<B>::new(&self.device);
-        for (step, host) in self.loader.host_batches(epoch).enumerate() {
+        for (step, host) in self.loader.host_batch_shards(epoch, rank, world).enumerate() {
             let host = host?;
             let n = host.len();
             let labels: Vec<usize> = host.labels.iter().map(|&l| l as usize).collect();
@@ -217,6 +229,11 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 eps,
                 epoch,
                 start: None,
+                shard: self.peer.as_ref().map(|peer| Shard {
+                    peer: peer.clone(),
+                    size: n,
+                    global_size: self.loader.batch_len(step),
+                }),
             };
             let output = train_step(
                 self.method.as_mut(),
@@ -225,10 +242,15 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 &input,
                 lr,
                 self.config.step_options(),
-            );
+            )?;
             // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
             tally.add(&output, &input.labels);
-            let figures = ((step + 1) % LOSS_READ_EVERY == 0).then(|| tally.figures());
+            let figures = match ((step + 1) % LOSS_READ_EVERY == 0, &self.peer) {
+                (false, _) => None,
+                (true, None) => Some(tally.figures()),
+                // Every device decides on divergence from the same figure: the devices' mean loss.
+                (true, Some(peer)) => Some(tally.figures_across(peer)?),
+            };
             if let Some(f) = figures
                 && !f.loss.is_finite()
             {
@@ -239,16 +261,26 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             }
             observer.on_step(epoch, step + 1, steps, figures);
         }
+        if let Some(peer) = &self.peer {
+            tally.combine(peer)?;
+            self.method
+                .share_statistics(&mut |t| peer.sum(t, "method statistics"))?;
+            if peer.running_statistics() == RunningStatistics::Averaged {
+                self.model = average_running_statistics(peer, self.model.clone())?;
+            }
+        }
         self.method.end_epoch();
         let (loss, clean_accuracy, adversarial_accuracy) = tally.finish();
         if !loss.is_finite() {
             return Err(TrainError::Diverged { epoch: epoch + 1, loss });
         }
         let seconds_training = start.elapsed().as_secs_f64();
-        let validate = self
-            .validation
-            .as_ref()
-            .is_some_and(|(_, settings)| (epoch + 1).is_multiple_of(settings.every) || epoch + 1 == self.epochs());
+        // Device 0 alone validates in a data-parallel run (it writes the run).
+        let validate = rank == 0
+            && self
+                .validation
+                .as_ref()
+                .is_some_and(|(_, settings)| (epoch + 1).is_multiple_of(settings.every) || epoch + 1 == self.epochs());
         let (validation_clean, validation_robust) = if validate { self.validate()? } else { (None, None) };
         self.next_epoch += 1;
         Ok(EpochRecord {
@@ -295,6 +327,84 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
     /// Restores the method's state.
     pub fn load_method_state(&mut self, state: &serde_json::Value) -> Result<(), MethodStateError> {
         self.method.load_state(state)
+    }
+
+    /// Makes this trainer one device of a data-parallel run (see [`crate::parallel`]): from the next epoch on it
+    /// trains on its shard of every global batch and exchanges gradients and statistics with its peers.
+    pub fn attach_peer(&mut self, peer: Peer<B>) {
+        self.peer = Some(peer);
+    }
+
+    /// This device's place in a data-parallel run, if any.
+    pub fn peer(&self) -> Option<&Peer<B>> {
+        self.peer.as_ref()
+    }
+
+    /// Everything a resumed run restores (weights with their parameter ids, running statistics, momentum, method
+    /// state, next epoch) as bytes: what device 0 sends every other device when a data-parallel run starts.
+    pub fn state_bytes(&self) -> Result<Vec<u8>, TrainError> {
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+        let model = Recorder::<B>::record(&recorder, self.model.clone().into_record(), ())
+            .map_err(|e| TrainError::Mismatch(format!("cannot encode the model for the other devices: {e}")))?;
+        let optimizer = self
+            .optimizer
+            .to_bytes()
+            .map_err(|e| TrainError::Mismatch(format!("cannot encode the optimizer for the other devices: {e}")))?;
+        let progress = serde_json::to_vec(&serde_json::json!({
+            "next_epoch": self.next_epoch,
+            "method": self.method.state(),
+            "method_name": self.method.name(),
+            "trainer": &self.config,
+        }))
+        .map_err(|e| TrainError::Mismatch(e.to_string()))?;
+        let mut bytes = Vec::new();
+        for part in [&model, &optimizer, &progress] {
+            bytes.extend((part.len() as u64).to_le_bytes());
+            bytes.extend(part.iter());
+        }
+        Ok(bytes)
+    }
+
+    /// Restores what [`Trainer::state_bytes`] wrote (on a trainer built like the writer's).
+    pub fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<(), TrainError> {
+        let damaged =
+            |what: &str| TrainError::Mismatch(format!("the state received from device 0 is damaged ({what})"));
+        let mut parts = Vec::new();
+        let mut rest = bytes;
+        for _ in 0..3 {
+            let len = rest
+                .get(..8)
+                .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
+                .filter(|&len| len <= rest.len() - 8)
+                .ok_or_else(|| damaged("truncated"))?;
+            parts.push(&rest[8..8 + len]);
+            rest = &rest[8 + len..];
+        }
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+        let record =
+            Recorder::<B>::load::<<M as burn::module::Module<B>>::Record>(&recorder, parts[0].to_vec(), &self.device)
+                .map_err(|e| damaged(&e.to_string()))?;
+        let model = self.model.clone().load_record(record);
+        self.set_model(model);
+        self.load_optimizer_state(parts[1])
+            .map_err(|e| damaged(&crate::error::chain(&e)))?;
+        let progress: serde_json::Value = serde_json::from_slice(parts[2]).map_err(|e| damaged(&e.to_string()))?;
+        // Devices trained with other settings would fall out of step (or deadlock on a different number of steps).
+        let mine = serde_json::json!({ "method_name": self.method.name(), "trainer": &self.config });
+        if progress["method_name"] != mine["method_name"] || progress["trainer"] != mine["trainer"] {
+            return Err(TrainError::Mismatch(format!(
+                "device 0 trains {} with {}, this device {} with {}: every device and node must run the same \
+                 configuration",
+                progress["method_name"], progress["trainer"], mine["method_name"], mine["trainer"]
+            )));
+        }
+        self.next_epoch = progress["next_epoch"]
+            .as_u64()
+            .ok_or_else(|| damaged("no next epoch"))? as usize;
+        self.method
+            .load_state(&progress["method"])
+            .map_err(|e| damaged(&e.to_string()))?;
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use tailguard_models::{Classifier, trainable_parameters};
 
+use crate::error::TrainError;
 use crate::optimizer::GroupedSgd;
 
 /// Which step finds the ascent direction.
@@ -53,14 +54,16 @@ pub struct WeightPerturbation<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> WeightPerturbation<B> {
     /// The perturbation from `loss` (computed by `model` on the adversarial batch); `model` and `optimizer` are left
-    /// as they are.
+    /// as they are. `reduce` sees the ascent's gradients before they are used (data-parallel runs sum them over the
+    /// devices; pass `|_, _| Ok(())` otherwise).
     pub fn compute<M: Classifier<B> + AutodiffModule<B>>(
         config: &WeightPerturbationConfig,
         model: &M,
         optimizer: &GroupedSgd<B, M>,
         loss: Tensor<B, 1>,
         lr: f64,
-    ) -> Self {
+        reduce: impl FnOnce(&M, &mut B::Gradients) -> Result<(), TrainError>,
+    ) -> Result<Self, TrainError> {
         let weights: Vec<ParamId> = trainable_parameters(model)
             .into_iter()
             .filter(|(_, rank, _)| *rank >= 2)
@@ -68,6 +71,7 @@ impl<B: AutodiffBackend> WeightPerturbation<B> {
             .collect();
         let before = collect(model, &weights, Read::Values);
         let mut grads = loss.neg().backward();
+        reduce(model, &mut grads)?;
         let change = match config.proxy {
             AwpProxy::TrainingOptimizer => {
                 let ascended = optimizer.clone().step(lr, model.clone(), grads);
@@ -89,7 +93,7 @@ impl<B: AutodiffBackend> WeightPerturbation<B> {
                 (id, change.mul(scale))
             })
             .collect();
-        Self { directions }
+        Ok(Self { directions })
     }
 
     /// `model` with `coefficient * d` added to its weights (gradients stay tracked).
@@ -219,7 +223,8 @@ mod tests {
             warmup: 0,
             proxy: AwpProxy::PlainSgd,
         };
-        let perturbation = WeightPerturbation::compute(&config, &model, &optimizer, loss_of(&model), 0.1);
+        let perturbation =
+            WeightPerturbation::compute(&config, &model, &optimizer, loss_of(&model), 0.1, |_, _| Ok(())).unwrap();
         let before = tensors(&model, Some(&loss_of(&model).backward()));
         let perturbed = perturbation.apply(model.clone(), 0.5);
         let after = tensors(&perturbed, None);

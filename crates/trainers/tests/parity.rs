@@ -262,6 +262,7 @@ fn run_case(case: &Case, counts: &[usize]) -> Vec<String> {
             start: t
                 .get(&format!("step{k}.start"))
                 .map(|_| floats::<4>(&t, &format!("step{k}.start")).inner()),
+            shard: None,
         };
         // The attack on its own, then the update from the official adversarial images: sign-gradient PGD turns a
         // gradient component within rounding of zero into a full step either way, so a few pixels of an attack may
@@ -293,7 +294,8 @@ fn run_case(case: &Case, counts: &[usize]) -> Vec<String> {
             official,
             lr,
             trainer.step_options(),
-        );
+        )
+        .expect("one device: no exchange can fail");
         found.check(
             format!("step {k} loss"),
             &host(output.loss),

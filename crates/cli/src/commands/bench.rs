@@ -273,9 +273,11 @@ fn bench_one(
                 eps: Tensor::<Inner<Train>, 1>::full([n], eps, device),
                 epoch,
                 start: None,
+                shard: None,
             };
             Box::new(move || {
-                let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01, options);
+                let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01, options)
+                    .expect("one device: no exchange can fail");
                 let _ = output.loss.into_scalar().elem::<f64>();
             })
         }

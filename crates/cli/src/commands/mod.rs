@@ -9,4 +9,5 @@ pub mod devices;
 pub mod eval;
 pub mod interop;
 pub mod model;
+pub mod orchestrate;
 pub mod train;

@@ -1,10 +1,13 @@
 //! `tailguard train`: train a model with a method from a TOML configuration, resumably.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Args;
-use tailguard_trainers::{EpochRecord, StepFigures, TrainConfig, TrainObserver};
+use tailguard_trainers::{
+    DataParallelConfig, EpochRecord, Replica, RunningStatistics, StepFigures, TrainConfig, TrainError, TrainObserver,
+    train_data_parallel,
+};
 
 use crate::backend;
 use crate::progress;
@@ -15,7 +18,12 @@ use crate::progress;
     tailguard train --config configs/cpu/taet-small.toml --out runs/taet\n  \
     tailguard train --config configs/cifar10-lt/robustlt-at-bsl-rho50.toml --set optim.epochs=10 --out runs/x\n  \
     tailguard train --resume runs/taet\n  \
-    tailguard train --config configs/cifar10-lt/taet-rho10.toml --dry-run --json")]
+    tailguard train --config configs/cifar10-lt/taet-rho10.toml --dry-run --json\n  \
+    tailguard train --config configs/cifar10-lt/taet-rho10.toml --out runs/taet --devices cuda:0,cuda:1\n\n\
+Several machines (docs/scaling.md): `tailguard orchestrate --port 3000` on one, then on every machine R of N\n  \
+    tailguard train --config C --out runs/x --devices cuda:0,cuda:1 --nodes N --node-rank R \\\n    \
+      --orchestrator ws://HOST0:3000 --node-address ws://THIS-HOST:3001\n\
+(nodes other than 0 write nothing: they take --config and --set as node 0 does, without --out or --resume)")]
 pub struct TrainArgs {
     /// Configuration file (see configs/).
     #[arg(long, required_unless_present = "resume")]
@@ -23,8 +31,9 @@ pub struct TrainArgs {
     /// Override a configuration value, e.g. --set optim.lr=0.05 --set robustlt.alpha=0.3 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Folder for config.toml, log.jsonl, last/ and best/: new or empty (see --force).
-    #[arg(long, value_name = "DIR", required_unless_present_any = ["resume", "dry_run"])]
+    /// Folder for config.toml, log.jsonl, last/ and best/: new or empty (see --force). Required, except with
+    /// --resume, --dry-run, and on data-parallel nodes other than 0 (they write nothing).
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Start over in --out, replacing the earlier run's files there (never a file tailguard did not write).
     #[arg(long, requires = "out")]
@@ -41,6 +50,37 @@ pub struct TrainArgs {
     json: bool,
     #[command(flatten)]
     device: crate::backend::DeviceArg,
+    /// Train data-parallel on these devices of this machine, comma-separated (`cuda:0,cuda:1`; on the CPU
+    /// `cpu:0,cpu:1`, one thread each): every global batch (optim.batch_size) is split across them and the
+    /// gradients are summed (docs/scaling.md).
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    devices: Option<String>,
+    #[command(flatten)]
+    nodes: NodeArgs,
+}
+
+/// Several machines: burn-collective's global mode.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// Machines taking part, each running this command with its --node-rank.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    nodes: usize,
+    /// This machine's index (0-based); node 0 holds the writing device and --out.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    node_rank: usize,
+    /// The orchestrator (`tailguard orchestrate --port P` on some machine): ws://HOST:P.
+    #[arg(long, value_name = "URL")]
+    orchestrator: Option<String>,
+    /// Where the other machines reach this one, ws://HOST:PORT (PORT must be free here).
+    #[arg(long, value_name = "URL")]
+    node_address: Option<String>,
+    /// Seconds one device waits for the others before declaring a peer dead and stopping the run.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    peer_timeout: f64,
+    /// Average BatchNorm's running statistics over the devices every epoch (default: each device keeps its own;
+    /// checkpoints hold device 0's, as with PyTorch DDP).
+    #[arg(long)]
+    average_running_statistics: bool,
 }
 
 struct Progress {
@@ -73,6 +113,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         }
         return Ok(());
+    }
+    if args.devices.is_some() || args.nodes.nodes > 1 {
+        return run_data_parallel(args);
     }
     let device = args.device.open()?;
     let (mut run, c) = match (&args.resume, &args.config, &args.out) {
@@ -112,14 +155,144 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(bar) = observer.bar {
             bar.finish_and_clear();
         }
-        crate::report::curves::write_training_curves(run.dir())?;
-        if args.json {
-            println!("{}", serde_json::to_string(&record)?);
-        } else {
-            eprintln!("{}", summary(&record, c.optim.epochs));
-        }
+        report_epoch(run.dir(), &record, args.json, c.optim.epochs)?;
     }
     if !args.json {
+        eprintln!("done: {}/last (and best/ when validation is on)", run.dir().display());
+    }
+    Ok(())
+}
+
+/// After every epoch: the curves of the run folder, and the epoch's line.
+fn report_epoch(dir: &Path, record: &EpochRecord, json: bool, epochs: usize) -> anyhow::Result<()> {
+    crate::report::curves::write_training_curves(dir)?;
+    if json {
+        println!("{}", serde_json::to_string(record)?);
+    } else {
+        eprintln!("{}", summary(record, epochs));
+    }
+    Ok(())
+}
+
+/// Device 0's progress in a data-parallel run (it trains on its own thread).
+struct ParallelProgress {
+    progress: Progress,
+    json: bool,
+    epochs: usize,
+}
+
+impl TrainObserver for ParallelProgress {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, figures: Option<StepFigures>) {
+        self.progress.on_step(epoch, step, steps, figures);
+    }
+
+    fn on_epoch_end(&mut self, record: &EpochRecord, dir: &Path) {
+        if let Some(bar) = self.progress.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Err(error) = report_epoch(dir, record, self.json, self.epochs) {
+            eprintln!("warning: {error:#}");
+        }
+    }
+}
+
+/// `train --devices` / `--nodes`: one thread per device of this machine; node 0's first device writes the run.
+fn run_data_parallel(args: TrainArgs) -> anyhow::Result<()> {
+    let devices = match &args.devices {
+        Some(list) => backend::devices(list)?,
+        None => vec![args.device.open()?],
+    };
+    let n = &args.nodes;
+    let layout = DataParallelConfig::new()
+        .with_local_devices(devices.len())
+        .with_nodes(n.nodes)
+        .with_node_rank(n.node_rank)
+        .with_orchestrator(n.orchestrator.clone())
+        .with_node_address(n.node_address.clone())
+        .with_peer_timeout_seconds(n.peer_timeout)
+        .with_running_statistics(if n.average_running_statistics {
+            RunningStatistics::Averaged
+        } else {
+            RunningStatistics::PerDevice
+        });
+    layout.validate().map_err(TrainError::from)?;
+    let writes = n.node_rank == 0;
+    if !writes && (args.out.is_some() || args.resume.is_some()) {
+        bail!(
+            "node {} writes nothing: give it the --config (and --set) that node 0 runs with, without --out or --resume",
+            n.node_rank
+        );
+    }
+    let (writer, config) = if writes {
+        let (run, config) = match (&args.resume, &args.config, &args.out) {
+            (Some(dir), _, _) => {
+                let run = TrainConfig::resume_run::<backend::Train>(dir, &devices[0])?;
+                let config: TrainConfig = serde_json::from_value(run.description().config.clone())?;
+                (run, config)
+            }
+            (None, Some(path), Some(out)) => {
+                let config = TrainConfig::load(path, &args.overrides)?;
+                (
+                    config.start_run::<backend::Train>(out, &devices[0], args.force)?,
+                    config,
+                )
+            }
+            _ => bail!("give --config and --out, or --resume"),
+        };
+        if run.finished() {
+            eprintln!(
+                "{} has finished all {} epochs",
+                run.dir().display(),
+                config.optim.epochs
+            );
+            return Ok(());
+        }
+        (Some(run), config)
+    } else {
+        let Some(path) = &args.config else {
+            bail!("node {} needs --config (the one node 0 runs with)", n.node_rank)
+        };
+        (None, TrainConfig::load(path, &args.overrides)?)
+    };
+    let first_follower = usize::from(writes);
+    let followers = config.trainers::<backend::Train>(&devices[first_follower..])?;
+    if !args.json {
+        eprintln!(
+            "training {} with {} for {} epochs on {} x {} ({}, node {} of {}, {} devices in all){}",
+            config.model.arch,
+            config.method_name(),
+            config.optim.epochs,
+            devices.len(),
+            backend::name(),
+            args.devices.as_deref().unwrap_or("default device"),
+            n.node_rank,
+            n.nodes,
+            layout.world(),
+            writer
+                .as_ref()
+                .map(|run| format!(" -> {}", run.dir().display()))
+                .unwrap_or_default()
+        );
+    }
+    let mut replicas = Vec::new();
+    if let Some(run) = writer {
+        replicas.push(Replica::Writer {
+            run,
+            observer: Box::new(ParallelProgress {
+                progress: Progress {
+                    bar: None,
+                    hidden: args.json,
+                },
+                json: args.json,
+                epochs: config.optim.epochs,
+            }),
+        });
+    }
+    replicas.extend(followers.into_iter().map(Replica::Follower));
+    let run = train_data_parallel(&layout, replicas)?;
+    if let Some(run) = run
+        && !args.json
+    {
         eprintln!("done: {}/last (and best/ when validation is on)", run.dir().display());
     }
     Ok(())

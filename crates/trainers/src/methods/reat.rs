@@ -21,7 +21,7 @@ use tailguard_attacks::loss::cross_entropy_per_sample;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig, predictions};
 use tailguard_models::{Classifier, Mode};
 
-use crate::error::MethodStateError;
+use crate::error::{MethodStateError, TrainError};
 use crate::losses::{balanced_softmax, class_prior, log_prior};
 use crate::method::{Method, StepInput, StepOutput, attack_from_start};
 
@@ -165,6 +165,18 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
                 None => predicted,
             });
         }
+    }
+
+    /// The prediction counts of every device, so the next epoch's class weights are the same everywhere.
+    fn share_statistics(
+        &mut self,
+        sum: &mut dyn FnMut(Tensor<Inner<B>, 1>) -> Result<Tensor<Inner<B>, 1>, TrainError>,
+    ) -> Result<(), TrainError> {
+        // Every device has a tally, or none has (the same method on the same number of steps).
+        if let Some(local) = self.tally.take() {
+            self.tally = Some(sum(local)?);
+        }
+        Ok(())
     }
 
     fn end_epoch(&mut self) {

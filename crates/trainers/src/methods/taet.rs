@@ -7,7 +7,7 @@ use tailguard_attacks::loss::cross_entropy_per_sample;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::{AbsentClasses, cross_entropy, harl};
+use crate::losses::{AbsentClasses, class_sums, cross_entropy, harl_from_sums};
 use crate::method::{ExtraCleanForward, Method, StepInput, StepOutput, pgd_examples};
 
 /// TAET's settings; defaults are the official code's.
@@ -42,6 +42,15 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
         true
     }
 
+    /// Stage 2's HARL is computed on the global batch's class statistics: each device's gradient is its part of
+    /// the global loss's, summed unweighted.
+    fn gradient_share(&self, input: &StepInput<B>) -> f64 {
+        match &input.shard {
+            Some(shard) if input.epoch < self.ce_epochs => shard.share(),
+            _ => 1.0,
+        }
+    }
+
     fn prepare(&self, model: &M, input: &StepInput<B>) {
         self.extra_clean_forward
             .run_at(ExtraCleanForward::Before, false, model, input);
@@ -66,13 +75,13 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
                 let logits = model.forward(adversarial, Mode::Train);
                 extra.run_at(ExtraCleanForward::AfterAdversarial, true, model, input);
                 let per_sample = cross_entropy_per_sample(logits.clone(), input.labels.clone());
-                let loss = harl(
-                    per_sample,
-                    input.labels.clone(),
-                    self.num_classes,
-                    self.weights,
-                    self.absent_classes,
-                );
+                let (sums, counts) = class_sums(per_sample, input.labels.clone(), self.num_classes);
+                // Data-parallel: HARL's class means are those of the global batch, as on one device.
+                let (sums, counts) = match &input.shard {
+                    Some(shard) => (shard.global_sum(sums), shard.global_sum(counts)),
+                    None => (sums, counts),
+                };
+                let loss = harl_from_sums(sums, counts, self.weights, self.absent_classes);
                 StepOutput {
                     loss,
                     clean_logits: None,
