@@ -263,3 +263,49 @@ fn a_layout_without_the_writer_is_refused() {
         chain(&error)
     );
 }
+
+#[test]
+fn a_data_parallel_run_resumes_where_it_stopped() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let images: usize = config(&data, "name = \"pgd-at\"", 20)
+        .load_data()
+        .unwrap()
+        .counts
+        .iter()
+        .sum();
+    let batch_size = (16..32).find(|&b| images.is_multiple_of(b) || images % b >= 2).unwrap();
+    let two_epochs = config(&data, "name = \"taet\"\nce_epochs = 1", batch_size);
+    let (reference, _) = alone(&two_epochs, &dir.path().join("alone"));
+    // One epoch on two devices, then the run's configuration extended to two epochs and resumed on two devices:
+    // the second epoch starts from the checkpoint's weights, momentum and epoch on every device.
+    let mut one_epoch = two_epochs.clone();
+    one_epoch.optim.epochs = 1;
+    let out = dir.path().join("dp");
+    data_parallel(&one_epoch, &out, 2).unwrap();
+    let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    std::fs::write(
+        out.join("config.toml"),
+        text.replace("\nepochs = 1\n", "\nepochs = 2\n"),
+    )
+    .unwrap();
+    let run = TrainConfig::resume_run::<B>(&out, &Default::default()).unwrap();
+    assert_eq!(run.trainer.next_epoch, 1);
+    let followers = two_epochs.trainers::<B>(&[Default::default()]).unwrap();
+    let mut replicas = vec![Replica::Writer {
+        run,
+        observer: Box::new(Silent),
+    }];
+    replicas.extend(followers.into_iter().map(Replica::Follower));
+    let layout = DataParallelConfig::new()
+        .with_local_devices(2)
+        .with_peer_timeout_seconds(60.0);
+    let run = train_data_parallel(&layout, replicas).unwrap().unwrap();
+    let difference = max_difference(&reference, &weights(run.trainer.model()));
+    assert!(difference < 1e-5, "resumed data-parallel run differs by {difference}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().count(),
+        2
+    );
+}

@@ -189,3 +189,72 @@ pub fn average_running_statistics<B: AutodiffBackend, M: Module<B>>(peer: &Peer<
     let mean = summed.div_scalar(peer.world() as f64);
     Ok(model.map(&mut Put { mean, offset: 0 }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::Module;
+    use burn::tensor::Tensor;
+    use burn_collective::{CollectiveConfig, PeerId};
+    use tailguard_models::{ModalBatchNorm, ModalBatchNormConfig, Mode};
+
+    use super::*;
+    use crate::parallel::config::RunningStatistics;
+    use crate::parallel::peer::ExchangeClock;
+
+    type B = Autodiff<Flex>;
+
+    fn running_mean(norm: &ModalBatchNorm<B>) -> Vec<f32> {
+        tailguard_models::sync_running_statistics(norm);
+        norm.running_mean.value_sync().into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn running_statistics_are_averaged_and_bytes_broadcast_exactly() {
+        // Two devices (threads) whose BatchNorm saw different batches: afterwards both hold the mean.
+        let results: Vec<(Vec<f32>, Vec<f32>, Vec<u8>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2usize)
+                .map(|rank| {
+                    scope.spawn(move || {
+                        let device = Default::default();
+                        let peer = Peer::<B>::new(
+                            rank,
+                            2,
+                            device,
+                            Arc::new(ExchangeClock::default()),
+                            RunningStatistics::Averaged,
+                        );
+                        burn_collective::register::<Flex>(
+                            PeerId::from(rank),
+                            device,
+                            CollectiveConfig::default().with_num_devices(2),
+                        )
+                        .unwrap();
+                        let norm = ModalBatchNormConfig::new(3).init::<B>(&device);
+                        let x = Tensor::<B, 4>::ones([2, 3, 2, 2], &device).mul_scalar(10.0 * (rank as f64 + 1.0));
+                        let _ = norm.forward(x, Mode::Train);
+                        let before = running_mean(&norm);
+                        let norm = average_running_statistics(&peer, norm).unwrap();
+                        // A payload whose length is not a multiple of three, with every byte value.
+                        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+                        let received = broadcast_bytes(&peer, (rank == 0).then_some(payload)).unwrap();
+                        burn_collective::finish_collective::<Flex>(PeerId::from(rank)).unwrap();
+                        (before, running_mean(&norm), received)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Momentum 0.1 from 0: the running means were 1.0 and 2.0; both now hold 1.5.
+        assert_eq!(results[0].0, vec![1.0; 3]);
+        assert_eq!(results[1].0, vec![2.0; 3]);
+        for (_, after, _) in &results {
+            assert_eq!(after, &vec![1.5; 3]);
+        }
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        assert_eq!(results[0].2, payload);
+        assert_eq!(results[1].2, payload);
+    }
+}
