@@ -195,7 +195,6 @@ mod tests {
     use std::sync::Arc;
 
     use burn::backend::{Autodiff, Flex};
-    use burn::module::Module;
     use burn::tensor::Tensor;
     use burn_collective::{CollectiveConfig, PeerId};
     use tailguard_models::{ModalBatchNorm, ModalBatchNormConfig, Mode};
