@@ -28,6 +28,8 @@ def main():
         rows.append([r["arch"], r["workload"], str(r["batch"]), f'{r["images_per_second"]:.2f}',
                      f'{t["images_per_second"]:.2f}', f'{r["median_seconds"] / t["median_seconds"]:.2f}',
                      f'{r["achieved_gflops"]:.1f}', f'{t["achieved_gflops"]:.1f}', memory])
+    if ours.get("cpu"):
+        print(f'CPU: {ours["cpu"]} (tailguard matrix-multiply kernels: {ours.get("cpu_matmul_kernels", "?")})')
     print(f'tailguard {ours["version"]} on {ours["backend"]} ({ours["threads"]} threads, matmul peak '
           f'{ours["matmul_peak_gflops"]:.0f} GFLOP/s) vs PyTorch {theirs["version"]} on {theirs["backend"]} '
           f'({theirs["threads"]} threads, matmul peak {theirs["matmul_peak_gflops"]:.0f} GFLOP/s)')

@@ -3,6 +3,7 @@
 mod args;
 mod backend;
 mod commands;
+mod cpu;
 mod memory;
 mod progress;
 mod report;

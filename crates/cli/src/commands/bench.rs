@@ -129,6 +129,9 @@ struct BenchReport {
     version: &'static str,
     backend: &'static str,
     threads: usize,
+    /// The CPU's model, and the matrix-multiply kernels it runs (CPU backend).
+    cpu: String,
+    cpu_matmul_kernels: &'static str,
     matmul_size: usize,
     matmul_peak_gflops: f64,
     results: Vec<BenchResult>,
@@ -160,6 +163,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         backend: backend::name(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu: crate::cpu::model(),
+        cpu_matmul_kernels: crate::cpu::matmul_kernels(),
         matmul_size: args.matmul_size,
         matmul_peak_gflops: peak,
         results,
@@ -190,8 +195,8 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
 
 fn print_table(report: &BenchReport) {
     println!(
-        "backend {}, {} threads, matrix-multiply peak {:.1} GFLOP/s",
-        report.backend, report.threads, report.matmul_peak_gflops
+        "backend {}, {} threads on {} ({} kernels), matrix-multiply peak {:.1} GFLOP/s",
+        report.backend, report.threads, report.cpu, report.cpu_matmul_kernels, report.matmul_peak_gflops
     );
     println!(
         "{:<12} {:<13} {:>6} {:>10} {:>10} {:>10} {:>7} {:>10}",
