@@ -9,41 +9,24 @@
 //! the weights of the 4-device PGD-AT run by 2.6e-5; the budget here (steps of 0.25/255) keeps any flip's effect
 //! below 3e-6, under the 1e-5 tolerance, while a wrong shard, gradient share or reduction moves them by far more.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
-use tailguard_longtail::{CifarVariant, ImageDataset, ImageShape, write_cifar_archive};
 use tailguard_models::Model;
 use tailguard_trainers::{
     DataParallelConfig, EpochRecord, Replica, Run, Silent, TrainConfig, chain, train_data_parallel,
 };
 
+mod common;
+
+use common::tiny_archive;
+
 type B = Autodiff<Flex>;
 
 /// burn-collective keeps one session per backend and process: one data-parallel run at a time.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// 10 classes, long-tailed by `imbalance = 2` below (12 images in the head class).
-fn tiny_archive(dir: &Path) -> PathBuf {
-    let make = |per_class: usize, offset: usize| {
-        let n = per_class * 10;
-        let mut pixels = Vec::with_capacity(n * 3072);
-        for i in 0..n {
-            let class = i % 10;
-            for p in 0..3072 {
-                pixels.push(((class * 20 + (p * 7 + i * 13 + offset) % 50) % 256) as u8);
-            }
-        }
-        let labels = (0..n).map(|i| i % 10).collect();
-        let classes = (0..10).map(|c| format!("class{c}")).collect();
-        ImageDataset::new(pixels, labels, classes, ImageShape::CIFAR).unwrap()
-    };
-    let path = dir.join("tiny.tar.gz");
-    write_cifar_archive(&path, &make(12, 0), &make(2, 5), CifarVariant::Cifar10).unwrap();
-    path
-}
 
 fn config(data: &Path, method: &str, batch_size: usize) -> TrainConfig {
     let text = format!(

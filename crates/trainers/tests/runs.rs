@@ -1,36 +1,16 @@
 //! Whole training runs on a tiny synthetic CIFAR-format archive: resume is bit-identical, TAET switches stage on
 //! time, checkpoints and logs are complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use tailguard_longtail::{CifarVariant, ImageDataset, ImageShape, write_cifar_archive};
 use tailguard_trainers::{Silent, TrainConfig};
 
-type B = Autodiff<Flex>;
+mod common;
 
-/// 10 classes x 12 training images (class c: mean brightness rising with c, plus a texture), 2 test images each.
-fn tiny_archive(dir: &Path) -> PathBuf {
-    let make = |per_class: usize, offset: usize| {
-        let n = per_class * 10;
-        let mut pixels = Vec::with_capacity(n * 3072);
-        for i in 0..n {
-            let class = i % 10;
-            for p in 0..3072 {
-                pixels.push(((class * 20 + (p * 7 + i * 13 + offset) % 50) % 256) as u8);
-            }
-        }
-        let labels = (0..n).map(|i| i % 10).collect();
-        let classes = tailguard_longtail::sources::cifar::CIFAR10_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        ImageDataset::new(pixels, labels, classes, ImageShape::CIFAR).unwrap()
-    };
-    let path = dir.join("tiny.tar.gz");
-    write_cifar_archive(&path, &make(12, 0), &make(2, 5), CifarVariant::Cifar10).unwrap();
-    path
-}
+use common::tiny_archive;
+
+type B = Autodiff<Flex>;
 
 fn config(data: &Path, epochs: usize) -> TrainConfig {
     config_with(
