@@ -109,8 +109,8 @@ impl Geometry {
         };
         assert!(
             geometry.groups > 0
-                && geometry.channels_in % geometry.groups == 0
-                && geometry.channels_out % geometry.groups == 0
+                && geometry.channels_in.is_multiple_of(geometry.groups)
+                && geometry.channels_out.is_multiple_of(geometry.groups)
                 && w_shape[1] * geometry.groups == geometry.channels_in,
             "conv2d: {x_shape:?} input and {w_shape:?} weight do not match {} groups",
             geometry.groups
@@ -218,6 +218,49 @@ fn for_each_image_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(
     }
 }
 
+/// One run of a column-buffer row: output pixels `[at, at + len)` of the tile, on one output row of one image.
+struct PatchRun {
+    at: usize,
+    len: usize,
+    /// Start of the input row the kernel row reads (in the unit's images), or `None` when it falls in the padding.
+    input_row: Option<usize>,
+    /// Offsets in the run whose input column is inside the image.
+    inside: core::ops::Range<usize>,
+    /// Input column read at `inside.start`.
+    first_input_column: usize,
+}
+
+/// Calls `f` for each run of row `row` (input channel of `group`, kernel row, kernel column) of the column buffer of
+/// output columns `[start, end)`; the input holds whole images from `first_image` on.
+fn for_each_patch_run(
+    g: &Geometry,
+    first_image: usize,
+    group: usize,
+    row: usize,
+    start: usize,
+    end: usize,
+    mut f: impl FnMut(PatchRun),
+) {
+    let kernel = g.kernel_h * g.kernel_w;
+    let channel = group * g.in_per_group() + row / kernel;
+    let (kh, kw) = ((row % kernel) / g.kernel_w, row % g.kernel_w);
+    let (lo, hi) = g.valid_out_columns(kw);
+    for_each_row_run(g, start, end, |image, oh, ow, len, at| {
+        let input_row = g
+            .input_row(oh, kh)
+            .map(|ih| (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w);
+        let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
+        let first_input_column = if first < last { g.input_column(first, kw) } else { 0 };
+        f(PatchRun {
+            at,
+            len,
+            input_row,
+            inside: first - ow..last - ow,
+            first_input_column,
+        });
+    });
+}
+
 /// `col[rows, end - start]` (row-major): the input patches of output columns `[start, end)` for `group`.
 /// `x` holds whole images from image `first_image` on.
 fn im2col<T: ConvElement>(
@@ -230,32 +273,22 @@ fn im2col<T: ConvElement>(
     col: &mut [T],
 ) {
     let n = end - start;
-    let kernel = g.kernel_h * g.kernel_w;
     for (row, dst) in col[..g.rows() * n].chunks_exact_mut(n).enumerate() {
-        let channel = group * g.in_per_group() + row / kernel;
-        let (kh, kw) = ((row % kernel) / g.kernel_w, row % g.kernel_w);
-        let (lo, hi) = g.valid_out_columns(kw);
-        for_each_row_run(g, start, end, |image, oh, ow, len, at| {
-            let out = &mut dst[at..at + len];
-            let Some(ih) = g.input_row(oh, kh) else {
+        for_each_patch_run(g, first_image, group, row, start, end, |run| {
+            let out = &mut dst[run.at..run.at + run.len];
+            let Some(row_start) = run.input_row else {
                 out.fill(T::ZERO);
                 return;
             };
-            let row_start = (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w;
-            let src = &x[row_start..row_start + g.in_w];
-            let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
-            out[..first - ow].fill(T::ZERO);
-            out[last - ow..].fill(T::ZERO);
-            let inside = &mut out[first - ow..last - ow];
-            if inside.is_empty() {
-                return;
-            }
+            out[..run.inside.start].fill(T::ZERO);
+            out[run.inside.end..].fill(T::ZERO);
+            let inside = &mut out[run.inside];
+            let src = &x[row_start + run.first_input_column..row_start + g.in_w];
             if g.stride[1] == 1 {
-                let from = g.input_column(first, kw);
-                inside.copy_from_slice(&src[from..from + inside.len()]);
+                inside.copy_from_slice(&src[..inside.len()]);
             } else {
-                for (i, value) in inside.iter_mut().enumerate() {
-                    *value = src[g.input_column(first + i, kw)];
+                for (value, &input) in inside.iter_mut().zip(src.iter().step_by(g.stride[1])) {
+                    *value = input;
                 }
             }
         });
@@ -273,30 +306,20 @@ fn col2im_add<T: ConvElement>(
     dx: &mut [T],
 ) {
     let n = end - start;
-    let kernel = g.kernel_h * g.kernel_w;
     for (row, src) in col[..g.rows() * n].chunks_exact(n).enumerate() {
-        let channel = group * g.in_per_group() + row / kernel;
-        let (kh, kw) = ((row % kernel) / g.kernel_w, row % g.kernel_w);
-        let (lo, hi) = g.valid_out_columns(kw);
-        for_each_row_run(g, start, end, |image, oh, ow, len, at| {
-            let Some(ih) = g.input_row(oh, kh) else {
+        for_each_patch_run(g, first_image, group, row, start, end, |run| {
+            let Some(row_start) = run.input_row else {
                 return;
             };
-            let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
-            if first == last {
-                return;
-            }
-            let row_start = (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w;
-            let dst = &mut dx[row_start..row_start + g.in_w];
-            let values = &src[at + first - ow..at + last - ow];
+            let values = &src[run.at + run.inside.start..run.at + run.inside.end];
+            let dst = &mut dx[row_start + run.first_input_column..row_start + g.in_w];
+            // Stride 1 as its own loop: a plain zip vectorises, a stepped one does not.
             if g.stride[1] == 1 {
-                let from = g.input_column(first, kw);
-                for (d, &v) in dst[from..from + values.len()].iter_mut().zip(values) {
+                for (d, &v) in dst.iter_mut().zip(values) {
                     *d = *d + v;
                 }
             } else {
-                for (i, &v) in values.iter().enumerate() {
-                    let d = &mut dst[g.input_column(first + i, kw)];
+                for (d, &v) in dst.iter_mut().step_by(g.stride[1]).zip(values) {
                     *d = *d + v;
                 }
             }
