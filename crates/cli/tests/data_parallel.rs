@@ -189,8 +189,10 @@ fn two_nodes_on_localhost_train_what_one_process_trains() {
     };
     let (one, two) = (lines(&dir.path().join("alone")), lines(&out));
     assert_eq!(two.lines().count(), 2);
+    // The epoch's mean loss is large here (about 36: a tiny model under attack); the nodes' half-batches go through
+    // other product tiles than the whole batch, so it agrees to rounding relative to its size, not to 1e-5 absolute.
     for (x, y) in one.lines().zip(two.lines()) {
-        assert!((loss(x) - loss(y)).abs() < 1e-5, "{x} vs {y}");
+        assert!((loss(x) - loss(y)).abs() <= 1e-5 * loss(x).abs().max(1.0), "{x} vs {y}");
     }
 }
 
