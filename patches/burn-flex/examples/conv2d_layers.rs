@@ -16,7 +16,11 @@ use burn_std::{Bytes, Shape};
 fn filled(shape: &[usize]) -> FlexTensor {
     let len: usize = shape.iter().product();
     let values: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(Shape::from(shape.to_vec())), DType::F32)
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::from(shape.to_vec())),
+        DType::F32,
+    )
 }
 
 /// Best of three after one warm-up, in seconds.
@@ -32,7 +36,12 @@ fn best(mut f: impl FnMut() -> FlexTensor) -> f64 {
 }
 
 /// burn-backend 0.21's default weight gradient for groups == 1, on burn-flex's own forward convolution.
-fn weight_gradient_unpatched(x: &FlexTensor, dy: &FlexTensor, w_shape: [usize; 4], options: &ConvOptions<2>) -> FlexTensor {
+fn weight_gradient_unpatched(
+    x: &FlexTensor,
+    dy: &FlexTensor,
+    w_shape: [usize; 4],
+    options: &ConvOptions<2>,
+) -> FlexTensor {
     let swapped = burn_flex::ops::conv::conv2d_f32(
         Flex::float_swap_dims(x.clone(), 0, 1),
         Flex::float_swap_dims(dy.clone(), 0, 1),
@@ -45,7 +54,9 @@ fn weight_gradient_unpatched(x: &FlexTensor, dy: &FlexTensor, w_shape: [usize; 4
 }
 
 fn main() {
-    let batch: usize = std::env::args().nth(1).map_or(32, |arg| arg.parse().expect("BATCH: a number"));
+    let batch: usize = std::env::args()
+        .nth(1)
+        .map_or(32, |arg| arg.parse().expect("BATCH: a number"));
     // (channels in, channels out, input size, stride, kernel) of each distinct ResNet-18 convolution.
     let layers = [
         (3, 64, 32, 1, 3),
@@ -58,7 +69,10 @@ fn main() {
         (256, 512, 8, 2, 3),
         (512, 512, 4, 1, 3),
     ];
-    println!("batch {batch}, {} rayon threads; milliseconds (GFLOP/s)", rayon::current_num_threads());
+    println!(
+        "batch {batch}, {} rayon threads; milliseconds (GFLOP/s)",
+        rayon::current_num_threads()
+    );
     println!("| layer | forward before | after | input gradient before | after | weight gradient before | after |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut totals = [0.0f64; 6];
@@ -82,9 +96,14 @@ fn main() {
             best(|| Flex::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
         ];
         let flops = 2.0 * (batch * c_out * out * out * c_in * kernel * kernel) as f64;
-        let cells: Vec<String> =
-            times.iter().map(|t| format!("{:.1} ({:.0})", t * 1e3, flops / t / 1e9)).collect();
-        println!("| {c_in}->{c_out}, {size}px, stride {stride}, {kernel}x{kernel} | {} |", cells.join(" | "));
+        let cells: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.1} ({:.0})", t * 1e3, flops / t / 1e9))
+            .collect();
+        println!(
+            "| {c_in}->{c_out}, {size}px, stride {stride}, {kernel}x{kernel} | {} |",
+            cells.join(" | ")
+        );
         for (total, time) in totals.iter_mut().zip(times) {
             *total += time;
         }
