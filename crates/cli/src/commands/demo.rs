@@ -44,7 +44,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// A smoke run of every part in a minute or two: 3 epochs on at most 20 training images per class, 100 test
-    /// images. Its numbers mean nothing; CI runs it on the GPU path.
+    /// images. Its numbers mean nothing; the test suite runs it (on the CPU).
     #[arg(long)]
     quick: bool,
     #[command(flatten)]
