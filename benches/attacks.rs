@@ -6,9 +6,11 @@
 
 use std::time::Instant;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use tailguard_attacks::{ApgdConfig, AttackLoss, FrozenModel, LinfBall, PgdConfig};
+use tailguard_flex::Flex;
 use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
 
 type B = Autodiff<Flex>;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::backend::Flex;
+use tailguard_flex::Flex;
 use tailguard_longtail::augment::AugmentPolicy;
 use tailguard_longtail::{
     Augmentation, BatchLoader, BatchLoaderConfig, DatasetKind, ImageDataset, ImageShape, LongTailSpec, Split,

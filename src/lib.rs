@@ -46,3 +46,37 @@ pub fn cifar10_jpeg(cache: &Path) -> anyhow::Result<Option<PathBuf>> {
 pub fn skip_without_shared_data(test: &str) {
     eprintln!("skipping {test}: ../shared/datasets (CIFAR-10 JPEG archives) not found");
 }
+
+// Every Rust snippet of the README and the docs is compiled (and run, where it runs on its own) by `cargo test
+// --doc`, so the documentation cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/architecture.md")]
+pub struct ArchitectureSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/scaling.md")]
+pub struct ScalingSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/methods.md")]
+pub struct MethodsSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/interop.md")]
+pub struct InteropSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/attacks.md")]
+pub struct AttacksSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/benchmarks.md")]
+pub struct BenchmarksSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/reproducing.md")]
+pub struct ReproducingSnippets;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use burn::backend::Flex;
+use tailguard_flex::Flex;
 use tailguard_longtail::{BatchLoader, BatchLoaderConfig, DatasetKind, ImageShape, LongTailSpec, Split};
 use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
 

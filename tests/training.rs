@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use tailguard_attacks::{AttackPreset, PgdConfig};
+use tailguard_flex::Flex;
 use tailguard_longtail::{BatchLoader, BatchLoaderConfig, ClassGroups, DatasetKind, LongTailSpec, Split};
 use tailguard_trainers::{PresetAttack, Silent, TrainConfig, evaluate};
 

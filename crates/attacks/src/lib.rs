@@ -9,7 +9,8 @@
 //! outputs are plain tensors of the inner backend; every adversarial image lies in the eps-ball and in [0, 1].
 //!
 //! ```
-//! use burn::backend::{Autodiff, Flex};
+//! use burn::backend::Autodiff;
+//! use tailguard_flex::Flex;
 //! use burn::tensor::{Distribution, Int, Tensor};
 //! use tailguard_attacks::{FrozenModel, PgdConfig};
 //! use tailguard_models::{Architecture, ModelConfig};

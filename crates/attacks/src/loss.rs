@@ -110,8 +110,8 @@ fn column<B: Backend>(x: Tensor<B, 2>, index: usize) -> Tensor<B, 1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::TensorData;
+    use tailguard_flex::Flex;
 
     fn logits(values: Vec<f32>, n: usize) -> Tensor<Flex, 2> {
         let c = values.len() / n;
@@ -187,8 +187,9 @@ mod tests {
 #[cfg(test)]
 mod gradient_tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::tensor::TensorData;
+    use tailguard_flex::Flex;
 
     type A = Autodiff<Flex>;
 

@@ -1,12 +1,14 @@
 //! Attacks against ground truth: a linear classifier's exact worst case, finite differences, and invariants.
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 use tailguard_attacks::{
     ApgdConfig, AttackLoss, AttackPreset, AutoAttackLiteConfig, FrozenModel, LinfBall, PgdConfig, RandomStart,
     StartClip, StartRadius, checkpoints,
 };
+use tailguard_flex::Flex;
 use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig, Network};
 
 type B = Autodiff<Flex>;

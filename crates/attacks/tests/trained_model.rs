@@ -1,11 +1,13 @@
 //! On a model trained to high clean accuracy: PGD-20 hurts, is at least as strong as FGSM, AA-lite is at least as
 //! strong as PGD-20, and standard AutoAttack at least as strong as AA-lite.
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use tailguard_attacks::{AttackPreset, FrozenModel, loss::cross_entropy_per_sample};
+use tailguard_flex::Flex;
 use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig};
 
 type B = Autodiff<Flex>;

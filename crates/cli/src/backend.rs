@@ -9,7 +9,7 @@ pub type Compute = burn::backend::Cuda;
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 pub type Compute = burn::backend::Wgpu;
 #[cfg(all(not(feature = "wgpu"), not(feature = "cuda")))]
-pub type Compute = burn::backend::Flex;
+pub type Compute = tailguard_flex::Flex;
 
 /// The backend with automatic differentiation, for training and attacks.
 #[allow(dead_code)]

@@ -1,5 +1,6 @@
 //! `tailguard`: adversarially robust training on long-tailed data.
 
+mod advice;
 mod args;
 mod backend;
 mod commands;
@@ -98,7 +99,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", one_line(&error));
+            match advice::advice(&error) {
+                Some(advice) => eprintln!("error: {}; {advice}", one_line(&error)),
+                None => eprintln!("error: {}", one_line(&error)),
+            }
             ExitCode::FAILURE
         }
     }

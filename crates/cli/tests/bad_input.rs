@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use burn::backend::Flex;
+use tailguard_flex::Flex;
 use tailguard_models::{Architecture, CheckpointMeta, ModelConfig, save_checkpoint};
 
 fn tailguard(args: &[String]) -> std::process::Output {

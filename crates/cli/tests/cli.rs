@@ -217,7 +217,7 @@ fn export_writes_an_archive_that_loads_again() {
 fn small_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
     use tailguard_models::{Architecture, CheckpointMeta, ModelConfig, save_checkpoint};
     let config = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 10);
-    let model = config.init::<burn::backend::Flex>(&Default::default()).unwrap();
+    let model = config.init::<tailguard_flex::Flex>(&Default::default()).unwrap();
     let classes = tailguard_longtail::sources::cifar::CIFAR10_CLASSES
         .iter()
         .map(|s| s.to_string())

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use burn::backend::Flex;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use tailguard_flex::Flex;
 use tailguard_longtail::{CifarVariant, ImageDataset, ImageShape, write_cifar_archive};
 
 fn tailguard() -> Command {

@@ -4,12 +4,14 @@
 //! without a GPU, wgpu runs on Mesa's lavapipe (`.ci/run` installs it), which executes the same shaders on the CPU.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use tailguard_attacks::{ApgdConfig, AttackLoss, FrozenModel, LinfBall, PgdConfig, RandomStart};
+use tailguard_flex::Flex;
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Mode, Model, ModelConfig};
 use tailguard_trainers::{GroupedSgd, StepInput, TrainConfig, train_step};
 

@@ -357,7 +357,7 @@ impl Drop for HostBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
+    use tailguard_flex::Flex;
 
     fn dataset(n: usize, classes: usize) -> Arc<ImageDataset> {
         let shape = ImageShape {

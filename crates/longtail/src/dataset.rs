@@ -7,6 +7,26 @@ use std::sync::Arc;
 
 use crate::error::{DataError, DataResult};
 
+/// Which part of a dataset to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The training split.
+    Train,
+    /// The test split.
+    Test,
+}
+
+impl Split {
+    /// Folder name used by image-folder datasets.
+    pub fn folder_name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
 /// Channels, height and width of every image of a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
@@ -19,6 +39,11 @@ pub struct ImageShape {
 }
 
 impl ImageShape {
+    /// `[channels, height, width]`.
+    pub fn chw(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
+
     /// CIFAR's 3x32x32.
     pub const CIFAR: ImageShape = ImageShape {
         channels: 3,
@@ -62,17 +87,7 @@ enum Storage {
     Files(Arc<Vec<PathBuf>>, ImageFit),
 }
 
-/// How an image file of another size becomes the dataset's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImageFit {
-    /// Resize the shorter side to the target (bilinear), then crop the centre (torchvision's `Resize(s)` +
-    /// `CenterCrop(s)`, the usual ImageNet-LT / Places-LT test transform).
-    #[default]
-    CenterCrop,
-    /// Resize to exactly the target, ignoring the aspect ratio.
-    Stretch,
-}
+pub use crate::decode::ImageFit;
 
 impl ImageDataset {
     /// Checks that pixels, labels and classes agree.
@@ -180,7 +195,7 @@ impl ImageDataset {
                 Ok(Cow::Borrowed(&pixels[index * len..(index + 1) * len]))
             }
             Storage::Files(files, fit) => {
-                crate::sources::image_folder::decode_fitted(&files[index], self.shape, *fit).map(Cow::Owned)
+                crate::decode::decode_fitted(&files[index], self.shape.chw(), *fit).map(Cow::Owned)
             }
         }
     }

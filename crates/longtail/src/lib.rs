@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use burn::backend::Flex;
+//! use tailguard_flex::Flex;
 //! use tailguard_longtail::{BatchLoader, BatchLoaderConfig, ImageDataset, ImageShape, LongTailSpec};
 //!
 //! // A balanced toy source of 3 classes x 40 images (real code loads CIFAR or an image folder).
@@ -31,6 +31,7 @@
 pub mod augment;
 pub mod batcher;
 pub mod dataset;
+mod decode;
 pub mod error;
 pub mod metrics;
 pub mod profile;

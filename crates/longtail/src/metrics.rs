@@ -225,8 +225,8 @@ mod tests {
 
     #[test]
     fn batches_from_tensors() {
-        use burn::backend::Flex;
         use burn::tensor::{Bool, Int, Tensor, TensorData};
+        use tailguard_flex::Flex;
         let device = Default::default();
         let labels = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![1i64, 0, 1], [3]), &device);
         let correct = Tensor::<Flex, 1, Bool>::from_data(TensorData::new(vec![true, false, false], [3]), &device);

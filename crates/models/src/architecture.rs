@@ -199,7 +199,7 @@ impl ModelConfig {
             num_classes: classes,
         };
         // Values now, so that clones of the model (attacks, checkpoints) share them.
-        crate::checkpoint::initialize_parameters(&model);
+        crate::parameters::initialize_parameters(&model);
         Ok(model)
     }
 }

@@ -17,6 +17,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::architecture::{Model, ModelConfig};
+use crate::parameters::initialize_parameters;
 
 /// Name of the model record inside a checkpoint folder.
 pub const MODEL_FILE: &str = "model.mpk";
@@ -40,6 +41,19 @@ pub struct CheckpointMeta {
     /// Epochs completed when the checkpoint was written.
     #[serde(default)]
     pub epoch: Option<usize>,
+    /// Every float tensor of the model, by its module path, with its shape (written by [`save_checkpoint_with`];
+    /// absent in checkpoints of tailguard < 0.1.2). Loading into another model names the first one that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<Vec<TensorEntry>>,
+}
+
+/// One tensor of a checkpoint's model: its module path (`layer1.0.conv1.weight`) and shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TensorEntry {
+    /// Module path of the parameter or buffer.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
 }
 
 impl CheckpointMeta {
@@ -60,6 +74,7 @@ impl CheckpointMeta {
             classes,
             training: serde_json::Value::Null,
             epoch: None,
+            tensors: None,
         }
     }
 
@@ -105,6 +120,16 @@ pub enum CheckpointError {
         path: PathBuf,
         /// The files, comma-separated.
         names: String,
+    },
+    /// The checkpoint holds another model than the one it is loaded into.
+    #[error("checkpoint {path} holds another model than {structure}: {difference}")]
+    OtherModel {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// The model it was loaded into.
+        structure: String,
+        /// The first tensor whose name or shape differs.
+        difference: String,
     },
     /// The checkpoint is damaged or does not fit the model.
     #[error("checkpoint {path} is invalid: {reason}")]
@@ -221,6 +246,10 @@ pub fn save_checkpoint_with<B: Backend, M: Module<B>>(
         )));
     }
     initialize_parameters(model);
+    let meta = &CheckpointMeta {
+        tensors: Some(named_tensor_shapes(model)),
+        ..meta.clone()
+    };
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .record(model.clone().into_record(), ())
         .map_err(|e| invalid(e.to_string()))?;
@@ -316,6 +345,7 @@ pub fn load_checkpoint<B: Backend>(
         path: dir.join(META_FILE),
         reason: e.to_string(),
     })?;
+    check_same_tensors(dir, &meta, &model, &config.arch.to_string())?;
     let model = load_weights_into(dir, model, device, &config.arch.to_string())?;
     Ok((model, meta))
 }
@@ -328,6 +358,7 @@ pub fn load_checkpoint_into<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<(M, CheckpointMeta), CheckpointError> {
     let meta = read_checkpoint_meta(dir)?;
+    check_same_tensors(dir, &meta, &model, "the model given")?;
     let model = load_weights_into(dir, model, device, "the model given")?;
     Ok((model, meta))
 }
@@ -362,33 +393,73 @@ fn load_weights_into<B: Backend, M: Module<B>>(
     Ok(model)
 }
 
-/// Gives every lazily initialised parameter of `module` its value now.
-///
-/// Burn 0.21 creates parameters lazily, and cloning a parameter that has not been initialised yet clones its
-/// initialiser: the clone and the original then draw *different* random weights. A model that is cloned before its
-/// first use (a `FrozenModel` for an attack, `into_record` for a checkpoint) would silently differ from the model
-/// itself (found by `crates/cli/tests/gpu_backend.rs`, which compares two backends through records). tailguard calls
-/// this wherever a model enters: [`crate::ModelConfig::init`], `Trainer::new`, `FrozenModel::new`, saving and
-/// loading checkpoints. It does nothing to parameters that already have their values.
-pub fn initialize_parameters<B: Backend, M: Module<B>>(module: &M) {
-    struct Touch;
-    impl<B: Backend> ModuleVisitor<B> for Touch {
+/// Every float tensor of `module` by module path, in visiting order.
+fn named_tensor_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<TensorEntry> {
+    struct Named {
+        path: Vec<String>,
+        tensors: Vec<TensorEntry>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Named {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let _ = param.val();
+            self.tensors.push(TensorEntry {
+                name: self.path.join("."),
+                shape: param.dims().to_vec(),
+            });
         }
     }
-    module.visit(&mut Touch);
+    let mut named = Named {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    module.visit(&mut named);
+    named.tensors
 }
 
-/// Applies the BatchNorm running-statistic updates that are still pending.
-///
-/// Burn 0.21 queues a `RunningState` update and applies it at the next `value_sync` or record; visiting a module
-/// (safetensors export, comparisons) reads the value as of the update before. Found by the parity tests
-/// (crates/trainers/tests/parity.rs): right after a training step an export held the statistics of the step
-/// before. Every reader that goes through a visitor calls this first.
-pub fn sync_running_statistics<B: Backend, M: Module<B>>(module: &M) {
-    // A record syncs every running state; the clone shares them with `module`.
-    let _ = module.clone().into_record();
+/// Refuses to load a checkpoint whose recorded tensors differ from `model`'s, naming the first difference (burn
+/// would fail deep inside decoding with no name, or load shapes the model cannot use).
+fn check_same_tensors<B: Backend, M: Module<B>>(
+    dir: &Path,
+    meta: &CheckpointMeta,
+    model: &M,
+    structure: &str,
+) -> Result<(), CheckpointError> {
+    let Some(stored) = &meta.tensors else {
+        return Ok(());
+    };
+    let wanted = named_tensor_shapes(model);
+    let difference = |text: String| CheckpointError::OtherModel {
+        path: dir.to_path_buf(),
+        structure: structure.to_string(),
+        difference: text,
+    };
+    for (index, want) in wanted.iter().enumerate() {
+        match stored.get(index) {
+            None => return Err(difference(format!("the checkpoint has no tensor {}", want.name))),
+            Some(have) if have.name != want.name => {
+                return Err(difference(format!(
+                    "tensor {index} is {} in the checkpoint, {} in the model",
+                    have.name, want.name
+                )));
+            }
+            Some(have) if have.shape != want.shape => {
+                return Err(difference(format!(
+                    "{} has shape {:?} in the checkpoint, {:?} in the model",
+                    want.name, have.shape, want.shape
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = stored.get(wanted.len()) {
+        return Err(difference(format!("the model has no tensor {}", extra.name)));
+    }
+    Ok(())
 }
 
 /// Shapes of every float tensor of a module (parameters and running statistics), in visiting order.

@@ -91,8 +91,8 @@ impl<B: Backend> ClassifierHead<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::TensorData;
+    use tailguard_flex::Flex;
 
     #[test]
     fn cosine_logits_by_hand() {

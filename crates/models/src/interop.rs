@@ -13,26 +13,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::architecture::Architecture;
-
-/// What can go wrong when exporting or importing weights.
-#[derive(Debug, thiserror::Error)]
-pub enum InteropError {
-    /// The file cannot be read.
-    #[error("cannot read {path}")]
-    Io {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a valid weights file, or does not fit the model (the message names the tensor).
-    #[error("{0}")]
-    Invalid(String),
-    /// The file cannot be written.
-    #[error(transparent)]
-    Output(#[from] tailguard_output::OutputError),
-}
+pub use crate::weights_file::{InteropError, NamedTensors, WeightsFile};
 
 /// How the tensors of a module are named in a weights file.
 pub trait ParameterNames {
@@ -197,7 +178,7 @@ pub fn safetensors_bytes<B: Backend, M: Module<B>>(
             self.entries.insert(name, Entry { shape, values });
         }
     }
-    crate::checkpoint::sync_running_statistics(model);
+    crate::parameters::sync_running_statistics(model);
     let mut collect = Collect {
         names,
         path: Vec::new(),
@@ -245,19 +226,6 @@ pub fn export_safetensors<B: Backend, M: Module<B>>(
 ) -> Result<(), InteropError> {
     let bytes = safetensors_bytes(model, names)?;
     tailguard_output::write_atomically(path, &bytes).map_err(InteropError::Output)
-}
-
-/// Float tensors by name: (shape, values).
-pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
-
-/// The tensors of a weights file: float tensors by name, and the dtype of every other tensor (integer counters,
-/// half precision), so that a dtype mismatch is reported as one.
-#[derive(Debug, Default)]
-pub struct WeightsFile {
-    /// F32 and F64 tensors, as f32.
-    pub floats: NamedTensors,
-    /// The dtype of every other tensor, by name.
-    pub others: BTreeMap<String, String>,
 }
 
 /// Reads the tensors of a safetensors file (the header and every offset are validated by the `safetensors` crate).
@@ -378,7 +346,7 @@ fn load_tensors<B: Backend, M: Module<B>, N: ParameterNames>(
                 Some((_, values)) if !self.allow_non_finite && values.iter().any(|v| !v.is_finite()) => {
                     let bad = values.iter().filter(|v| !v.is_finite()).count();
                     self.errors.push(format!(
-                        "{name} holds {bad} non-finite values (NaN or infinite; --allow-non-finite imports them)"
+                        "{name} holds {bad} non-finite values (NaN or infinite; ImportOptions::allow_non_finite imports them)"
                     ));
                     Param::from_mapped_value(id, tensor, mapper)
                 }
@@ -432,22 +400,21 @@ fn load_tensors<B: Backend, M: Module<B>, N: ParameterNames>(
     if !unknown.is_empty() && !options.drop_unknown {
         let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
         load.errors.push(format!(
-            "it holds {} tensor(s) {arch} does not have: {}{} (--drop-unknown ignores them)",
+            "it holds {} tensor(s) {arch} does not have: {}{} (ImportOptions::drop_unknown ignores them)",
             unknown.len(),
             shown.join(", "),
             if unknown.len() > 5 { ", ..." } else { "" }
         ));
     }
     if let Some(first) = load.errors.first() {
-        return Err(invalid(format!(
-            "{} does not fit {arch}: {first}{}",
-            path.display(),
-            if load.errors.len() > 1 {
-                format!(" (and {} more)", load.errors.len() - 1)
-            } else {
-                String::new()
-            }
-        )));
+        return Err(InteropError::DoesNotFit {
+            path: path.to_path_buf(),
+            arch: arch.to_string(),
+            first: first.clone(),
+            more: load.errors.len() - 1,
+            non_finite: load.errors.iter().any(|e| e.contains("non-finite values")),
+            unknown: !unknown.is_empty() && !options.drop_unknown,
+        });
     }
     Ok(model)
 }

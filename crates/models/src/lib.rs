@@ -6,7 +6,8 @@
 //! respect to the input, also on autodiff backends, which is what adversarial attacks need.
 //!
 //! ```
-//! use burn::backend::{Autodiff, Flex};
+//! use burn::backend::Autodiff;
+//! use tailguard_flex::Flex;
 //! use burn::tensor::{Distribution, Tensor};
 //! use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
 //!
@@ -22,6 +23,11 @@
 
 #![warn(missing_docs)]
 
+/// The CPU backend tailguard runs on: Burn 0.21's Flex with tailguard's batched convolution kernels and gemm's
+/// AVX-512 products (the `tailguard-flex` crate). Name this type, not `burn::backend::Flex`, to train and attack at
+/// the program's speed and with its exact arithmetic.
+pub use tailguard_flex::Flex;
+
 pub mod architecture;
 pub mod batch_norm;
 pub mod checkpoint;
@@ -35,18 +41,20 @@ pub mod linear_classifier;
 pub mod logit_adjustment;
 pub mod mode;
 pub mod normalization;
+pub mod parameters;
 pub mod preact_resnet;
 pub mod resnet;
 pub mod small_cnn;
 pub mod testing;
 pub mod torch_file;
+pub mod weights_file;
 pub mod wide_resnet;
 
 pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
 pub use checkpoint::{
-    CheckpointError, CheckpointMeta, initialize_parameters, load_checkpoint, load_checkpoint_into,
-    read_checkpoint_meta, recover_checkpoint, save_checkpoint, save_checkpoint_with, sync_running_statistics,
+    CheckpointError, CheckpointMeta, TensorEntry, load_checkpoint, load_checkpoint_into, read_checkpoint_meta,
+    recover_checkpoint, save_checkpoint, save_checkpoint_with,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use error::ModelConfigError;
@@ -60,3 +68,4 @@ pub use interop::{
 pub use logit_adjustment::{LogitAdjusted, LogitAdjustmentConfig};
 pub use mode::Mode;
 pub use normalization::{InputNormalization, InputNormalizationConfig};
+pub use parameters::{initialize_parameters, sync_running_statistics};

@@ -96,7 +96,7 @@ impl<B: Backend, M: Classifier<B> + ModuleDisplay> Classifier<B> for LogitAdjust
 mod tests {
     use super::*;
     use crate::architecture::{Architecture, ModelConfig};
-    use burn::backend::Flex;
+    use tailguard_flex::Flex;
 
     #[test]
     fn adds_the_scaled_log_prior() {

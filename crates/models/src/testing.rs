@@ -115,7 +115,7 @@ pub fn float_tensors<B: burn::tensor::backend::Backend, M: burn::module::Module<
                 .push(param.val().into_data().convert::<f32>().to_vec().unwrap_or_default());
         }
     }
-    crate::checkpoint::sync_running_statistics(module);
+    crate::parameters::sync_running_statistics(module);
     let mut collect = Collect(Vec::new());
     module.visit(&mut collect);
     collect.0

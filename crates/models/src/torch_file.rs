@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use crate::interop::{InteropError, WeightsFile};
+use crate::weights_file::{InteropError, WeightsFile};
 
 /// Deepest nesting of containers accepted (a state dict needs about 5).
 pub const MAX_DEPTH: usize = 100;

@@ -4,10 +4,12 @@
 //! batch); these tests go through burn's public `conv2d` on `Autodiff<Flex>`, so the forward pass, the input gradient
 //! and the weight gradient the trainers and attacks get are the ones checked.
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Tensor, TensorData};
+use tailguard_flex::Flex;
 
 type B = Autodiff<Flex>;
 

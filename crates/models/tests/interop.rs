@@ -1,7 +1,7 @@
 //! Safetensors export under PyTorch names, and import back: identical logits.
 
-use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor};
+use tailguard_flex::Flex;
 use tailguard_models::{
     Architecture, Classifier, Mode, ModelConfig, export_safetensors, import_safetensors, read_safetensors,
 };

@@ -1,6 +1,7 @@
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Distribution, Tensor, TensorData};
+use tailguard_flex::Flex;
 use tailguard_models::{
     Architecture, CheckpointMeta, Classifier, InputNormalizationConfig, Mode, ModelConfig, load_checkpoint,
     read_checkpoint_meta, save_checkpoint, trainable_parameter_count,

@@ -23,9 +23,9 @@ pub enum OutputError {
         #[source]
         source: std::io::Error,
     },
-    /// The output folder holds something and `--force` was not given.
+    /// The output folder holds something and `force` was not asked for.
     #[error(
-        "{path} already exists and is not empty ({entries}); pass --force to replace tailguard's own files in it, \
+        "{path} already exists and is not empty ({entries}); replace tailguard's own files in it (force), \
          or choose another folder"
     )]
     NotEmpty {
@@ -34,8 +34,8 @@ pub enum OutputError {
         /// A few of its entries.
         entries: String,
     },
-    /// The output file exists and `--force` was not given.
-    #[error("{path} already exists; pass --force to replace it, or choose another path")]
+    /// The output file exists and `force` was not asked for.
+    #[error("{path} already exists; replace it (force), or choose another path")]
     Exists {
         /// The file.
         path: PathBuf,

@@ -228,7 +228,7 @@ mod tests {
         let err = OutputDir::claim(dir.path(), &["report.md"], false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--force") && err.contains("notes.txt"), "{err}");
+        assert!(err.contains("(force)") && err.contains("notes.txt"), "{err}");
         // With --force, unrelated files stay; a planned name the user owns is refused.
         let mut out = OutputDir::claim(dir.path(), &["report.md"], true).unwrap();
         out.write("report.md", b"r").unwrap();
@@ -253,7 +253,7 @@ mod tests {
         prepare_file(&path, false).unwrap();
         record_file(&path).unwrap();
         touch(&path, b"ours");
-        assert!(prepare_file(&path, false).unwrap_err().to_string().contains("--force"));
+        assert!(prepare_file(&path, false).unwrap_err().to_string().contains("(force)"));
         prepare_file(&path, true).unwrap();
         let theirs = dir.path().join("model.mpk");
         touch(&theirs, b"theirs");

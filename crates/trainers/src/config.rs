@@ -6,50 +6,22 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
-use tailguard_attacks::{AttackConfigError, PgdConfig, RandomStart, StartClip, StartRadius, parse_eps};
+use tailguard_attacks::PgdConfig;
 use tailguard_longtail::augment::AugmentPolicy;
 use tailguard_longtail::{DatasetKind, ImageFit, ImbalanceProfile, LoadOptions, LongTailSpec, Split};
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
 use crate::budget::{BudgetPolicy, RobustLtConfig};
 use crate::data::TrainData;
-use crate::error::TrainError;
-use crate::losses::AbsentClasses;
-use crate::method::{ExtraCleanForward, Method};
-use crate::methods::{AtBsl, Awp, Natural, PgdAt, Reat, Robal, Taet, Trades};
+pub use crate::error::ConfigError;
+use crate::error::{TrainError, invalid};
+use crate::method::Method;
 use crate::optimizer::SgdSettings;
+use crate::recipe::Recipe;
+pub use crate::recipe::{AttackSection, Budget, MethodConfig, StartKind};
 use crate::schedule::LrSchedule;
 use crate::settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
 use crate::trainer::Trainer;
-use crate::weight_perturbation::{AwpProxy, WeightPerturbationConfig};
-
-/// A budget in a config: a number (`0.031`) or a fraction string (`"8/255"`).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "BudgetText", into = "f64")]
-pub struct Budget(pub f64);
-
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum BudgetText {
-    Number(f64),
-    Text(String),
-}
-
-impl TryFrom<BudgetText> for Budget {
-    type Error = AttackConfigError;
-    fn try_from(value: BudgetText) -> Result<Self, AttackConfigError> {
-        match value {
-            BudgetText::Number(v) => parse_eps(&v.to_string()).map(Budget),
-            BudgetText::Text(t) => parse_eps(&t).map(Budget),
-        }
-    }
-}
-
-impl From<Budget> for f64 {
-    fn from(b: Budget) -> f64 {
-        b.0
-    }
-}
 
 /// The whole experiment.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -258,212 +230,6 @@ fn default_weight_decay() -> f64 {
     5e-4
 }
 
-/// The training attack.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttackSection {
-    /// L-inf budget.
-    pub eps: Budget,
-    /// PGD step.
-    pub step_size: Budget,
-    /// PGD steps.
-    pub steps: usize,
-    /// Where PGD starts.
-    #[serde(default)]
-    pub start: StartKind,
-    /// Standard deviation of the Gaussian start.
-    #[serde(default = "default_start_std")]
-    pub start_std: f64,
-    /// What is done to the start before the first gradient; unset: what the method's official code does
-    /// ([`MethodConfig::official_start_clip`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_clip: Option<StartClip>,
-    /// How BatchNorm normalises during the attack; unset: what the method's official code does
-    /// ([`MethodConfig::official_attack_batch_norm`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_norm: Option<AttackBatchNorm>,
-    /// The radius of a uniform start under class-wise budgets: `budget` (each sample's) or `configured` (`eps`,
-    /// RobustLT's port); unset: `configured` under `[robustlt]`, else `budget`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_radius: Option<StartRadius>,
-}
-
-/// Where the training attack starts, as files name it (`start_std` sets the Gaussian's deviation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StartKind {
-    /// At the clean image.
-    None,
-    /// Uniform in the ball.
-    #[default]
-    Uniform,
-    /// RoBal's one-sided `U[0, eps)`.
-    UniformPositive,
-    /// `std * N(0, 1)` (TRADES, AT-BSL, TAET).
-    Gaussian,
-}
-fn default_start_std() -> f64 {
-    0.001
-}
-
-/// The method and its own settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum MethodConfig {
-    /// Cross-entropy on clean images.
-    Natural,
-    /// Cross-entropy on PGD examples.
-    PgdAt,
-    /// PGD-AT with adversarial weight perturbation around each step (RobustLT's base `awp`).
-    Awp {
-        /// Size of the perturbation relative to each weight tensor's norm (0.005).
-        #[serde(default = "awp_gamma")]
-        gamma: f64,
-        /// Epochs without perturbation at the start (0).
-        #[serde(default)]
-        warmup: usize,
-        /// How the ascent direction is found: `training-optimizer` (RobustLT's port) or `plain-sgd` (the original
-        /// AWP code's proxy).
-        #[serde(default)]
-        proxy: AwpProxy,
-    },
-    /// Clean CE + beta KL(clean || adversarial).
-    Trades {
-        /// Weight of the KL term (6).
-        #[serde(default = "trades_beta")]
-        beta: f64,
-        /// The official code's second clean forward pass in training mode for the KL term (it updates the
-        /// BatchNorm statistics once more).
-        #[serde(default = "yes")]
-        repeat_clean_forward: bool,
-    },
-    /// Balanced softmax on PGD examples.
-    AtBsl {
-        /// Weight of the log prior (1).
-        #[serde(default = "one")]
-        tau: f64,
-        /// An unused clean forward pass (RobustLT's port runs one after the adversarial pass); unset: the reference
-        /// code's ([`MethodConfig::official_extra_clean_forward`]).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        extra_clean_forward: Option<ExtraCleanForward>,
-    },
-    /// Re-weighted inner loss, balanced softmax and a tail feature term.
-    Reat {
-        /// Weight of the log prior (1).
-        #[serde(default = "one")]
-        tau: f64,
-    },
-    /// Cosine classifier with class-aware margins and prior bias, plus a KL term (RoBal-R by default).
-    Robal {
-        /// Logit scale s (10).
-        #[serde(default = "robal_scale")]
-        scale: f64,
-        /// Base margin m (0.1).
-        #[serde(default = "tenth")]
-        margin: f64,
-        /// Margin's class-size term (0.3).
-        #[serde(default = "robal_tau_m")]
-        tau_m: f64,
-        /// Weight of the log prior at inference (1.5).
-        #[serde(default = "robal_tau_b")]
-        tau_b: f64,
-        /// Weight of the adversarial loss (1).
-        #[serde(default = "one")]
-        adversarial_weight: f64,
-        /// Weight of the KL term (6).
-        #[serde(default = "trades_beta")]
-        kl_weight: f64,
-        /// The official code's second adversarial forward pass in training mode for the KL term (it updates the
-        /// BatchNorm statistics once more); unset: true, or false under RobustLT (its port runs one).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        repeat_adversarial_forward: Option<bool>,
-    },
-    /// Clean CE for `ce_epochs`, then HARL.
-    Taet {
-        /// Epochs of the clean stage (40).
-        #[serde(default = "ce_epochs")]
-        ce_epochs: usize,
-        /// Weight of BCL (0.1).
-        #[serde(default = "tenth")]
-        alpha: f64,
-        /// Weight of HDL (0.1).
-        #[serde(default = "tenth")]
-        beta: f64,
-        /// Weight of RCEL (0.1).
-        #[serde(default = "tenth")]
-        gamma: f64,
-        /// The official code's unused clean forward pass in training mode (it updates BatchNorm statistics): before
-        /// the loss in TAET's notebook, after the adversarial pass in RobustLT's port; unset: the reference code's
-        /// ([`MethodConfig::official_extra_clean_forward`]).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        extra_clean_forward: Option<ExtraCleanForward>,
-        /// How HDL treats classes absent from a batch.
-        #[serde(default)]
-        absent_classes: AbsentClasses,
-    },
-}
-
-impl MethodConfig {
-    /// What the method's reference code does to the attack's start before the first gradient: RobustLT's port
-    /// (the reference for PGD-AT and for every base under RobustLT) clips it to [0, 1]; the original code of
-    /// TRADES, AT-BSL, RoBal, REAT and TAET does nothing.
-    pub fn official_start_clip(&self, robustlt: bool) -> StartClip {
-        match self {
-            MethodConfig::Trades { .. } => StartClip::None,
-            _ if robustlt => StartClip::Box,
-            MethodConfig::Natural | MethodConfig::PgdAt | MethodConfig::Awp { .. } => StartClip::Box,
-            _ => StartClip::None,
-        }
-    }
-
-    /// The unused clean forward pass of the method's reference code: TAET's notebook runs one before the loss,
-    /// RobustLT's ports of TAET and AT-BSL one after the adversarial pass.
-    pub fn official_extra_clean_forward(&self, robustlt: bool) -> ExtraCleanForward {
-        match (self, robustlt) {
-            (MethodConfig::Taet { .. }, false) => ExtraCleanForward::Before,
-            (MethodConfig::Taet { .. } | MethodConfig::AtBsl { .. }, true) => ExtraCleanForward::AfterAdversarial,
-            _ => ExtraCleanForward::None,
-        }
-    }
-
-    /// How BatchNorm normalises in the method's reference code while it attacks: RobustLT's port (the reference
-    /// for PGD-AT and for every base under RobustLT) uses batch statistics; the original code of TRADES, AT-BSL,
-    /// RoBal, REAT and TAET calls `model.eval()`.
-    pub fn official_attack_batch_norm(&self, robustlt: bool) -> AttackBatchNorm {
-        match self {
-            MethodConfig::Trades { .. } => AttackBatchNorm::Running,
-            _ if robustlt => AttackBatchNorm::Batch,
-            MethodConfig::PgdAt | MethodConfig::Awp { .. } => AttackBatchNorm::Batch,
-            _ => AttackBatchNorm::Running,
-        }
-    }
-}
-
-fn awp_gamma() -> f64 {
-    0.005
-}
-fn trades_beta() -> f64 {
-    6.0
-}
-fn one() -> f64 {
-    1.0
-}
-fn robal_scale() -> f64 {
-    10.0
-}
-fn robal_tau_m() -> f64 {
-    0.3
-}
-fn robal_tau_b() -> f64 {
-    1.5
-}
-fn ce_epochs() -> usize {
-    40
-}
-fn tenth() -> f64 {
-    0.1
-}
-
 /// Validation during training (on the held-out part of the training data, never the test set).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -490,27 +256,6 @@ impl Default for ValidationSection {
             attack_steps: 10,
         }
     }
-}
-
-/// Errors in a configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A value is missing, of the wrong type or impossible; the message names the key.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn invalid(message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(message.into())
 }
 
 impl TrainConfig {
@@ -583,26 +328,14 @@ impl TrainConfig {
                 o.epochs
             )));
         }
-        if let MethodConfig::Trades { beta, .. } | MethodConfig::AtBsl { tau: beta, .. } = self.method
-            && !(beta >= 0.0 && beta.is_finite())
-        {
-            return Err(invalid(format!("method weight must be >= 0, got {beta}")));
-        }
-        if let MethodConfig::Awp { gamma, warmup, .. } = self.method {
-            if !(gamma >= 0.0 && gamma.is_finite()) {
-                return Err(invalid(format!("method.gamma must be >= 0, got {gamma}")));
-            }
+        self.method.validate()?;
+        if let MethodConfig::Awp { warmup, .. } = self.method {
             if warmup >= o.epochs {
                 return Err(invalid(format!(
                     "method.warmup ({warmup}) leaves no epoch of optim.epochs ({}) with weight perturbation",
                     o.epochs
                 )));
             }
-        }
-        if let MethodConfig::Robal { scale, .. } = self.method
-            && !(scale > 0.0 && scale.is_finite())
-        {
-            return Err(invalid(format!("method.scale must be positive, got {scale}")));
         }
         if let Some(r) = &self.robustlt {
             r.validate().map_err(|e| invalid(e.to_string()))?;
@@ -644,32 +377,36 @@ impl TrainConfig {
         Ok(config)
     }
 
-    /// The training attack.
-    pub fn attack(&self) -> Result<PgdConfig, ConfigError> {
-        let a = &self.attack;
-        let start = match a.start {
-            StartKind::None => RandomStart::None,
-            StartKind::Uniform => RandomStart::Uniform,
-            StartKind::Gaussian => RandomStart::Gaussian { std: a.start_std },
-            StartKind::UniformPositive => RandomStart::UniformPositive,
-        };
-        if a.steps == 0 && !matches!(self.method, MethodConfig::Natural) {
-            return Err(invalid("attack.steps must be at least 1 for adversarial training"));
+    /// The method, its training attack and RobustLT's budgets: what the reference code decides.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            method: self.method.clone(),
+            attack: self.attack.clone(),
+            robustlt: self.robustlt,
         }
-        let robustlt = self.robustlt.is_some();
-        let config = PgdConfig::new()
-            .with_eps(a.eps.0)
-            .with_step_size(a.step_size.0)
-            .with_steps(a.steps)
-            .with_start(start)
-            .with_start_clip(a.start_clip.unwrap_or(self.method.official_start_clip(robustlt)))
-            .with_start_radius(a.start_radius.unwrap_or(if robustlt {
-                StartRadius::Configured
-            } else {
-                StartRadius::Budget
-            }));
-        config.validate().map_err(|e| invalid(format!("attack: {e}")))?;
-        Ok(config)
+    }
+
+    /// The training attack ([`Recipe::attack`]).
+    pub fn attack(&self) -> Result<PgdConfig, ConfigError> {
+        self.recipe().attack()
+    }
+
+    /// How BatchNorm normalises during the training attack ([`Recipe::attack_batch_norm`]).
+    pub fn attack_batch_norm(&self) -> AttackBatchNorm {
+        self.recipe().attack_batch_norm()
+    }
+
+    /// The budget policy of this run ([`Recipe::budget_policy`]).
+    pub fn budget_policy(&self, counts: &[usize]) -> BudgetPolicy {
+        self.recipe().budget_policy(counts, self.optim.epochs)
+    }
+
+    /// The built-in method the configuration names, for training counts `counts` ([`Recipe::method`]).
+    pub fn method<B: AutodiffBackend, M: Classifier<B> + 'static>(
+        &self,
+        counts: &[usize],
+    ) -> Result<Box<dyn Method<B, M>>, ConfigError> {
+        self.recipe().method(counts)
     }
 
     /// The optimiser settings.
@@ -691,7 +428,7 @@ impl TrainConfig {
                 .with_every(self.validation.every)
                 .with_attack_steps(self.validation.attack_steps)
         });
-        TrainerConfig::new(o.epochs, o.lr)
+        let config = TrainerConfig::new(o.epochs, o.lr)
             .with_schedule(o.schedule.clone())
             .with_batch_size(o.batch_size)
             .with_sgd(self.sgd())
@@ -699,97 +436,8 @@ impl TrainConfig {
             .with_augment_policy(self.data.augment_policy)
             .with_class_balanced(self.data.class_balanced)
             .with_seed(self.seed)
-            .with_validation(validation)
-            .with_attack_batch_norm(self.attack_batch_norm())
-            .with_logging_forwards(self.robustlt.is_some_and(|r| r.logging_forwards))
-    }
-
-    /// How BatchNorm normalises during the training attack: as configured, else as the official code does.
-    pub fn attack_batch_norm(&self) -> AttackBatchNorm {
-        self.attack
-            .batch_norm
-            .unwrap_or(self.method.official_attack_batch_norm(self.robustlt.is_some()))
-    }
-
-    /// The budget policy: uniform at `attack.eps`, or RobustLT's class-wise budgets and warm-up.
-    pub fn budget_policy(&self, counts: &[usize]) -> BudgetPolicy {
-        let eps = self.attack.eps.0;
-        match self.robustlt {
-            Some(r) => BudgetPolicy::robust_lt(eps, counts, r, self.optim.epochs),
-            None => BudgetPolicy::uniform(eps, counts.len()),
-        }
-    }
-
-    /// The built-in method the configuration names, for training counts `counts`.
-    pub fn method<B: AutodiffBackend, M: Classifier<B> + 'static>(
-        &self,
-        counts: &[usize],
-    ) -> Result<Box<dyn Method<B, M>>, ConfigError> {
-        let attack = self.attack()?;
-        let robustlt = self.robustlt.is_some();
-        Ok(match &self.method {
-            MethodConfig::Natural => Box::new(Natural),
-            MethodConfig::PgdAt => Box::new(PgdAt { attack }),
-            MethodConfig::Awp { gamma, warmup, proxy } => Box::new(Awp {
-                base: PgdAt { attack },
-                perturbation: WeightPerturbationConfig {
-                    gamma: *gamma,
-                    warmup: *warmup,
-                    proxy: *proxy,
-                },
-            }),
-            MethodConfig::Trades {
-                beta,
-                repeat_clean_forward,
-            } => Box::new(Trades {
-                attack,
-                beta: *beta,
-                repeat_clean_forward: *repeat_clean_forward,
-            }),
-            MethodConfig::AtBsl {
-                tau,
-                extra_clean_forward,
-            } => Box::new(AtBsl::new(attack, counts, *tau).with_extra_clean_forward(
-                extra_clean_forward.unwrap_or(self.method.official_extra_clean_forward(robustlt)),
-            )),
-            MethodConfig::Reat { tau } => Box::new(Reat::new(attack, counts, *tau)),
-            MethodConfig::Robal {
-                scale,
-                margin,
-                tau_m,
-                tau_b,
-                adversarial_weight,
-                kl_weight,
-                repeat_adversarial_forward,
-            } => Box::new(
-                Robal::new(
-                    attack,
-                    counts,
-                    *scale,
-                    *margin,
-                    *tau_m,
-                    *tau_b,
-                    *adversarial_weight,
-                    *kl_weight,
-                )
-                .with_repeat_adversarial_forward(repeat_adversarial_forward.unwrap_or(!robustlt)),
-            ),
-            MethodConfig::Taet {
-                ce_epochs,
-                alpha,
-                beta,
-                gamma,
-                extra_clean_forward,
-                absent_classes,
-            } => Box::new(Taet {
-                attack,
-                ce_epochs: *ce_epochs,
-                weights: [*alpha, *beta, *gamma],
-                extra_clean_forward: extra_clean_forward.unwrap_or(self.method.official_extra_clean_forward(robustlt)),
-                absent_classes: *absent_classes,
-                num_classes: counts.len(),
-            }),
-        })
+            .with_validation(validation);
+        self.recipe().trainer_config(config)
     }
 
     /// Loads the dataset, cuts the long-tailed split and holds out the validation fraction.
@@ -818,14 +466,7 @@ impl TrainConfig {
         let model_config = self.model_config_for(data)?;
         <B as burn::tensor::backend::Backend>::seed(device, self.seed);
         let model = model_config.init::<B>(device)?;
-        Trainer::new(
-            model,
-            self.method(&data.counts)?,
-            self.budget_policy(&data.counts),
-            self.trainer_config(),
-            data,
-            device,
-        )
+        self.recipe().trainer(model, self.trainer_config(), data, device)
     }
 
     /// The method's name.
@@ -895,6 +536,9 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::losses::AbsentClasses;
+    use crate::method::ExtraCleanForward;
+    use tailguard_attacks::{StartClip, StartRadius};
 
     const BASE: &str = r#"
 seed = 1

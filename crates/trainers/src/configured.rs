@@ -69,14 +69,7 @@ impl TrainConfig {
         let last = dir.join(LAST);
         recover_checkpoint(&last)?;
         if !last.exists() {
-            return Err(TrainError::NoCheckpoint {
-                dir: dir.to_path_buf(),
-                restart: format!(
-                    "`tailguard train --config {} --out {} --force`",
-                    config_path.display(),
-                    dir.display()
-                ),
-            });
+            return Err(TrainError::NoCheckpoint { dir: dir.to_path_buf() });
         }
         let meta = read_checkpoint_meta(&last)?;
         let stored: TrainConfig =
@@ -102,11 +95,14 @@ impl TrainConfig {
         config.validate()?;
         let data = config.load_data()?;
         if data.classes != meta.classes {
-            return Err(TrainError::Mismatch(format!(
-                "the data in {} no longer has the classes of the checkpoint in {}",
-                config.data.data_dir.display(),
-                last.display()
-            )));
+            return Err(TrainError::ClassesChanged {
+                checkpoint: last,
+                difference: format!(
+                    "{} in {}",
+                    crate::run::class_difference(&meta.classes, &data.classes),
+                    config.data.data_dir.display()
+                ),
+            });
         }
         let trainer = config.trainer::<B>(&data, device)?;
         Run::resume(trainer, config.description(&data)?, dir)

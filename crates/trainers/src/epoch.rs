@@ -6,8 +6,18 @@ use tailguard_attacks::{Inner, predictions};
 
 use crate::error::TrainError;
 use crate::method::StepOutput;
-use crate::observer::StepFigures;
 use crate::parallel::Peer;
+
+/// Running figures of an epoch, read back from the device every few steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepFigures {
+    /// Loss of the latest step.
+    pub loss: f64,
+    /// Clean training accuracy so far in the epoch, when the method computes clean logits.
+    pub clean_accuracy: Option<f64>,
+    /// Adversarial training accuracy so far in the epoch, when the method makes adversarial examples.
+    pub adversarial_accuracy: Option<f64>,
+}
 
 /// One line of the training log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -11,7 +11,8 @@
 //! entry point. [`TrainConfig`] builds the parts of the built-in methods and architectures from a TOML file.
 //!
 //! ```
-//! use burn::backend::{Autodiff, Flex};
+//! use burn::backend::Autodiff;
+//! use tailguard_flex::Flex;
 //! use tailguard_trainers::{BudgetPolicy, RobustLtConfig};
 //!
 //! // RobustLT budgets for CIFAR-10-LT (rho 50), alpha 0.3: the head class gets 0.7 eps, the tail class the most.
@@ -38,6 +39,7 @@ pub mod methods;
 pub mod observer;
 pub mod optimizer;
 pub mod parallel;
+pub mod recipe;
 pub mod run;
 pub mod schedule;
 pub mod settings;
@@ -46,17 +48,19 @@ pub mod trainer;
 pub mod weight_perturbation;
 
 pub use budget::{BudgetPolicy, RobustLtConfig};
-pub use config::{ConfigError, MethodConfig, TrainConfig};
+pub use config::TrainConfig;
 pub use data::TrainData;
-pub use epoch::{EpochRecord, EpochTally};
+pub use epoch::{EpochRecord, EpochTally, StepFigures};
+pub use error::ConfigError;
 pub use error::{InvalidSetting, MethodStateError, OptimizerStateError, TrainError, chain};
 pub use evaluation::{AttackResult, EvaluationAttack, PresetAttack, evaluate};
 pub use method::{ExtraCleanForward, Method, StepInput, StepOutput, attack_from_start, pgd_examples};
-pub use observer::{EvaluationObserver, Silent, StepFigures, TrainObserver};
+pub use observer::{EvaluationObserver, Silent, TrainObserver};
 pub use optimizer::{GroupedSgd, SgdSettings};
 pub use parallel::{DataParallelConfig, Peer, Replica, RunningStatistics, Shard, train_data_parallel};
+pub use recipe::{AttackSection, Budget, MethodConfig, Recipe, StartKind};
 pub use run::{RESUME_SAFE_KEYS, Run, RunDescription};
 pub use schedule::LrSchedule;
-pub use settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
-pub use step::{StepOptions, train_step, update_step};
+pub use settings::{AttackBatchNorm, StepOptions, TrainerConfig, ValidationConfig};
+pub use step::{train_step, update_step};
 pub use trainer::Trainer;

@@ -172,8 +172,8 @@ pub fn harl_from_sums<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::TensorData;
+    use tailguard_flex::Flex;
 
     fn floats(v: Vec<f32>, shape: [usize; 2]) -> Tensor<Flex, 2> {
         Tensor::from_data(TensorData::new(v, shape), &Default::default())

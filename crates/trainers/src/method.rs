@@ -72,7 +72,7 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
     }
 
     /// Whether RobustLT's port passes the clean batch before the adversarial one in its logging forwards (its TAET
-    /// does; see [`crate::step::StepOptions::logging_forwards`]).
+    /// does; see [`crate::StepOptions::logging_forwards`]).
     fn logs_clean_first(&self) -> bool {
         false
     }

@@ -4,18 +4,7 @@ use std::path::Path;
 
 use tailguard_longtail::ClassTally;
 
-use crate::epoch::EpochRecord;
-
-/// Running figures of an epoch, read back from the device every few steps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepFigures {
-    /// Loss of the latest step.
-    pub loss: f64,
-    /// Clean training accuracy so far in the epoch, when the method computes clean logits.
-    pub clean_accuracy: Option<f64>,
-    /// Adversarial training accuracy so far in the epoch, when the method makes adversarial examples.
-    pub adversarial_accuracy: Option<f64>,
-}
+use crate::epoch::{EpochRecord, StepFigures};
 
 /// Hooks for training progress.
 pub trait TrainObserver {

@@ -130,10 +130,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         recover_checkpoint(&dir.join(BEST))?;
         output.remove_stale_temporaries()?;
         if !last.exists() {
-            return Err(TrainError::NoCheckpoint {
-                dir: dir.to_path_buf(),
-                restart: "start the run over with force (`--force` on the command line)".into(),
-            });
+            return Err(TrainError::NoCheckpoint { dir: dir.to_path_buf() });
         }
         let state_path = last.join(STATE_FILE);
         let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Read {
@@ -147,10 +144,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         check_same_run(&trainer, &state, &last)?;
         let meta = read_checkpoint_meta(&last)?;
         if meta.classes != trainer.classes() {
-            return Err(TrainError::Mismatch(format!(
-                "the data no longer has the classes of the checkpoint in {}",
-                last.display()
-            )));
+            return Err(TrainError::ClassesChanged {
+                checkpoint: last,
+                difference: class_difference(&meta.classes, trainer.classes()),
+            });
         }
         let device = trainer.device().clone();
         let model = load_checkpoint_into(&last, trainer.model().clone(), &device)?.0;
@@ -215,7 +212,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
     /// Runs one epoch, then appends the log line and writes `last/` (and `best/` when validation improved). The log
     /// goes first: a stop between the two leaves the log one line ahead, which a resume drops.
     pub fn run_epoch(&mut self, observer: &mut dyn TrainObserver) -> Result<EpochRecord, TrainError> {
-        let record = self.trainer.run_epoch(observer)?;
+        let record = self
+            .trainer
+            .run_epoch(observer)
+            .map_err(|error| self.with_checkpoint(error))?;
         let improved = match (record.validation_robust, self.best) {
             (Some(v), Some(best)) => v > best,
             (Some(_), None) => true,
@@ -243,6 +243,35 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         }
         observer.on_epoch_end(&record, self.dir());
         Ok(record)
+    }
+
+    /// Names the run's last checkpoint in an error that says whether one is kept, when it exists.
+    pub(crate) fn with_checkpoint(&self, error: TrainError) -> TrainError {
+        let last = self.dir().join(LAST);
+        let existing = || {
+            last.join(tailguard_models::checkpoint::META_FILE)
+                .exists()
+                .then(|| last.clone())
+        };
+        match error {
+            TrainError::Diverged { epoch, loss, .. } => TrainError::Diverged {
+                epoch,
+                loss,
+                checkpoint: existing(),
+            },
+            TrainError::PeerTimeout {
+                rank,
+                operation,
+                seconds,
+                ..
+            } => TrainError::PeerTimeout {
+                rank,
+                operation,
+                seconds,
+                checkpoint: existing(),
+            },
+            other => other,
+        }
     }
 
     /// Runs every remaining epoch.
@@ -323,6 +352,21 @@ fn check_same_run<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
         changes: changes.join("; "),
         allowed: "the number of epochs".into(),
     })
+}
+
+/// The first difference between a checkpoint's classes and the data's, for a message.
+pub(crate) fn class_difference(checkpoint: &[String], data: &[String]) -> String {
+    if checkpoint.len() != data.len() {
+        return format!(
+            "{} classes in the checkpoint, {} in the data",
+            checkpoint.len(),
+            data.len()
+        );
+    }
+    match checkpoint.iter().zip(data).enumerate().find(|(_, (a, b))| a != b) {
+        Some((index, (a, b))) => format!("class {index} is {a:?} in the checkpoint, {b:?} in the data"),
+        None => "no difference".into(),
+    }
 }
 
 /// `key -> value` for every leaf of a JSON tree, with dotted keys.

@@ -43,7 +43,7 @@ pub struct TrainerConfig {
     /// How BatchNorm normalises while the training attack runs.
     #[config(default = "AttackBatchNorm::Running")]
     pub attack_batch_norm: AttackBatchNorm,
-    /// RobustLT's logging forward passes after every step (see [`crate::step::StepOptions::logging_forwards`]).
+    /// RobustLT's logging forward passes after every step (see [`StepOptions::logging_forwards`]).
     #[config(default = false)]
     pub logging_forwards: bool,
 }
@@ -69,6 +69,17 @@ impl AttackBatchNorm {
             AttackBatchNorm::Batch => tailguard_models::Mode::BatchStatistics,
         }
     }
+}
+
+/// How the shared step runs, apart from the method (from [`crate::TrainerConfig::step_options`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOptions {
+    /// How BatchNorm normalises while the attack runs.
+    pub attack_batch_norm: AttackBatchNorm,
+    /// RobustLT's port: after the optimizer step, the adversarial and the clean batch go through the updated model
+    /// in training mode without gradients (for its accuracy log), which moves BatchNorm's running statistics twice
+    /// more; the method's statistics and the epoch's accuracies then see these logits, as the port's do.
+    pub logging_forwards: bool,
 }
 
 /// Validation during training: balanced clean and PGD accuracy on the validation split.
@@ -110,8 +121,8 @@ impl TrainerConfig {
     }
 
     /// How each step runs, apart from the method.
-    pub fn step_options(&self) -> crate::step::StepOptions {
-        crate::step::StepOptions {
+    pub fn step_options(&self) -> StepOptions {
+        StepOptions {
             attack_batch_norm: self.attack_batch_norm,
             logging_forwards: self.logging_forwards,
         }

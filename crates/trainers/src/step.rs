@@ -10,19 +10,8 @@ use crate::error::TrainError;
 use crate::method::{Method, StepInput, StepOutput};
 use crate::optimizer::GroupedSgd;
 use crate::parallel::reduce_gradients;
-use crate::settings::AttackBatchNorm;
+use crate::settings::StepOptions;
 use crate::weight_perturbation::WeightPerturbation;
-
-/// How the shared step runs, apart from the method (from [`crate::TrainerConfig::step_options`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StepOptions {
-    /// How BatchNorm normalises while the attack runs.
-    pub attack_batch_norm: AttackBatchNorm,
-    /// RobustLT's port: after the optimizer step, the adversarial and the clean batch go through the updated model
-    /// in training mode without gradients (for its accuracy log), which moves BatchNorm's running statistics twice
-    /// more; the method's statistics and the epoch's accuracies then see these logits, as the port's do.
-    pub logging_forwards: bool,
-}
 
 /// One optimisation step of `method` on `input`: attack (BatchNorm as `options` says, running statistics
 /// untouched), loss (training mode), backward, optimizer step at learning rate `lr`. The training loop and
@@ -62,10 +51,19 @@ pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     };
     let loss_of = |model: &M| {
         let output = method.loss(model, input, adversarial.clone());
-        match input.shard.as_ref().and_then(|shard| shard.peer.take_failure()) {
-            Some(error) => Err(error),
-            None => Ok(output),
+        if let Some(error) = input.shard.as_ref().and_then(|shard| shard.peer.take_failure()) {
+            return Err(error);
         }
+        // Burn's backward of a non-scalar sums it silently; a per-sample loss would train on a wrong gradient.
+        let given = output.loss.dims().to_vec();
+        if given != [1] {
+            return Err(TrainError::LossShape {
+                method: method.name(),
+                expected: vec![1],
+                given,
+            });
+        }
+        Ok(output)
     };
     let output = loss_of(model)?;
     let output = match method.weight_perturbation(input.epoch) {

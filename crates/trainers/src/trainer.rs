@@ -60,25 +60,22 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         tailguard_models::initialize_parameters(&model);
         let classes = data.classes.len();
         if model.num_classes() != classes {
-            return Err(TrainError::Mismatch(format!(
-                "the model has {} outputs but the data has {classes} classes",
-                model.num_classes()
-            )));
+            return Err(TrainError::OutputsDifferFromClasses {
+                outputs: model.num_classes(),
+                classes,
+            });
         }
         if budget.num_classes() != classes {
-            return Err(TrainError::Mismatch(format!(
-                "the budget policy covers {} classes but the data has {classes}",
-                budget.num_classes()
-            )));
+            return Err(TrainError::BudgetDiffersFromClasses {
+                policy: budget.num_classes(),
+                classes,
+            });
         }
         if method.needs_features() {
             let shape = data.train.shape();
             let probe = Tensor::<B, 4>::zeros([1, shape.channels, shape.height, shape.width], device);
             if model.features_and_logits(probe, Mode::Inference).is_none() {
-                return Err(TrainError::Mismatch(format!(
-                    "{} needs penultimate features, which this model does not expose (Classifier::features_and_logits)",
-                    method.name()
-                )));
+                return Err(TrainError::NeedsFeatures { method: method.name() });
             }
         }
         let loader_config = BatchLoaderConfig {
@@ -207,10 +204,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         let lr = self.config.lr_at(epoch);
         let (rank, world) = self.peer.as_ref().map_or((0, 1), |p| (p.rank(), p.world()));
         if self.config.batch_size < world {
-            return Err(TrainError::Mismatch(format!(
-                "optim.batch_size {} is smaller than the {world} devices of the data-parallel run",
-                self.config.batch_size
-            )));
+            return Err(TrainError::BatchSmallerThanDevices {
+                batch_size: self.config.batch_size,
+                devices: world,
+            });
         }
         let steps = self.loader.num_shard_batches(world);
         let mut tally = EpochTally::<B>::new(&self.device);
@@ -257,6 +254,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
                     loss: f.loss,
+                    checkpoint: None,
                 });
             }
             observer.on_step(epoch, step + 1, steps, figures);
@@ -272,7 +270,11 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         self.method.end_epoch();
         let (loss, clean_accuracy, adversarial_accuracy) = tally.finish();
         if !loss.is_finite() {
-            return Err(TrainError::Diverged { epoch: epoch + 1, loss });
+            return Err(TrainError::Diverged {
+                epoch: epoch + 1,
+                loss,
+                checkpoint: None,
+            });
         }
         let seconds_training = start.elapsed().as_secs_f64();
         // Device 0 alone validates in a data-parallel run (it writes the run).
@@ -344,19 +346,23 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
     /// state, next epoch) as bytes: what device 0 sends every other device when a data-parallel run starts.
     pub fn state_bytes(&self) -> Result<Vec<u8>, TrainError> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
-        let model = Recorder::<B>::record(&recorder, self.model.clone().into_record(), ())
-            .map_err(|e| TrainError::Mismatch(format!("cannot encode the model for the other devices: {e}")))?;
-        let optimizer = self
-            .optimizer
-            .to_bytes()
-            .map_err(|e| TrainError::Mismatch(format!("cannot encode the optimizer for the other devices: {e}")))?;
+        let model = Recorder::<B>::record(&recorder, self.model.clone().into_record(), ()).map_err(|e| {
+            TrainError::StateExchange {
+                reason: format!("cannot encode the model: {e}"),
+            }
+        })?;
+        let optimizer = self.optimizer.to_bytes().map_err(|e| TrainError::StateExchange {
+            reason: format!("cannot encode the optimizer: {}", crate::error::chain(&e)),
+        })?;
         let progress = serde_json::to_vec(&serde_json::json!({
             "next_epoch": self.next_epoch,
             "method": self.method.state(),
             "method_name": self.method.name(),
             "trainer": &self.config,
         }))
-        .map_err(|e| TrainError::Mismatch(e.to_string()))?;
+        .map_err(|e| TrainError::StateExchange {
+            reason: format!("cannot encode the progress: {e}"),
+        })?;
         let mut bytes = Vec::new();
         for part in [&model, &optimizer, &progress] {
             bytes.extend((part.len() as u64).to_le_bytes());
@@ -367,8 +373,9 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
 
     /// Restores what [`Trainer::state_bytes`] wrote (on a trainer built like the writer's).
     pub fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<(), TrainError> {
-        let damaged =
-            |what: &str| TrainError::Mismatch(format!("the state received from device 0 is damaged ({what})"));
+        let damaged = |what: &str| TrainError::StateExchange {
+            reason: format!("the state received from device 0 is damaged ({what})"),
+        };
         let mut parts = Vec::new();
         let mut rest = bytes;
         for _ in 0..3 {
@@ -392,11 +399,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         // Devices trained with other settings would fall out of step (or deadlock on a different number of steps).
         let mine = serde_json::json!({ "method_name": self.method.name(), "trainer": &self.config });
         if progress["method_name"] != mine["method_name"] || progress["trainer"] != mine["trainer"] {
-            return Err(TrainError::Mismatch(format!(
-                "device 0 trains {} with {}, this device {} with {}: every device and node must run the same \
-                 configuration",
-                progress["method_name"], progress["trainer"], mine["method_name"], mine["trainer"]
-            )));
+            return Err(TrainError::DevicesDiffer {
+                device0: format!("{} with {}", progress["method_name"], progress["trainer"]),
+                this: format!("{} with {}", mine["method_name"], mine["trainer"]),
+            });
         }
         self.next_epoch = progress["next_epoch"]
             .as_u64()

@@ -181,9 +181,10 @@ mod tests {
     use super::*;
     use crate::losses::cross_entropy;
     use crate::optimizer::SgdSettings;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::module::Module;
     use burn::tensor::{Distribution, Int};
+    use tailguard_flex::Flex;
     use tailguard_models::{Architecture, Mode, Model, ModelConfig};
 
     type B = Autodiff<Flex>;

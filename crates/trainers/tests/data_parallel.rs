@@ -11,9 +11,11 @@
 
 use std::path::Path;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use tailguard_flex::Flex;
 use tailguard_models::Model;
 use tailguard_trainers::{
     DataParallelConfig, EpochRecord, Replica, Run, Silent, TrainConfig, chain, train_data_parallel,

@@ -14,10 +14,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::tensor::{Int, Tensor, TensorData};
 use tailguard_attacks::loss::cross_entropy_per_sample;
 use tailguard_attacks::{FrozenModel, PgdConfig};
+use tailguard_flex::Flex;
 use tailguard_models::interop::{ImportOptions, ParameterNames, import_weights, read_safetensors, safetensors_bytes};
 use tailguard_models::{Architecture, Model};
 use tailguard_trainers::losses::{

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
+use tailguard_flex::Flex;
 use tailguard_trainers::{Silent, TrainConfig};
 
 mod common;

@@ -9,9 +9,11 @@ pub mod model;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+
 use burn::tensor::backend::Backend;
 use tailguard_attacks::{AttackPreset, PgdConfig};
+use tailguard_flex::Flex;
 use tailguard_longtail::{BatchLoader, BatchLoaderConfig, ClassGroups, DatasetKind, LongTailSpec, Split};
 use tailguard_models::{Classifier, export_safetensors};
 use tailguard_trainers::methods::Natural;

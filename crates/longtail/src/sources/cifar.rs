@@ -5,29 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::dataset::Split;
 use crate::dataset::{ImageDataset, ImageShape};
 use crate::error::{DataError, DataResult};
 use crate::sources::archive::{ArchiveMember, check_cifar_shape, is_archive, read_archive_members, write_tar_gz};
-
-/// Which part of a dataset to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    /// The training split.
-    Train,
-    /// The test split.
-    Test,
-}
-
-impl Split {
-    /// Folder name used by image-folder datasets.
-    pub fn folder_name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-        }
-    }
-}
 
 /// CIFAR-10 class names in label order.
 pub const CIFAR10_CLASSES: [&str; 10] = [

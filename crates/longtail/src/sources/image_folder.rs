@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::dataset::{ImageDataset, ImageFit, ImageShape};
+use crate::dataset::Split;
+use crate::dataset::{ImageDataset, ImageShape};
+use crate::decode::planar;
 use crate::error::{DataError, DataResult};
-use crate::sources::cifar::Split;
 
 /// How to read an image folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,49 +135,6 @@ pub(crate) fn assemble(
     }
     let labels = files.iter().map(|(_, label)| *label).collect();
     ImageDataset::new(pixels, labels, classes, shape)
-}
-
-/// Decodes one file, converts it to `shape.channels` channels and fits it to `shape` by `fit`; planar CHW bytes.
-pub(crate) fn decode_fitted(path: &Path, shape: ImageShape, fit: ImageFit) -> DataResult<Vec<u8>> {
-    use image::imageops::FilterType;
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let image = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let (th, tw) = (shape.height as u32, shape.width as u32);
-    let image = if (image.height(), image.width()) == (th, tw) {
-        image
-    } else {
-        match fit {
-            ImageFit::Stretch => image.resize_exact(tw, th, FilterType::Triangle),
-            ImageFit::CenterCrop => {
-                // Shorter side to the target, then the centre.
-                let scale = (th as f64 / image.height() as f64).max(tw as f64 / image.width() as f64);
-                let h = ((image.height() as f64 * scale).round() as u32).max(th);
-                let w = ((image.width() as f64 * scale).round() as u32).max(tw);
-                image
-                    .resize_exact(w, h, FilterType::Triangle)
-                    .crop_imm((w - tw) / 2, (h - th) / 2, tw, th)
-            }
-        }
-    };
-    let interleaved = match shape.channels {
-        1 => image.into_luma8().into_raw(),
-        _ => image.into_rgb8().into_raw(),
-    };
-    Ok(planar(&interleaved, shape.channels, (th * tw) as usize))
-}
-
-/// HWC (as decoded) -> CHW (as stored).
-fn planar(interleaved: &[u8], channels: usize, plane: usize) -> Vec<u8> {
-    let mut planar = vec![0u8; interleaved.len()];
-    for (pixel, values) in interleaved.chunks_exact(channels).enumerate() {
-        for (channel, &value) in values.iter().enumerate() {
-            planar[channel * plane + pixel] = value;
-        }
-    }
-    planar
 }
 
 /// Decodes one file into planar CHW bytes; returns them with (height, width).

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::dataset::Split;
 use crate::dataset::{ImageDataset, ImageFit, ImageShape};
+use crate::decode::decode_fitted;
 use crate::error::{DataError, DataResult};
-use crate::sources::cifar::Split;
-use crate::sources::image_folder::decode_fitted;
 
 /// Decoded bytes a list-file dataset may hold in memory before it is streamed from disk instead.
 pub const MEMORY_LIMIT: usize = 1 << 30;
@@ -181,7 +181,7 @@ pub fn load_list_file(root: &Path, split: Split, options: &ListFileOptions) -> D
     }
     let decoded: Vec<Vec<u8>> = files
         .par_iter()
-        .map(|path| decode_fitted(path, shape, options.fit))
+        .map(|path| decode_fitted(path, shape.chw(), options.fit))
         .collect::<DataResult<_>>()?;
     ImageDataset::new(decoded.concat(), labels, classes, shape)
 }
@@ -319,8 +319,8 @@ mod tests {
             height: 2,
             width: 2,
         };
-        let crop = decode_fitted(&path, shape, ImageFit::CenterCrop).unwrap();
-        let stretch = decode_fitted(&path, shape, ImageFit::Stretch).unwrap();
+        let crop = decode_fitted(&path, shape.chw(), ImageFit::CenterCrop).unwrap();
+        let stretch = decode_fitted(&path, shape.chw(), ImageFit::Stretch).unwrap();
         // Centre crop of the 4x2 resize: columns 1 and 2, one dark and one light.
         assert!(crop[0] < 128 && crop[1] > 128, "{crop:?}");
         assert!(stretch[0] < 64 && stretch[1] > 192, "{stretch:?}");

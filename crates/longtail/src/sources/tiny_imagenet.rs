@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::dataset::ImageDataset;
+use crate::dataset::Split;
 use crate::error::{DataError, DataResult};
-use crate::sources::cifar::Split;
 use crate::sources::image_folder::{assemble, is_image, list_dir};
 
 /// Images per class in the release: 500 for training, 50 for validation.

@@ -212,8 +212,9 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::tensor::TensorData;
+    use tailguard_flex::Flex;
 
     #[test]
     fn effective_number_weights_by_hand() {

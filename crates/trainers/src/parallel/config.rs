@@ -1,7 +1,7 @@
 //! Where the devices of a data-parallel run are: how many in this process, how many machines, how to reach them.
 
 use burn::config::Config;
-use burn_collective::CollectiveConfig;
+use tailguard_collective::CollectiveConfig;
 
 use crate::error::{InvalidSetting, TrainError};
 
@@ -122,16 +122,18 @@ impl DataParallelConfig {
         if self.nodes == 1 {
             return Ok(config);
         }
-        let parse = |text: &Option<String>| {
-            text.as_deref()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e: String| TrainError::Mismatch(format!("bad address {text:?}: {e}")))
+        let parse = |role: &'static str, text: &Option<String>| {
+            let address = text.as_deref().unwrap_or_default();
+            address.parse().map_err(|reason: String| TrainError::BadAddress {
+                role,
+                address: address.to_string(),
+                reason,
+            })
         };
         Ok(config
             .with_num_nodes(self.nodes as u32)
-            .with_global_address(parse(&self.orchestrator)?)
-            .with_node_address(parse(&self.node_address)?)
+            .with_global_address(parse("orchestrator", &self.orchestrator)?)
+            .with_node_address(parse("node", &self.node_address)?)
             .with_data_service_port(self.data_port()?))
     }
 }

@@ -116,10 +116,12 @@ pub fn broadcast_bytes<B: AutodiffBackend>(peer: &Peer<B>, bytes: Option<Vec<u8>
     )?;
     let header: Vec<f32> = header.into_data().convert::<f32>().to_vec().unwrap_or_default();
     if header.get(2) != Some(&1.0) {
-        return Err(TrainError::Mismatch(format!(
-            "state broadcast: {} devices sent their state, exactly one (device 0) must",
-            header.get(2).copied().unwrap_or(0.0)
-        )));
+        return Err(TrainError::StateExchange {
+            reason: format!(
+                "{} devices sent their state, exactly one (device 0) must",
+                header.get(2).copied().unwrap_or(0.0)
+            ),
+        });
     }
     let len = header[0] as usize | ((header[1] as usize) << 24);
     let words = len.div_ceil(BYTES_PER_FLOAT).max(1);
@@ -194,9 +196,11 @@ pub fn average_running_statistics<B: AutodiffBackend, M: Module<B>>(peer: &Peer<
 mod tests {
     use std::sync::Arc;
 
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
+
     use burn::tensor::Tensor;
-    use burn_collective::{CollectiveConfig, PeerId};
+    use tailguard_collective::{CollectiveConfig, PeerId};
+    use tailguard_flex::Flex;
     use tailguard_models::{ModalBatchNorm, ModalBatchNormConfig, Mode};
 
     use super::*;
@@ -225,7 +229,7 @@ mod tests {
                             Arc::new(ExchangeClock::default()),
                             RunningStatistics::Averaged,
                         );
-                        burn_collective::register::<Flex>(
+                        tailguard_collective::register::<Flex>(
                             PeerId::from(rank),
                             device,
                             CollectiveConfig::default().with_num_devices(2),
@@ -239,7 +243,7 @@ mod tests {
                         // A payload whose length is not a multiple of three, with every byte value.
                         let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
                         let received = broadcast_bytes(&peer, (rank == 0).then_some(payload)).unwrap();
-                        burn_collective::finish_collective::<Flex>(PeerId::from(rank)).unwrap();
+                        tailguard_collective::finish_collective::<Flex>(PeerId::from(rank)).unwrap();
                         (before, running_mean(&norm), received)
                     })
                 })

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn_collective::CollectiveConfig;
 use tailguard_attacks::Inner;
+use tailguard_collective::CollectiveConfig;
 use tailguard_models::Classifier;
 
 use super::config::DataParallelConfig;
@@ -64,22 +64,25 @@ where
 {
     let collective = config.collective()?;
     if replicas.len() != config.local_devices {
-        return Err(TrainError::Mismatch(format!(
-            "{} replicas for {} local devices",
-            replicas.len(),
-            config.local_devices
-        )));
+        return Err(TrainError::ReplicasDifferFromDevices {
+            replicas: replicas.len(),
+            devices: config.local_devices,
+        });
     }
     for (local, replica) in replicas.iter().enumerate() {
         let writer = matches!(replica, Replica::Writer { .. });
         if writer != (config.global_rank(local) == 0) {
-            return Err(TrainError::Mismatch(format!(
-                "device {} of the run {}: device 0 (node 0, first local device) and only it writes the run",
-                config.global_rank(local),
-                if writer { "is a writer" } else { "is not the writer" }
-            )));
+            return Err(TrainError::WriterNotDeviceZero {
+                rank: config.global_rank(local),
+                writer,
+            });
         }
     }
+    // The run's last checkpoint, named in a timeout only where this process can see that it exists.
+    let checkpoint = replicas.iter().find_map(|replica| match replica {
+        Replica::Writer { run, .. } => Some(run.dir().join(crate::run::LAST)),
+        Replica::Follower(_) => None,
+    });
     let world = config.world();
     let (sender, receiver) = channel();
     let mut clocks = Vec::new();
@@ -102,11 +105,14 @@ where
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown failure".into());
-                    Err(TrainError::Mismatch(format!("device {rank} panicked: {message}")))
+                    Err(TrainError::DevicePanicked { rank, message })
                 });
                 let _ = sender.send(outcome);
             })
-            .map_err(|e| TrainError::Mismatch(format!("cannot start a thread for device {rank}: {e}")))?;
+            .map_err(|source| TrainError::Spawn {
+                what: format!("a thread for device {rank}"),
+                source,
+            })?;
     }
     drop(sender);
     let mut pending = clocks.len();
@@ -139,6 +145,9 @@ where
                         rank: config.global_rank(local),
                         operation,
                         seconds,
+                        checkpoint: checkpoint
+                            .clone()
+                            .filter(|last| last.join(tailguard_models::checkpoint::META_FILE).exists()),
                     }));
                 }
             }
@@ -154,7 +163,7 @@ where
 /// Makes the pending exchanges of this process's devices fail. burn-collective's service may already have stopped
 /// (a peer's connection dropped under it), in which case there is nothing to reset and its client panics: ignored.
 fn reset<B: AutodiffBackend>() {
-    let _ = std::panic::catch_unwind(burn_collective::reset_collective::<Inner<B>>);
+    let _ = std::panic::catch_unwind(tailguard_collective::reset_collective::<Inner<B>>);
 }
 
 /// One device's thread: register, take device 0's state, train to the end, unregister.
@@ -174,7 +183,7 @@ where
     let peer = Peer::<B>::new(rank, world, device.clone(), clock, running_statistics);
     let collective_error = |operation: &'static str| move |e| collective_error(operation, rank, e);
     peer.waiting("registration", || {
-        guarded(|| burn_collective::register::<Inner<B>>(peer.id(), device, collective))
+        guarded(|| tailguard_collective::register::<Inner<B>>(peer.id(), device, collective))
     })
     .map_err(collective_error("registration"))?;
     let trainer = replica.trainer_mut();
@@ -198,7 +207,7 @@ where
         }
     }
     peer.waiting("unregistration", || {
-        guarded(|| burn_collective::finish_collective::<Inner<B>>(peer.id()))
+        guarded(|| tailguard_collective::finish_collective::<Inner<B>>(peer.id()))
     })
     .map_err(collective_error("unregistration"))?;
     Ok(match replica {
@@ -213,7 +222,10 @@ pub fn run_orchestrator(port: u16) -> Result<(), TrainError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| TrainError::Mismatch(format!("cannot start the orchestrator's runtime: {e}")))?;
-    runtime.block_on(burn_collective::start_global_orchestrator(port));
+        .map_err(|source| TrainError::Spawn {
+            what: "the orchestrator's runtime".into(),
+            source,
+        })?;
+    runtime.block_on(tailguard_collective::start_global_orchestrator(port));
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorPrimitive};
-use burn_collective::{CollectiveError, PeerId, ReduceOperation};
 use tailguard_attacks::Inner;
+use tailguard_collective::{CollectiveError, PeerId, ReduceOperation};
 
 use super::config::RunningStatistics;
 use crate::error::TrainError;
@@ -141,8 +141,9 @@ impl<B: AutodiffBackend> Peer<B> {
     ) -> Result<Tensor<Inner<B>, D>, TrainError> {
         let _waiting = Waiting::start(&self.clock, operation);
         let primitive = tensor.into_primitive().tensor();
-        let summed = guarded(|| burn_collective::all_reduce::<Inner<B>>(self.id(), primitive, ReduceOperation::Sum))
-            .map_err(|e| collective_error(operation, self.rank, e))?;
+        let summed =
+            guarded(|| tailguard_collective::all_reduce::<Inner<B>>(self.id(), primitive, ReduceOperation::Sum))
+                .map_err(|e| collective_error(operation, self.rank, e))?;
         Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
     }
 

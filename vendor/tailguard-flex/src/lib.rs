@@ -15,7 +15,7 @@
 //! ## Usage
 //!
 //! ```ignore
-//! use burn_flex::Flex;
+//! use tailguard_flex::Flex;
 //! use burn::tensor::Tensor;
 //!
 //! let tensor: Tensor<Flex, 2> = Tensor::from_data([[1.0, 2.0], [3.0, 4.0]], &Default::default());

@@ -90,7 +90,7 @@ impl core::fmt::Debug for FlexDevice {
 ///
 /// ```compile_fail
 /// use burn_backend::Backend;
-/// use burn_flex::Flex;
+/// use tailguard_flex::Flex;
 /// fn requires_backend<B: Backend>() {}
 /// requires_backend::<Flex<f64, i64>>();
 /// ```

@@ -10,12 +10,14 @@ use std::time::Instant;
 use burn_backend::ops::conv::calculate_padding_out;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions, FloatTensorOps, ModuleOps};
 use burn_backend::{DType, Slice, TensorMetadata};
-use burn_flex::{Flex, FlexTensor, Layout};
 use burn_std::{Bytes, Shape};
+use tailguard_flex::{Flex, FlexTensor, Layout};
 
 fn filled(shape: &[usize]) -> FlexTensor {
     let len: usize = shape.iter().product();
-    let values: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let values: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(Shape::from(shape.to_vec())),
@@ -42,7 +44,7 @@ fn weight_gradient_unpatched(
     w_shape: [usize; 4],
     options: &ConvOptions<2>,
 ) -> FlexTensor {
-    let swapped = burn_flex::ops::conv::conv2d_f32(
+    let swapped = tailguard_flex::ops::conv::conv2d_f32(
         Flex::float_swap_dims(x.clone(), 0, 1),
         Flex::float_swap_dims(dy.clone(), 0, 1),
         None,
@@ -73,7 +75,9 @@ fn main() {
         "batch {batch}, {} rayon threads; milliseconds (GFLOP/s)",
         rayon::current_num_threads()
     );
-    println!("| layer | forward before | after | input gradient before | after | weight gradient before | after |");
+    println!(
+        "| layer | forward before | after | input gradient before | after | weight gradient before | after |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut totals = [0.0f64; 6];
     for (c_in, c_out, size, stride, kernel) in layers {
@@ -86,14 +90,17 @@ fn main() {
             filled(&[batch, c_out, out, out]),
         );
         let pad_out = calculate_padding_out(kernel, stride, pad, 1, size, out);
-        let transpose = ConvTransposeOptions::new([stride, stride], [pad, pad], [pad_out, pad_out], [1, 1], 1);
+        let transpose =
+            ConvTransposeOptions::new([stride, stride], [pad, pad], [pad_out, pad_out], [1, 1], 1);
         let times = [
-            best(|| burn_flex::ops::conv::conv2d_f32(x.clone(), w.clone(), None, &options)),
+            best(|| tailguard_flex::ops::conv::conv2d_f32(x.clone(), w.clone(), None, &options)),
             best(|| Flex::conv2d(x.clone(), w.clone(), None, options.clone())),
             best(|| Flex::conv_transpose2d(dy.clone(), w.clone(), None, transpose.clone())),
             best(|| Flex::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
             best(|| weight_gradient_unpatched(&x, &dy, [c_out, c_in, kernel, kernel], &options)),
-            best(|| Flex::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
+            best(|| {
+                Flex::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())
+            }),
         ];
         let flops = 2.0 * (batch * c_out * out * out * c_in * kernel * kernel) as f64;
         let cells: Vec<String> = times

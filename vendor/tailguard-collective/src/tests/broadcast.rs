@@ -8,25 +8,7 @@ mod tests {
 
     use crate::PeerId;
 
-    #[cfg(not(all(
-        feature = "test-cuda",
-        feature = "test-wgpu",
-        feature = "test-metal",
-        feature = "test-vulkan"
-    )))]
-    pub type TestBackend = burn_flex::Flex;
-
-    #[cfg(feature = "test-cuda")]
-    pub type TestBackend = burn_cuda::Cuda<f32>;
-
-    #[cfg(feature = "test-wgpu")]
-    pub type TestBackend = burn_wgpu::Wgpu<f32>;
-
-    #[cfg(feature = "test-metal")]
-    pub type TestBackend = burn_wgpu::Wgpu<f32>;
-
-    #[cfg(feature = "test-vulkan")]
-    pub type TestBackend = burn_wgpu::Wgpu<f32>;
+    pub type TestBackend = tailguard_flex::Flex;
 
     use crate::{BroadcastStrategy, CollectiveConfig, broadcast, register, reset_collective};
 
