@@ -265,7 +265,7 @@ fn imports_refuse_non_finite_unknown_and_mistyped_tensors_unless_allowed() {
     );
     let err = import_error(&path, Default::default());
     assert!(
-        err.contains("head.bias holds 1 non-finite") && err.contains("--allow-non-finite"),
+        err.contains("head.bias holds 1 non-finite") && err.contains("ImportOptions::allow_non_finite"),
         "{err}"
     );
     let allowed = tailguard_models::ImportOptions {
@@ -287,7 +287,7 @@ fn imports_refuse_non_finite_unknown_and_mistyped_tensors_unless_allowed() {
     );
     let err = import_error(&path, Default::default());
     assert!(
-        err.contains("features.0.weight") && err.contains("--drop-unknown"),
+        err.contains("features.0.weight") && err.contains("ImportOptions::drop_unknown"),
         "{err}"
     );
     let dropped = tailguard_models::ImportOptions {

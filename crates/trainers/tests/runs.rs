@@ -146,7 +146,8 @@ fn checkpoints_record_what_evaluation_needs() {
         .start_run::<B>(&out, &Default::default(), false)
         .err()
         .unwrap();
-    assert!(err.to_string().contains("--resume"), "{err}");
+    assert!(matches!(err, tailguard_trainers::TrainError::RunExists(_)), "{err}");
+    assert!(err.to_string().contains("Run::resume"), "{err}");
 }
 
 #[test]
