@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Quick start: train a natural baseline and TAET on the embedded dataset, attack both, compare (about 10 min).
+    /// Quick start: train natural, PGD-AT, TAET and RobustLT models on the embedded dataset, attack them (clean,
+    /// PGD-20, AA-lite) and compare them (12-15 min on 2 cores).
     Demo(commands::demo::DemoArgs),
     /// Per-class counts of a long-tailed training split (and a shareable split file).
     Data(commands::data::DataArgs),

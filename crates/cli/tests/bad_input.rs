@@ -416,7 +416,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "eval --checkpoint {W}/ck_arch --dataset cifar10 --data-dir {D} --report {W}/r6",
-        "do not match",
+        "another model than small-cnn-8",
     ),
     (
         "eval --checkpoint {W}/ck_nomodel --dataset cifar10 --data-dir {D} --report {W}/r7",
@@ -436,7 +436,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "export --checkpoint {W}/ck_arch --out {W}/e2.safetensors",
-        "do not match",
+        "another model than small-cnn-8",
     ),
     ("export --checkpoint {W}/nothere --out {W}/e3.safetensors", "nothere"),
     // Evaluation.

@@ -199,8 +199,17 @@ fn checkpoint_round_trip_gives_identical_logits() {
     let (loaded, loaded_meta) = load_checkpoint::<Inner>(&path, &device).unwrap();
     // The checkpoint records every tensor by module path and shape (what a load into another model is checked by).
     let tensors = loaded_meta.tensors.clone().expect("the tensor list is recorded");
-    assert!(tensors.iter().any(|t| t.name.ends_with("weight") && t.shape.len() == 4), "{tensors:?}");
-    assert_eq!(CheckpointMeta { tensors: None, ..loaded_meta }, meta);
+    assert!(
+        tensors.iter().any(|t| t.name.ends_with("weight") && t.shape.len() == 4),
+        "{tensors:?}"
+    );
+    assert_eq!(
+        CheckpointMeta {
+            tensors: None,
+            ..loaded_meta
+        },
+        meta
+    );
     let got = loaded.forward(x, Mode::Inference);
     got.into_data().assert_eq(&expected.into_data(), true);
 }
@@ -229,9 +238,15 @@ fn broken_checkpoints_give_readable_errors() {
     assert!(read_checkpoint_meta(&path).is_ok());
     // The load names the first tensor that differs, with both shapes.
     let err = load_checkpoint::<Inner>(&path, &device).unwrap_err();
-    assert!(matches!(err, tailguard_models::CheckpointError::OtherModel { .. }), "{err}");
+    assert!(
+        matches!(err, tailguard_models::CheckpointError::OtherModel { .. }),
+        "{err}"
+    );
     let message = err.to_string();
-    assert!(message.contains("small-cnn-3") && message.contains("has shape [2,"), "{message}");
+    assert!(
+        message.contains("small-cnn-3") && message.contains("has shape [2,"),
+        "{message}"
+    );
     // Without the tensor list (a checkpoint of an older tailguard), the weights file is still checked.
     let text = std::fs::read_to_string(&meta_path).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -13,8 +13,8 @@ use tailguard_attacks::{FrozenModel, Inner};
 use tailguard_flex::Flex;
 use tailguard_models::{Classifier, Mode, Model};
 use tailguard_trainers::{
-    AttackSection, Budget, BudgetPolicy, LrSchedule, Method, MethodConfig, Recipe, RobustLtConfig, Run,
-    RunDescription, Silent, StepInput, StepOutput, TrainConfig, TrainData, TrainError, Trainer, TrainerConfig,
+    AttackSection, Budget, BudgetPolicy, LrSchedule, Method, MethodConfig, Recipe, RobustLtConfig, Run, RunDescription,
+    Silent, StepInput, StepOutput, TrainConfig, TrainData, TrainError, Trainer, TrainerConfig,
 };
 
 mod common;
@@ -167,12 +167,21 @@ fn typed_recipes_train_what_the_configuration_file_trains() {
     let device = Default::default();
     for (case, method, robustlt_text, head, start, recipe) in cases {
         let config = file_config(&data_path, method, robustlt_text, head, start);
-        assert_eq!(config.recipe(), recipe, "{case}: the constructors spell the file's settings");
+        assert_eq!(
+            config.recipe(),
+            recipe,
+            "{case}: the constructors spell the file's settings"
+        );
         let data = config.load_data().unwrap();
         let from_file = train(config.trainer::<B>(&data, &device).unwrap());
-        let typed = recipe.trainer(model(&config, &data), loop_settings(), &data, &device).unwrap();
+        let typed = recipe
+            .trainer(model(&config, &data), loop_settings(), &data, &device)
+            .unwrap();
         let from_parts = train(typed);
-        assert!(from_file == from_parts, "{case}: the typed parts trained other weights than the file");
+        assert!(
+            from_file == from_parts,
+            "{case}: the typed parts trained other weights than the file"
+        );
         if recipe.robustlt.is_some() {
             // The same method and budgets without the recipe's step options (what an embedder got before): other
             // weights, so the step options are what makes the two equal.
@@ -255,7 +264,14 @@ fn custom_trainer(
     method: Box<dyn Method<B, Model<B>>>,
 ) -> Result<Trainer<B, Model<B>>, TrainError> {
     let budget = BudgetPolicy::uniform(8.0 / 255.0, data.counts.len());
-    Trainer::new(model(config, data), method, budget, loop_settings(), data, &Default::default())
+    Trainer::new(
+        model(config, data),
+        method,
+        budget,
+        loop_settings(),
+        data,
+        &Default::default(),
+    )
 }
 
 fn assert_no_flag(message: &str) {
