@@ -14,8 +14,8 @@ pub fn model() -> String {
 }
 
 /// The widest kernels of the `gemm` crate (burn-flex's matrix multiply) this CPU runs. gemm chooses them at run time
-/// by CPU detection, as done here; its AVX-512 kernels exist in this build because the program turns on gemm's
-/// `x86-v4` feature (see crates/cli/Cargo.toml).
+/// by CPU detection, as done here; its AVX-512 kernels exist in every build because tailguard-flex turns on gemm's
+/// `x86-v4` feature by default (vendor/tailguard-flex/Cargo.toml).
 pub fn matmul_kernels() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {

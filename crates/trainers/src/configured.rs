@@ -6,12 +6,12 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
-use tailguard_models::{Model, read_checkpoint_meta, recover_checkpoint};
+use tailguard_models::Model;
 
 use crate::config::TrainConfig;
 use crate::data::TrainData;
 use crate::error::TrainError;
-use crate::run::{BEST, CONFIG_FILE, LAST, LOG_FILE, RESUME_SAFE_KEYS, Run, RunDescription, changed_keys};
+use crate::run::{CONFIG_FILE, LAST, Opening, RESUME_SAFE_KEYS, Run, RunDescription, changed_keys};
 use crate::trainer::Trainer;
 
 impl TrainConfig {
@@ -24,21 +24,19 @@ impl TrainConfig {
         })
     }
 
-    /// Starts a run of this configuration in `dir` (see [`Run::start`] for `force`).
+    /// Starts a run of this configuration in `dir` (see [`Opening::Replace`] for `force`). The folder is claimed
+    /// before the data is loaded, so a refused folder costs nothing.
     pub fn start_run<B: AutodiffBackend>(
         &self,
         dir: &Path,
         device: &B::Device,
         force: bool,
     ) -> Result<Run<B, Model<B>>, TrainError> {
-        if !force && dir.join(LAST).exists() {
-            return Err(TrainError::RunExists(dir.to_path_buf()));
-        }
-        // The folder is checked before the data is loaded, so a refused folder costs nothing.
-        tailguard_output::OutputDir::claim(dir, &[CONFIG_FILE, LOG_FILE, LAST, BEST], force)?;
-        let data = self.load_data()?;
-        let trainer = self.trainer::<B>(&data, device)?;
-        Run::start(trainer, self.description(&data)?, dir, force)
+        let opening = if force { Opening::Replace } else { Opening::Start };
+        Run::open(dir, opening, |_| {
+            let data = self.load_data()?;
+            Ok((self.trainer::<B>(&data, device)?, self.description(&data)?))
+        })
     }
 
     /// A trainer of this configuration on each of `devices`, the data loaded once: the other devices of a
@@ -51,61 +49,43 @@ impl TrainConfig {
         devices.iter().map(|device| self.trainer::<B>(&data, device)).collect()
     }
 
-    /// Continues the run in `dir` with the configuration stored in its last checkpoint.
+    /// Continues the run in `dir` with the configuration stored in its last checkpoint; `config.toml` may differ
+    /// from it only in [`RESUME_SAFE_KEYS`].
     pub fn resume_run<B: AutodiffBackend>(dir: &Path, device: &B::Device) -> Result<Run<B, Model<B>>, TrainError> {
         let config_path = dir.join(CONFIG_FILE);
-        if !dir.is_dir() {
-            return Err(TrainError::NotARun {
-                dir: dir.to_path_buf(),
-                reason: "does not exist".into(),
-            });
-        }
-        if !config_path.exists() {
+        if dir.is_dir() && !config_path.exists() {
             return Err(TrainError::NotARun {
                 dir: dir.to_path_buf(),
                 reason: format!("is not a tailguard run: it has no {CONFIG_FILE}"),
             });
         }
-        let last = dir.join(LAST);
-        recover_checkpoint(&last)?;
-        if !last.exists() {
-            return Err(TrainError::NoCheckpoint { dir: dir.to_path_buf() });
-        }
-        let meta = read_checkpoint_meta(&last)?;
-        let stored: TrainConfig =
-            serde_json::from_value(meta.training["config"].clone()).map_err(|e| TrainError::Damaged {
-                path: last.join(tailguard_models::checkpoint::META_FILE),
-                reason: format!("it holds no readable training configuration: {e}"),
-            })?;
-        let edited = TrainConfig::load(&config_path, &[])?;
-        let changes: Vec<String> = changed_keys(&json!(stored), &json!(edited))
-            .into_iter()
-            .filter(|(key, _)| !RESUME_SAFE_KEYS.contains(&key.as_str()))
-            .map(|(_, change)| change)
-            .collect();
-        if !changes.is_empty() {
-            return Err(TrainError::Edited {
-                path: config_path,
-                changes: changes.join("; "),
-                allowed: RESUME_SAFE_KEYS.join(", "),
-            });
-        }
-        let mut config = stored;
-        config.optim.epochs = edited.optim.epochs;
-        config.validate()?;
-        let data = config.load_data()?;
-        if data.classes != meta.classes {
-            return Err(TrainError::ClassesChanged {
-                checkpoint: last,
-                difference: format!(
-                    "{} in {}",
-                    crate::run::class_difference(&meta.classes, &data.classes),
-                    config.data.data_dir.display()
-                ),
-            });
-        }
-        let trainer = config.trainer::<B>(&data, device)?;
-        Run::resume(trainer, config.description(&data)?, dir)
+        Run::open(dir, Opening::Resume, |meta| {
+            let meta = meta.expect("a resumed run has a checkpoint");
+            let checkpoint_meta = dir.join(LAST).join(tailguard_models::checkpoint::META_FILE);
+            let stored: TrainConfig =
+                serde_json::from_value(meta.training["config"].clone()).map_err(|e| TrainError::Damaged {
+                    path: checkpoint_meta,
+                    reason: format!("it holds no readable training configuration: {e}"),
+                })?;
+            let edited = TrainConfig::load(&config_path, &[])?;
+            let changes: Vec<String> = changed_keys(&json!(stored), &json!(edited))
+                .into_iter()
+                .filter(|(key, _)| !RESUME_SAFE_KEYS.contains(&key.as_str()))
+                .map(|(_, change)| change)
+                .collect();
+            if !changes.is_empty() {
+                return Err(TrainError::Edited {
+                    path: config_path.clone(),
+                    changes: changes.join("; "),
+                    allowed: RESUME_SAFE_KEYS.join(", "),
+                });
+            }
+            let mut config = stored;
+            config.optim.epochs = edited.optim.epochs;
+            config.validate()?;
+            let data = config.load_data()?;
+            Ok((config.trainer::<B>(&data, device)?, config.description(&data)?))
+        })
     }
 
     /// What `tailguard train --dry-run` prints: the resolved configuration, the per-class training counts, the

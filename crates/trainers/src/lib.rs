@@ -59,7 +59,7 @@ pub use observer::{EvaluationObserver, Silent, TrainObserver};
 pub use optimizer::{GroupedSgd, SgdSettings};
 pub use parallel::{DataParallelConfig, Peer, Replica, RunningStatistics, Shard, train_data_parallel};
 pub use recipe::{AttackSection, Budget, MethodConfig, Recipe, StartKind};
-pub use run::{RESUME_SAFE_KEYS, Run, RunDescription};
+pub use run::{Opening, RESUME_SAFE_KEYS, Run, RunDescription};
 pub use schedule::LrSchedule;
 pub use settings::{AttackBatchNorm, StepOptions, TrainerConfig, ValidationConfig};
 pub use step::{train_step, update_step};

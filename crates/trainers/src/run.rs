@@ -67,6 +67,20 @@ pub struct RunDescription {
     pub config_file: Option<String>,
 }
 
+/// How [`Run::open`] treats the run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// A new run in a new or empty folder; a folder that holds a run is refused ([`TrainError::RunExists`]).
+    Start,
+    /// A new run over an earlier run that tailguard wrote there: its own files are replaced, anything else in the
+    /// folder is left alone, and a file of the same name that tailguard did not write is refused.
+    Replace,
+    /// The run in the folder, continued from its last checkpoint.
+    Resume,
+    /// The run in the folder if it has a checkpoint, else a new one.
+    StartOrResume,
+}
+
 /// A training run writing into a folder.
 pub struct Run<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> {
     output: OutputDir,
@@ -79,20 +93,53 @@ pub struct Run<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> {
 }
 
 impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
-    /// Starts a new run of `trainer` in `dir`, which must be new or empty; with `force`, over an earlier run that
-    /// tailguard wrote there (its own files are replaced, anything else in the folder is left alone, and a file of
-    /// the same name that tailguard did not write is refused).
+    /// Opens the run folder `dir` as `opening` says, and only then builds the trainer with `build` (which may load
+    /// data): the folder is claimed (or locked, recovered and checked) once, before any expensive work. `build`
+    /// receives the metadata of the checkpoint being resumed (`None` for a new run); on resume the trainer it returns
+    /// must be built as the run's was (same method, classes and settings; the number of epochs may differ), and its
+    /// model, optimizer, method state and epoch are replaced by the checkpoint's.
+    pub fn open(
+        dir: &Path,
+        opening: Opening,
+        build: impl FnOnce(Option<&CheckpointMeta>) -> Result<(Trainer<B, M>, RunDescription), TrainError>,
+    ) -> Result<Self, TrainError> {
+        let has_checkpoint = || dir.join(LAST).exists() || dir.join(format!("{LAST}.previous")).exists();
+        match opening {
+            Opening::Start => Self::open_new(dir, false, build),
+            Opening::Replace => Self::open_new(dir, true, build),
+            Opening::Resume => Self::open_existing(dir, build),
+            Opening::StartOrResume if has_checkpoint() => Self::open_existing(dir, build),
+            Opening::StartOrResume => Self::open_new(dir, false, build),
+        }
+    }
+
+    /// Starts a new run of `trainer` in `dir` ([`Opening::Start`], or [`Opening::Replace`] with `force`).
     pub fn start(
         trainer: Trainer<B, M>,
         description: RunDescription,
         dir: &Path,
         force: bool,
     ) -> Result<Self, TrainError> {
+        let opening = if force { Opening::Replace } else { Opening::Start };
+        Self::open(dir, opening, |_| Ok((trainer, description)))
+    }
+
+    /// Continues the run in `dir` from its last checkpoint ([`Opening::Resume`]).
+    pub fn resume(trainer: Trainer<B, M>, description: RunDescription, dir: &Path) -> Result<Self, TrainError> {
+        Self::open(dir, Opening::Resume, |_| Ok((trainer, description)))
+    }
+
+    fn open_new(
+        dir: &Path,
+        force: bool,
+        build: impl FnOnce(Option<&CheckpointMeta>) -> Result<(Trainer<B, M>, RunDescription), TrainError>,
+    ) -> Result<Self, TrainError> {
         if !force && dir.join(LAST).exists() {
             return Err(TrainError::RunExists(dir.to_path_buf()));
         }
         let mut output = OutputDir::claim(dir, &[CONFIG_FILE, LOG_FILE, LAST, BEST], force)?;
         let lock = RunLock::acquire(dir)?;
+        let (trainer, description) = build(None)?;
         output.remove_stale_temporaries()?;
         for name in [LAST, BEST] {
             output.remove_owned(name)?;
@@ -112,10 +159,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         })
     }
 
-    /// Continues the run in `dir` from its last checkpoint. `trainer` must be built as the run's was (same method,
-    /// classes and settings; the number of epochs may differ); its model and optimizer are replaced by the
-    /// checkpoint's.
-    pub fn resume(mut trainer: Trainer<B, M>, description: RunDescription, dir: &Path) -> Result<Self, TrainError> {
+    fn open_existing(
+        dir: &Path,
+        build: impl FnOnce(Option<&CheckpointMeta>) -> Result<(Trainer<B, M>, RunDescription), TrainError>,
+    ) -> Result<Self, TrainError> {
         if !dir.is_dir() {
             return Err(TrainError::NotARun {
                 dir: dir.to_path_buf(),
@@ -141,12 +188,13 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
             path: state_path.clone(),
             reason: e.to_string(),
         })?;
-        check_same_run(&trainer, &state, &last)?;
         let meta = read_checkpoint_meta(&last)?;
+        let (mut trainer, description) = build(Some(&meta))?;
+        check_same_run(&trainer, &state, &last)?;
         if meta.classes != trainer.classes() {
             return Err(TrainError::ClassesChanged {
-                checkpoint: last,
                 difference: class_difference(&meta.classes, trainer.classes()),
+                checkpoint: last,
             });
         }
         let device = trainer.device().clone();

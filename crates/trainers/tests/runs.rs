@@ -258,3 +258,45 @@ fn trainer_parts_that_do_not_fit_each_other_are_refused() {
     assert_eq!(message, "invalid trainer setting");
     assert_eq!(chain, "invalid trainer setting: batch_size must be at least 1, got 0");
 }
+
+#[test]
+fn open_starts_or_resumes_and_builds_the_trainer_once_the_folder_is_checked() {
+    use tailguard_trainers::{Opening, Run, RunDescription, TrainError};
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let device = Default::default();
+    let config = config(&data, 2);
+    let train_data = config.load_data().unwrap();
+    let build = |meta: Option<&tailguard_models::CheckpointMeta>, seen: &mut Vec<Option<usize>>| {
+        seen.push(meta.map(|m| m.epoch.unwrap_or(0)));
+        Ok((config.trainer::<B>(&train_data, &device)?, RunDescription::default()))
+    };
+    let out = dir.path().join("run");
+    let mut seen = Vec::new();
+    // A new folder: a new run, built without a checkpoint.
+    let mut run = Run::open(&out, Opening::StartOrResume, |meta| build(meta, &mut seen)).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    drop(run);
+    // The same call again continues it: the builder sees the checkpoint of epoch 1.
+    let mut run = Run::open(&out, Opening::StartOrResume, |meta| build(meta, &mut seen)).unwrap();
+    assert_eq!(run.trainer.next_epoch, 1);
+    run.run_epoch(&mut Silent).unwrap();
+    assert!(run.finished());
+    drop(run);
+    assert_eq!(seen, vec![None, Some(1)]);
+    // A start over it is refused before the trainer is built (no data loaded, nothing changed).
+    let error = Run::open(&out, Opening::Start, |meta| build(meta, &mut seen))
+        .err()
+        .unwrap();
+    assert!(matches!(error, TrainError::RunExists(_)), "{error}");
+    assert_eq!(seen.len(), 2, "the builder ran for a refused folder");
+    // Resuming a folder without a checkpoint says so, also before building.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let error = Run::open(&empty, Opening::Resume, |meta| build(meta, &mut seen))
+        .err()
+        .unwrap();
+    assert!(matches!(error, TrainError::NoCheckpoint { .. }), "{error}");
+    assert_eq!(seen.len(), 2);
+}

@@ -16,28 +16,35 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, activation::relu};
 use tailguard_attacks::{FrozenModel, Inner};
 use tailguard_longtail::{DatasetKind, LongTailSpec, Split};
-use tailguard_models::{Classifier, Flex, ModalBatchNorm, ModalBatchNormConfig, Mode};
+#[cfg(not(feature = "published-flex"))]
+use tailguard_models::Flex;
+use tailguard_models::{Classifier, ModalBatchNorm, ModalBatchNormConfig, Mode};
 use tailguard_trainers::method::pgd_examples;
 use tailguard_trainers::{
     AttackSection, Budget, Method, MethodConfig, Recipe, RobustLtConfig, Run, RunDescription, Silent, StepInput,
     StepOutput, TrainConfig, TrainData, Trainer, TrainerConfig,
 };
 
-/// The backend tailguard's program runs on the CPU: Flex with tailguard's kernels.
-type B = Autodiff<Flex>;
+/// The backend tailguard's program runs on the CPU: Flex with tailguard's kernels. With the `published-flex` feature,
+/// Burn's own Flex instead (what an embedder got before the forks became crates): benches/embedding.sh compares.
+#[cfg(not(feature = "published-flex"))]
+type CpuBackend = Flex;
+#[cfg(feature = "published-flex")]
+type CpuBackend = burn::backend::Flex;
+type Cpu = Autodiff<CpuBackend>;
 
 type Error = Box<dyn std::error::Error>;
 
 /// conv (stride 2) -> BatchNorm -> ReLU -> global pooling -> linear.
 #[derive(Module, Debug)]
-struct OwnNet<Bk: Backend> {
-    conv: Conv2d<Bk>,
-    norm: ModalBatchNorm<Bk>,
-    head: Linear<Bk>,
+struct OwnNet<B: Backend> {
+    conv: Conv2d<B>,
+    norm: ModalBatchNorm<B>,
+    head: Linear<B>,
 }
 
-impl<Bk: Backend> OwnNet<Bk> {
-    fn new(classes: usize, device: &Bk::Device) -> Self {
+impl<B: Backend> OwnNet<B> {
+    fn new(classes: usize, device: &B::Device) -> Self {
         Self {
             conv: Conv2dConfig::new([3, 8], [3, 3])
                 .with_stride([2, 2])
@@ -49,8 +56,8 @@ impl<Bk: Backend> OwnNet<Bk> {
     }
 }
 
-impl<Bk: Backend> Classifier<Bk> for OwnNet<Bk> {
-    fn forward(&self, images: Tensor<Bk, 4>, mode: Mode) -> Tensor<Bk, 2> {
+impl<B: Backend> Classifier<B> for OwnNet<B> {
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = relu(self.norm.forward(self.conv.forward(images), mode)); // (N, 8, H/2, W/2)
         let [n, c, _, _] = x.dims();
         self.head.forward(x.mean_dim(3).mean_dim(2).reshape([n, c])) // (N, classes)
@@ -66,20 +73,20 @@ struct HalfHalf {
     attack: tailguard_attacks::PgdConfig,
 }
 
-impl<Bk: AutodiffBackend, M: Classifier<Bk>> Method<Bk, M> for HalfHalf {
+impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for HalfHalf {
     fn name(&self) -> &'static str {
         "half-half"
     }
 
-    fn adversarial(&self, model: &FrozenModel<Bk, M>, input: &StepInput<Bk>) -> Option<Tensor<Inner<Bk>, 4>> {
+    fn adversarial(&self, model: &FrozenModel<B, M>, input: &StepInput<B>) -> Option<Tensor<Inner<B>, 4>> {
         Some(pgd_examples(&self.attack, model, input))
     }
 
-    fn loss(&self, model: &M, input: &StepInput<Bk>, adversarial: Option<Tensor<Bk, 4>>) -> StepOutput<Bk> {
+    fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
         let adversarial = adversarial.expect("HalfHalf attacks every batch");
         let clean = model.forward(input.images.clone(), Mode::Train);
         let adv = model.forward(adversarial, Mode::Train);
-        let ce = |logits: Tensor<Bk, 2>| tailguard_trainers::losses::cross_entropy(logits, input.labels.clone());
+        let ce = |logits: Tensor<B, 2>| tailguard_trainers::losses::cross_entropy(logits, input.labels.clone());
         StepOutput {
             loss: (ce(clean.clone()) + ce(adv.clone())).mul_scalar(0.5),
             clean_logits: Some(clean),
@@ -96,8 +103,8 @@ fn custom(data_path: &Path, dir: &Path, epochs: usize, stop_after: usize) -> Res
     };
     let data = TrainData::from_dataset(spec.select(&source)?.apply(&source)?, 0.0, 0)?;
     let device = Default::default();
-    <B as Backend>::seed(&device, 3);
-    let model = OwnNet::<B>::new(data.classes.len(), &device);
+    <Cpu as Backend>::seed(&device, 3);
+    let model = OwnNet::<Cpu>::new(data.classes.len(), &device);
     // RobustLT's budgets and step options, carried by its recipe; the method is this program's own.
     let attack = AttackSection::new(Budget(8.0 / 255.0), Budget(2.0 / 255.0), 2);
     let recipe = Recipe::robust_lt(MethodConfig::pgd_at(), attack, RobustLtConfig::new(0.3, 0.5));
@@ -124,7 +131,7 @@ fn custom(data_path: &Path, dir: &Path, epochs: usize, stop_after: usize) -> Res
 
 fn config(path: &Path, dir: &Path, overrides: &[String]) -> Result<(), Error> {
     let config = TrainConfig::load(path, overrides)?;
-    let mut run = config.start_run::<B>(dir, &Default::default(), false)?;
+    let mut run = config.start_run::<Cpu>(dir, &Default::default(), false)?;
     for record in run.run_to_end(&mut Silent)? {
         println!("config epoch {}: loss {}", record.epoch, record.loss);
     }
@@ -138,10 +145,25 @@ fn figures(dir: &Path) -> Result<Vec<serde_json::Value>, Error> {
         .map(|line| {
             let mut record: serde_json::Value = serde_json::from_str(line)?;
             let object = record.as_object_mut().ok_or("a log line is not an object")?;
-            object.retain(|key, _| !key.starts_with("seconds"));
+            object.retain(|key, _| !key.contains("second")); // timings: seconds_*, images_per_second
             Ok(record)
         })
         .collect()
+}
+
+/// Every float tensor of a run's last checkpoint (parameter ids, which are random per process, left out).
+fn weights(dir: &Path) -> Result<Vec<Vec<f32>>, Error> {
+    let last = dir.join("last");
+    let device = Default::default();
+    let meta = tailguard_models::read_checkpoint_meta(&last)?;
+    Ok(match meta.model {
+        Some(_) => tailguard_models::testing::float_tensors(&tailguard_models::load_checkpoint::<CpuBackend>(&last, &device)?.0),
+        None => {
+            let model = OwnNet::<CpuBackend>::new(meta.classes.len(), &device);
+            let model = tailguard_models::load_checkpoint_into(&last, model, &device)?.0;
+            tailguard_models::testing::float_tensors(&model)
+        }
+    })
 }
 
 fn same_run(a: &Path, b: &Path) -> Result<(), Error> {
@@ -149,7 +171,6 @@ fn same_run(a: &Path, b: &Path) -> Result<(), Error> {
     if log_a.is_empty() || log_a != log_b {
         return Err(format!("the logs differ:\n{}: {log_a:?}\n{}: {log_b:?}", a.display(), b.display()).into());
     }
-    let weights = |dir: &Path| std::fs::read(dir.join("last").join("model.mpk"));
     if weights(a)? != weights(b)? {
         return Err(format!("the weights in {} and {} differ", a.display(), b.display()).into());
     }
