@@ -469,3 +469,73 @@ fn fab_t_and_square_agree_with_the_closed_form_worst_case_of_a_linear_model() {
         }
     }
 }
+
+/// Mean, standard deviation, minimum and maximum of `values`.
+fn moments(values: &[f32]) -> (f64, f64, f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let min = values.iter().fold(f64::INFINITY, |m, &v| m.min(v as f64));
+    let max = values.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    (mean, var.sqrt(), min, max)
+}
+
+#[test]
+fn start_draws_follow_the_reference_distributions_and_the_clip_is_separate() {
+    // The reference codes draw `0.001 * torch.randn` (TRADES, AT-BSL, TAET), `uniform_(-eps, eps)` (PGD-AT, RobustLT's
+    // port) and RoBal's one-sided `uniform_(0, eps)`; the parity fixtures inject their starts, so the draws are
+    // checked here by their moments over 153,600 pixels (standard errors well below the tolerances), and the clip
+    // on its own: at a black image half of a Gaussian start lies below 0, which only the box clip removes.
+    let device = Default::default();
+    <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
+    let eps = 8.0 / 255.0;
+    let grey = LinfBall::uniform(Tensor::<Flex, 4>::full([50, 3, 32, 32], 0.5, &device), eps);
+    let noise = |start: RandomStart| {
+        let x = PgdConfig::new()
+            .with_eps(eps)
+            .with_start(start)
+            .with_start_clip(StartClip::None)
+            .first_iterate(&grey, None);
+        floats(x.sub_scalar(0.5))
+    };
+    let (mean, std, min, max) = moments(&noise(RandomStart::Gaussian { std: 0.001 }));
+    assert!(
+        mean.abs() < 2e-5 && (std / 0.001 - 1.0).abs() < 0.02,
+        "gaussian {mean} {std}"
+    );
+    assert!(
+        min < -0.004 && max > 0.004,
+        "a Gaussian has tails beyond 4 std: {min} {max}"
+    );
+    let (mean, std, min, max) = moments(&noise(RandomStart::Uniform));
+    let uniform_std = eps / 3f64.sqrt();
+    assert!(
+        mean.abs() < 3e-4 && (std / uniform_std - 1.0).abs() < 0.02,
+        "uniform {mean} {std}"
+    );
+    assert!(
+        min >= -eps - 1e-6 && max <= eps + 1e-6 && min < -0.99 * eps && max > 0.99 * eps,
+        "{min} {max}"
+    );
+    let (mean, std, min, max) = moments(&noise(RandomStart::UniformPositive));
+    assert!(
+        (mean / (eps / 2.0) - 1.0).abs() < 0.02 && (std / (uniform_std / 2.0) - 1.0).abs() < 0.02,
+        "{mean} {std}"
+    );
+    assert!(min >= 0.0 && max <= eps + 1e-6, "{min} {max}");
+
+    let black = LinfBall::uniform(Tensor::<Flex, 4>::zeros([50, 3, 32, 32], &device), eps);
+    let gaussian = PgdConfig::new()
+        .with_eps(eps)
+        .with_start(RandomStart::Gaussian { std: 0.001 });
+    let below = |clip: StartClip| {
+        let x = floats(gaussian.clone().with_start_clip(clip).first_iterate(&black, None));
+        x.iter().filter(|&&v| v < 0.0).count() as f64 / x.len() as f64
+    };
+    let unclipped = below(StartClip::None);
+    assert!(
+        (unclipped - 0.5).abs() < 0.01,
+        "TAET's start (no clip) keeps the negative half: {unclipped}"
+    );
+    assert_eq!(below(StartClip::Box), 0.0, "RobustLT's port clips the start to [0, 1]");
+}
