@@ -5,6 +5,7 @@ mod args;
 mod backend;
 mod commands;
 mod cpu;
+mod epochs;
 mod memory;
 mod progress;
 mod report;

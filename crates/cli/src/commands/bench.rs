@@ -237,9 +237,9 @@ fn matmul_peak_gflops(n: usize, device: &burn::tensor::Device<Compute>) -> f64 {
 }
 
 /// Training configurations of the papers' CIFAR-10-LT runs, for their methods and attack settings.
-const NATURAL: &str = include_str!("../../../../configs/cifar10-lt/natural-rho100.toml");
-const PGD_AT: &str = include_str!("../../../../configs/cifar10-lt/pgd-at-rho100.toml");
-const TAET: &str = include_str!("../../../../configs/cifar10-lt/taet-rho100.toml");
+const NATURAL: &str = include_str!("../../configs/cifar10-lt/natural-rho100.toml");
+const PGD_AT: &str = include_str!("../../configs/cifar10-lt/pgd-at-rho100.toml");
+const TAET: &str = include_str!("../../configs/cifar10-lt/taet-rho100.toml");
 
 fn bench_one(
     args: &BenchArgs,

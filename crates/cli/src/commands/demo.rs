@@ -12,7 +12,7 @@ use tailguard_trainers::TrainConfig;
 
 use crate::backend;
 use crate::commands::eval::{EvalRequest, evaluate_checkpoint};
-use crate::progress;
+use crate::epochs::{EpochLine, EpochReporter, train_to_end};
 use crate::report::chart::{Series, grouped_bars};
 use crate::report::eval_report::EvalReport;
 use crate::report::{percent, write_report};
@@ -53,17 +53,13 @@ pub struct DemoArgs {
 
 /// The demo's models, in report order: run folder, label, configuration.
 const MODELS: [(&str, &str, &str); 4] = [
-    (
-        "natural",
-        "natural",
-        include_str!("../../../../configs/demo/natural.toml"),
-    ),
-    ("pgd-at", "PGD-AT", include_str!("../../../../configs/demo/pgd-at.toml")),
-    ("taet", "TAET", include_str!("../../../../configs/demo/taet.toml")),
+    ("natural", "natural", include_str!("../../configs/demo/natural.toml")),
+    ("pgd-at", "PGD-AT", include_str!("../../configs/demo/pgd-at.toml")),
+    ("taet", "TAET", include_str!("../../configs/demo/taet.toml")),
     (
         "robustlt-pgd-at",
         "RobustLT + PGD-AT",
-        include_str!("../../../../configs/demo/robustlt-pgd-at.toml"),
+        include_str!("../../configs/demo/robustlt-pgd-at.toml"),
     ),
 ];
 const EMBEDDED: &str = "datasets/cifar10-lt-mini.tar.gz";
@@ -128,22 +124,8 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             data.display(),
             dir.display()
         );
-        while !run.finished() {
-            let label = format!("[{name}] epoch {}", run.trainer.next_epoch + 1);
-            let bar = progress::bar(false, run.trainer.steps_per_epoch() as u64, label.clone());
-            let mut observer = BarObserver(bar.clone(), label);
-            let record = run.run_epoch(&mut observer)?;
-            bar.finish_and_clear();
-            crate::report::curves::write_training_curves(&dir)?;
-            eprintln!(
-                "[{name}] epoch {}/{epochs} {:<11} loss {:.4}  training accuracy clean {}%  adversarial {}%",
-                record.epoch,
-                record.stage,
-                record.loss,
-                percent(record.clean_accuracy),
-                percent(record.adversarial_accuracy)
-            );
-        }
+        let mut reporter = EpochReporter::new(EpochLine::Demo { name: name.to_string() }, epochs, false);
+        train_to_end(&mut run, &mut reporter)?;
         eprintln!(
             "[{name}] evaluating clean, PGD-20 and AA-lite on {} test images",
             args.limit
@@ -170,18 +152,6 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     write_comparison(&args.out, &reports)?;
     eprintln!("wrote {}", args.out.join("report.md").display());
     Ok(())
-}
-
-struct BarObserver(indicatif::ProgressBar, String);
-
-impl tailguard_trainers::TrainObserver for BarObserver {
-    fn on_step(&mut self, _epoch: usize, step: usize, _steps: usize, figures: Option<tailguard_trainers::StepFigures>) {
-        self.0.set_position(step as u64);
-        if let Some(figures) = figures {
-            self.0
-                .set_message(format!("{} {}", self.1, progress::step_message(&figures)));
-        }
-    }
 }
 
 fn attack<'a>(report: &'a EvalReport, name: &str) -> Option<&'a crate::report::eval_report::AttackReport> {

@@ -1,16 +1,15 @@
 //! `tailguard train`: train a model with a method from a TOML configuration, resumably.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
 use tailguard_trainers::{
-    DataParallelConfig, EpochRecord, Replica, RunningStatistics, StepFigures, TrainConfig, TrainError, TrainObserver,
-    train_data_parallel,
+    DataParallelConfig, Replica, RunningStatistics, TrainConfig, TrainError, train_data_parallel,
 };
 
 use crate::backend;
-use crate::progress;
+use crate::epochs::{EpochLine, EpochReporter, train_to_end};
 
 /// Train a robust classifier (natural, pgd-at, trades, at-bsl, taet; optionally with RobustLT budgets).
 #[derive(Debug, Args)]
@@ -83,23 +82,6 @@ struct NodeArgs {
     average_running_statistics: bool,
 }
 
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    hidden: bool,
-}
-
-impl TrainObserver for Progress {
-    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, figures: Option<StepFigures>) {
-        let bar = self
-            .bar
-            .get_or_insert_with(|| progress::bar(self.hidden, steps as u64, format!("epoch {}", epoch + 1)));
-        bar.set_position(step as u64);
-        if let Some(figures) = figures {
-            bar.set_message(format!("epoch {} {}", epoch + 1, progress::step_message(&figures)));
-        }
-    }
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.dry_run {
         let Some(path) = &args.config else {
@@ -146,54 +128,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             run.dir().display()
         );
     }
-    while !run.finished() {
-        let mut observer = Progress {
-            bar: None,
-            hidden: args.json,
-        };
-        let record = run.run_epoch(&mut observer)?;
-        if let Some(bar) = observer.bar {
-            bar.finish_and_clear();
-        }
-        report_epoch(run.dir(), &record, args.json, c.optim.epochs)?;
-    }
+    let mut reporter = EpochReporter::new(EpochLine::Train { json: args.json }, c.optim.epochs, args.json);
+    train_to_end(&mut run, &mut reporter)?;
     if !args.json {
         eprintln!("done: {}/last (and best/ when validation is on)", run.dir().display());
     }
     Ok(())
-}
-
-/// After every epoch: the curves of the run folder, and the epoch's line.
-fn report_epoch(dir: &Path, record: &EpochRecord, json: bool, epochs: usize) -> anyhow::Result<()> {
-    crate::report::curves::write_training_curves(dir)?;
-    if json {
-        println!("{}", serde_json::to_string(record)?);
-    } else {
-        eprintln!("{}", summary(record, epochs));
-    }
-    Ok(())
-}
-
-/// Device 0's progress in a data-parallel run (it trains on its own thread).
-struct ParallelProgress {
-    progress: Progress,
-    json: bool,
-    epochs: usize,
-}
-
-impl TrainObserver for ParallelProgress {
-    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, figures: Option<StepFigures>) {
-        self.progress.on_step(epoch, step, steps, figures);
-    }
-
-    fn on_epoch_end(&mut self, record: &EpochRecord, dir: &Path) {
-        if let Some(bar) = self.progress.bar.take() {
-            bar.finish_and_clear();
-        }
-        if let Err(error) = report_epoch(dir, record, self.json, self.epochs) {
-            eprintln!("warning: {error:#}");
-        }
-    }
 }
 
 /// `train --devices` / `--nodes`: one thread per device of this machine; node 0's first device writes the run.
@@ -278,14 +218,9 @@ fn run_data_parallel(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(run) = writer {
         replicas.push(Replica::Writer {
             run,
-            observer: Box::new(ParallelProgress {
-                progress: Progress {
-                    bar: None,
-                    hidden: args.json,
-                },
-                json: args.json,
-                epochs: config.optim.epochs,
-            }),
+            observer: Box::new(
+                EpochReporter::new(EpochLine::Train { json: args.json }, config.optim.epochs, args.json).warn_only(),
+            ),
         });
     }
     replicas.extend(followers.into_iter().map(Replica::Follower));
@@ -296,23 +231,4 @@ fn run_data_parallel(args: TrainArgs) -> anyhow::Result<()> {
         eprintln!("done: {}/last (and best/ when validation is on)", run.dir().display());
     }
     Ok(())
-}
-
-fn summary(r: &EpochRecord, epochs: usize) -> String {
-    let pct = |v: Option<f64>| {
-        v.map(|v| format!("{:5.1}%", 100.0 * v))
-            .unwrap_or_else(|| "    -".into())
-    };
-    format!(
-        "epoch {:>3}/{epochs} {:<11} lr {:.4}  loss {:.4}  train clean {}  adv {}  val clean {}  robust {}  {:.0} img/s",
-        r.epoch,
-        r.stage,
-        r.lr,
-        r.loss,
-        pct(r.clean_accuracy),
-        pct(r.adversarial_accuracy),
-        pct(r.validation_clean),
-        pct(r.validation_robust),
-        r.images_per_second
-    )
 }
