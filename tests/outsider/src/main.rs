@@ -157,7 +157,9 @@ fn weights(dir: &Path) -> Result<Vec<Vec<f32>>, Error> {
     let device = Default::default();
     let meta = tailguard_models::read_checkpoint_meta(&last)?;
     Ok(match meta.model {
-        Some(_) => tailguard_models::testing::float_tensors(&tailguard_models::load_checkpoint::<CpuBackend>(&last, &device)?.0),
+        Some(_) => tailguard_models::testing::float_tensors(
+            &tailguard_models::load_checkpoint::<CpuBackend>(&last, &device)?.0,
+        ),
         None => {
             let model = OwnNet::<CpuBackend>::new(meta.classes.len(), &device);
             let model = tailguard_models::load_checkpoint_into(&last, model, &device)?.0;
@@ -169,12 +171,21 @@ fn weights(dir: &Path) -> Result<Vec<Vec<f32>>, Error> {
 fn same_run(a: &Path, b: &Path) -> Result<(), Error> {
     let (log_a, log_b) = (figures(a)?, figures(b)?);
     if log_a.is_empty() || log_a != log_b {
-        return Err(format!("the logs differ:\n{}: {log_a:?}\n{}: {log_b:?}", a.display(), b.display()).into());
+        return Err(format!(
+            "the logs differ:\n{}: {log_a:?}\n{}: {log_b:?}",
+            a.display(),
+            b.display()
+        )
+        .into());
     }
     if weights(a)? != weights(b)? {
         return Err(format!("the weights in {} and {} differ", a.display(), b.display()).into());
     }
-    println!("same run: {} epochs, losses {:?}", log_a.len(), log_a.iter().map(|r| &r["loss"]).collect::<Vec<_>>());
+    println!(
+        "same run: {} epochs, losses {:?}",
+        log_a.len(),
+        log_a.iter().map(|r| &r["loss"]).collect::<Vec<_>>()
+    );
     Ok(())
 }
 

@@ -120,13 +120,13 @@ impl TrainConfig {
             )));
         }
         self.method.validate()?;
-        if let MethodConfig::Awp { warmup, .. } = self.method {
-            if warmup >= o.epochs {
-                return Err(invalid(format!(
-                    "method.warmup ({warmup}) leaves no epoch of optim.epochs ({}) with weight perturbation",
-                    o.epochs
-                )));
-            }
+        if let MethodConfig::Awp { warmup, .. } = self.method
+            && warmup >= o.epochs
+        {
+            return Err(invalid(format!(
+                "method.warmup ({warmup}) leaves no epoch of optim.epochs ({}) with weight perturbation",
+                o.epochs
+            )));
         }
         if let Some(r) = &self.robustlt {
             r.validate().map_err(|e| invalid(e.to_string()))?;
