@@ -204,12 +204,13 @@ pub enum TrainError {
         reason: String,
     },
     /// The devices of a data-parallel run were built with different settings.
-    #[error("device 0 trains {device0}, this device {this}: every device and node must run the same configuration")]
+    #[error(
+        "this device is not set up as device 0 ({differences}, as `key: device 0 -> this device`): every device and \
+         node must run the same configuration"
+    )]
     DevicesDiffer {
-        /// Device 0's method and loop settings.
-        device0: String,
-        /// This device's.
-        this: String,
+        /// Every difference from device 0's method and loop settings.
+        differences: String,
     },
     /// A checkpoint cannot be written or read.
     #[error(transparent)]

@@ -23,7 +23,7 @@ use tailguard_output::{OutputDir, RunLock};
 use crate::epoch::EpochRecord;
 use crate::error::TrainError;
 use crate::observer::TrainObserver;
-use crate::settings::TrainerConfig;
+use crate::resume_state::{ResumeState, SameRun};
 use crate::trainer::Trainer;
 
 /// The configuration file of a run started from a [`crate::TrainConfig`].
@@ -40,20 +40,6 @@ const STATE_FILE: &str = "train_state.json";
 /// Trainer settings that may change between a run's start and its resume: the number of epochs (the learning-rate
 /// schedule is recomputed for the new length). Any other change would make the checkpoint disagree with its run.
 pub const RESUME_SAFE_KEYS: &[&str] = &["optim.epochs"];
-
-/// Progress that is not in the model or optimizer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct RunState {
-    next_epoch: usize,
-    best_validation_robust: Option<f64>,
-    #[serde(default)]
-    method: serde_json::Value,
-    /// The method's name and the loop settings the run was started with (absent in runs of tailguard < 0.1.1).
-    #[serde(default)]
-    method_name: Option<String>,
-    #[serde(default)]
-    trainer: Option<TrainerConfig>,
-}
 
 /// What a run records about itself beyond the trainer.
 #[derive(Debug, Clone, Default)]
@@ -184,13 +170,20 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
             path: state_path.clone(),
             source,
         })?;
-        let state: RunState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Damaged {
+        let state: ResumeState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Damaged {
             path: state_path.clone(),
             reason: e.to_string(),
         })?;
         let meta = read_checkpoint_meta(&last)?;
         let (mut trainer, description) = build(Some(&meta))?;
-        check_same_run(&trainer, &state, &last)?;
+        let changes = state.differences(&trainer, SameRun::AnyEpochs);
+        if !changes.is_empty() {
+            return Err(TrainError::Edited {
+                path: last.to_path_buf(),
+                changes: changes.join("; "),
+                allowed: "the number of epochs".into(),
+            });
+        }
         if meta.classes != trainer.classes() {
             return Err(TrainError::ClassesChanged {
                 difference: class_difference(&meta.classes, trainer.classes()),
@@ -211,13 +204,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
                 path: optimizer_path.clone(),
                 reason: crate::error::chain(&e),
             })?;
-        trainer.next_epoch = state.next_epoch;
-        trainer
-            .load_method_state(&state.method)
-            .map_err(|e| TrainError::Damaged {
-                path: state_path.clone(),
-                reason: e.to_string(),
-            })?;
+        state.restore(&mut trainer).map_err(|e| TrainError::Damaged {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })?;
         // The log may be ahead of the checkpoint (it is written first) or end in a line cut by a kill: keep the
         // complete lines of the epochs the checkpoint has.
         let log_path = dir.join(LOG_FILE);
@@ -353,14 +343,8 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
             .optimizer()
             .to_bytes()
             .map_err(|e| encode_error(crate::error::chain(&e)))?;
-        let state = serde_json::to_vec(&RunState {
-            next_epoch: trainer.next_epoch,
-            best_validation_robust: self.best,
-            method: trainer.method_state(),
-            method_name: Some(trainer.method_name().to_string()),
-            trainer: Some(trainer.config().clone()),
-        })
-        .map_err(|e| encode_error(e.to_string()))?;
+        let state =
+            serde_json::to_vec(&ResumeState::of(trainer, self.best)).map_err(|e| encode_error(e.to_string()))?;
         save_checkpoint_with(
             &path,
             trainer.model(),
@@ -369,37 +353,6 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         )?;
         Ok(())
     }
-}
-
-/// Refuses a trainer that differs from the one that wrote the checkpoint in anything but the number of epochs.
-fn check_same_run<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
-    trainer: &Trainer<B, M>,
-    state: &RunState,
-    last: &Path,
-) -> Result<(), TrainError> {
-    let mut changes = Vec::new();
-    if let Some(name) = &state.method_name
-        && name != trainer.method_name()
-    {
-        changes.push(format!("method: {name} -> {}", trainer.method_name()));
-    }
-    if let Some(stored) = &state.trainer {
-        let mut stored = stored.clone();
-        stored.epochs = trainer.config().epochs;
-        changes.extend(
-            changed_keys(&json!(stored), &json!(trainer.config()))
-                .into_iter()
-                .map(|(_, change)| change),
-        );
-    }
-    if changes.is_empty() {
-        return Ok(());
-    }
-    Err(TrainError::Edited {
-        path: last.to_path_buf(),
-        changes: changes.join("; "),
-        allowed: "the number of epochs".into(),
-    })
 }
 
 /// The first difference between a checkpoint's classes and the data's, for a message.

@@ -20,6 +20,7 @@ use crate::method::{Method, StepInput};
 use crate::observer::{Silent, TrainObserver};
 use crate::optimizer::GroupedSgd;
 use crate::parallel::{Peer, RunningStatistics, Shard, average_running_statistics};
+use crate::resume_state::{ResumeState, SameRun};
 use crate::settings::{TrainerConfig, ValidationConfig};
 use crate::step::train_step;
 
@@ -354,13 +355,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         let optimizer = self.optimizer.to_bytes().map_err(|e| TrainError::StateExchange {
             reason: format!("cannot encode the optimizer: {}", crate::error::chain(&e)),
         })?;
-        let progress = serde_json::to_vec(&serde_json::json!({
-            "next_epoch": self.next_epoch,
-            "method": self.method.state(),
-            "method_name": self.method.name(),
-            "trainer": &self.config,
-        }))
-        .map_err(|e| TrainError::StateExchange {
+        let progress = serde_json::to_vec(&ResumeState::of(self, None)).map_err(|e| TrainError::StateExchange {
             reason: format!("cannot encode the progress: {e}"),
         })?;
         let mut bytes = Vec::new();
@@ -395,21 +390,15 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         self.set_model(model);
         self.load_optimizer_state(parts[1])
             .map_err(|e| damaged(&crate::error::chain(&e)))?;
-        let progress: serde_json::Value = serde_json::from_slice(parts[2]).map_err(|e| damaged(&e.to_string()))?;
+        let progress: ResumeState = serde_json::from_slice(parts[2]).map_err(|e| damaged(&e.to_string()))?;
         // Devices trained with other settings would fall out of step (or deadlock on a different number of steps).
-        let mine = serde_json::json!({ "method_name": self.method.name(), "trainer": &self.config });
-        if progress["method_name"] != mine["method_name"] || progress["trainer"] != mine["trainer"] {
+        let differences = progress.differences(self, SameRun::Exactly);
+        if !differences.is_empty() {
             return Err(TrainError::DevicesDiffer {
-                device0: format!("{} with {}", progress["method_name"], progress["trainer"]),
-                this: format!("{} with {}", mine["method_name"], mine["trainer"]),
+                differences: differences.join("; "),
             });
         }
-        self.next_epoch = progress["next_epoch"]
-            .as_u64()
-            .ok_or_else(|| damaged("no next epoch"))? as usize;
-        self.method
-            .load_state(&progress["method"])
-            .map_err(|e| damaged(&e.to_string()))?;
+        progress.restore(self).map_err(|e| damaged(&e.to_string()))?;
         Ok(())
     }
 }
