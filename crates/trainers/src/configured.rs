@@ -11,7 +11,8 @@ use tailguard_models::Model;
 use crate::config::TrainConfig;
 use crate::data::TrainData;
 use crate::error::TrainError;
-use crate::run::{CONFIG_FILE, LAST, Opening, RESUME_SAFE_KEYS, Run, RunDescription, changed_keys};
+use crate::resume_state::changed_keys;
+use crate::run::{CONFIG_FILE, LAST, Opening, RESUME_SAFE_KEYS, Run, RunDescription};
 use crate::trainer::Trainer;
 
 impl TrainConfig {

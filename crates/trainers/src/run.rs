@@ -176,7 +176,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         })?;
         let meta = read_checkpoint_meta(&last)?;
         let (mut trainer, description) = build(Some(&meta))?;
-        let changes = state.differences(&trainer, SameRun::AnyEpochs);
+        let changes = state.differences(trainer.method_name(), trainer.config(), SameRun::AnyEpochs);
         if !changes.is_empty() {
             return Err(TrainError::Edited {
                 path: last.to_path_buf(),
@@ -204,7 +204,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
                 path: optimizer_path.clone(),
                 reason: crate::error::chain(&e),
             })?;
-        state.restore(&mut trainer).map_err(|e| TrainError::Damaged {
+        trainer.restore(&state).map_err(|e| TrainError::Damaged {
             path: state_path.clone(),
             reason: e.to_string(),
         })?;
@@ -343,8 +343,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
             .optimizer()
             .to_bytes()
             .map_err(|e| encode_error(crate::error::chain(&e)))?;
-        let state =
-            serde_json::to_vec(&ResumeState::of(trainer, self.best)).map_err(|e| encode_error(e.to_string()))?;
+        let state = serde_json::to_vec(&trainer.resume_state(self.best)).map_err(|e| encode_error(e.to_string()))?;
         save_checkpoint_with(
             &path,
             trainer.model(),
@@ -367,71 +366,5 @@ pub(crate) fn class_difference(checkpoint: &[String], data: &[String]) -> String
     match checkpoint.iter().zip(data).enumerate().find(|(_, (a, b))| a != b) {
         Some((index, (a, b))) => format!("class {index} is {a:?} in the checkpoint, {b:?} in the data"),
         None => "no difference".into(),
-    }
-}
-
-/// `key -> value` for every leaf of a JSON tree, with dotted keys.
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut std::collections::BTreeMap<String, String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, child) in map {
-                let key = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                flatten(&key, child, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
-}
-
-/// Equal leaves; numbers within 1e-12 relative count as equal, since a float written to config.toml does not always
-/// read back bit for bit (`3/255` came back one unit in the last place away).
-fn same_value(a: Option<&String>, b: Option<&String>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
-            (Ok(x), Ok(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
-            _ => a == b,
-        },
-        (a, b) => a == b,
-    }
-}
-
-/// The keys whose values differ between two JSON trees, as `(key, "key: old -> new")`.
-pub(crate) fn changed_keys(stored: &serde_json::Value, edited: &serde_json::Value) -> Vec<(String, String)> {
-    let (mut a, mut b) = (Default::default(), Default::default());
-    flatten("", stored, &mut a);
-    flatten("", edited, &mut b);
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    let missing = "(unset)".to_string();
-    keys.into_iter()
-        .filter(|k| !same_value(a.get(*k), b.get(*k)))
-        .map(|k| {
-            let (old, new) = (a.get(k).unwrap_or(&missing), b.get(k).unwrap_or(&missing));
-            (k.clone(), format!("{k}: {old} -> {new}"))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_float_that_does_not_read_back_exactly_is_not_an_edit() {
-        // 3/255 as computed, and as config.toml gave it back.
-        let stored = json!({ "attack": { "step_size": 3.0 / 255.0, "steps": 3 } });
-        let read_back = json!({ "attack": { "step_size": 0.01176470588235294, "steps": 3 } });
-        assert!(changed_keys(&stored, &read_back).is_empty());
-        let edited = json!({ "attack": { "step_size": 0.0118, "steps": 4 } });
-        let keys: Vec<String> = changed_keys(&stored, &edited).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec!["attack.step_size".to_string(), "attack.steps".to_string()]);
     }
 }

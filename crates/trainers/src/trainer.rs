@@ -327,6 +327,23 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         self.method.state()
     }
 
+    /// What continues this trainer besides weights and optimizer, with the best validation robustness `best`.
+    pub fn resume_state(&self, best: Option<f64>) -> ResumeState {
+        ResumeState {
+            next_epoch: self.next_epoch,
+            best_validation_robust: best,
+            method: self.method.state(),
+            method_name: Some(self.method.name().to_string()),
+            trainer: Some(self.config.clone()),
+        }
+    }
+
+    /// Puts this trainer at `state`'s epoch with its method state.
+    pub fn restore(&mut self, state: &ResumeState) -> Result<(), MethodStateError> {
+        self.next_epoch = state.next_epoch;
+        self.method.load_state(&state.method)
+    }
+
     /// Restores the method's state.
     pub fn load_method_state(&mut self, state: &serde_json::Value) -> Result<(), MethodStateError> {
         self.method.load_state(state)
@@ -355,7 +372,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         let optimizer = self.optimizer.to_bytes().map_err(|e| TrainError::StateExchange {
             reason: format!("cannot encode the optimizer: {}", crate::error::chain(&e)),
         })?;
-        let progress = serde_json::to_vec(&ResumeState::of(self, None)).map_err(|e| TrainError::StateExchange {
+        let progress = serde_json::to_vec(&self.resume_state(None)).map_err(|e| TrainError::StateExchange {
             reason: format!("cannot encode the progress: {e}"),
         })?;
         let mut bytes = Vec::new();
@@ -392,13 +409,13 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             .map_err(|e| damaged(&crate::error::chain(&e)))?;
         let progress: ResumeState = serde_json::from_slice(parts[2]).map_err(|e| damaged(&e.to_string()))?;
         // Devices trained with other settings would fall out of step (or deadlock on a different number of steps).
-        let differences = progress.differences(self, SameRun::Exactly);
+        let differences = progress.differences(self.method.name(), &self.config, SameRun::Exactly);
         if !differences.is_empty() {
             return Err(TrainError::DevicesDiffer {
                 differences: differences.join("; "),
             });
         }
-        progress.restore(self).map_err(|e| damaged(&e.to_string()))?;
+        self.restore(&progress).map_err(|e| damaged(&e.to_string()))?;
         Ok(())
     }
 }
