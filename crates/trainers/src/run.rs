@@ -89,13 +89,21 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         opening: Opening,
         build: impl FnOnce(Option<&CheckpointMeta>) -> Result<(Trainer<B, M>, RunDescription), TrainError>,
     ) -> Result<Self, TrainError> {
-        let has_checkpoint = || dir.join(LAST).exists() || dir.join(format!("{LAST}.previous")).exists();
         match opening {
             Opening::Start => Self::open_new(dir, false, build),
             Opening::Replace => Self::open_new(dir, true, build),
             Opening::Resume => Self::open_existing(dir, build),
-            Opening::StartOrResume if has_checkpoint() => Self::open_existing(dir, build),
-            Opening::StartOrResume => Self::open_new(dir, false, build),
+            Opening::StartOrResume => {
+                // A checkpoint a killed save moved aside counts: the same recovery as a resume decides.
+                if dir.is_dir() {
+                    recover_checkpoint(&dir.join(LAST))?;
+                }
+                if dir.join(LAST).exists() {
+                    Self::open_existing(dir, build)
+                } else {
+                    Self::open_new(dir, false, build)
+                }
+            }
         }
     }
 
