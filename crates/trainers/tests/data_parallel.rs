@@ -262,7 +262,16 @@ fn a_data_parallel_run_resumes_where_it_stopped() {
         .sum();
     let batch_size = (16..32).find(|&b| images.is_multiple_of(b) || images % b >= 2).unwrap();
     let two_epochs = config(&data, "name = \"taet\"\nce_epochs = 1", batch_size);
-    let (reference, _) = alone(&two_epochs, &dir.path().join("alone"));
+    // The reference is the same two devices without the stop: bit for bit what a resume must reproduce. (Against one
+    // device the sums over shards round differently, and PGD's sign steps can turn that rounding into a visible
+    // difference on CPUs whose matrix kernels block the sums otherwise; `check_equal_to_one_device` covers that
+    // comparison where it holds.)
+    let reference = weights(
+        data_parallel(&two_epochs, &dir.path().join("uninterrupted"), 2)
+            .unwrap()
+            .trainer
+            .model(),
+    );
     // One epoch on two devices, then the run's configuration extended to two epochs and resumed on two devices:
     // the second epoch starts from the checkpoint's weights, momentum and epoch on every device.
     let mut one_epoch = two_epochs.clone();
@@ -288,7 +297,7 @@ fn a_data_parallel_run_resumes_where_it_stopped() {
         .with_peer_timeout_seconds(60.0);
     let run = train_data_parallel(&layout, replicas).unwrap().unwrap();
     let difference = max_difference(&reference, &weights(run.trainer.model()));
-    assert!(difference < 1e-5, "resumed data-parallel run differs by {difference}");
+    assert!(difference == 0.0, "resumed data-parallel run differs by {difference}");
     assert_eq!(
         std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().count(),
         2
