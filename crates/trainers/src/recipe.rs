@@ -116,7 +116,7 @@ impl Recipe {
     pub fn step_options(&self) -> StepOptions {
         StepOptions {
             attack_batch_norm: self.attack_batch_norm(),
-            logging_forwards: self.robustlt.is_some_and(|r| r.logging_forwards),
+            logging_forwards: self.method.logging_forwards(self.robustlt.as_ref()),
         }
     }
 
@@ -174,8 +174,10 @@ impl Recipe {
         let robustlt = self.robustlt.is_some();
         Ok(match &self.method {
             MethodConfig::Natural => Box::new(Natural),
-            MethodConfig::PgdAt => Box::new(PgdAt { attack }),
-            MethodConfig::Awp { gamma, warmup, proxy } => Box::new(Awp {
+            MethodConfig::PgdAt { .. } => Box::new(PgdAt { attack }),
+            MethodConfig::Awp {
+                gamma, warmup, proxy, ..
+            } => Box::new(Awp {
                 base: PgdAt { attack },
                 perturbation: WeightPerturbationConfig {
                     gamma: *gamma,
@@ -206,6 +208,7 @@ impl Recipe {
                 adversarial_weight,
                 kl_weight,
                 repeat_adversarial_forward,
+                natural_forward,
             } => Box::new(
                 Robal::new(
                     attack,
@@ -217,7 +220,8 @@ impl Recipe {
                     *adversarial_weight,
                     *kl_weight,
                 )
-                .with_repeat_adversarial_forward(repeat_adversarial_forward.unwrap_or(!robustlt)),
+                .with_repeat_adversarial_forward(repeat_adversarial_forward.unwrap_or(!robustlt))
+                .with_natural_forward(natural_forward.unwrap_or(!robustlt)),
             ),
             MethodConfig::Taet {
                 ce_epochs,
@@ -321,7 +325,13 @@ pub enum MethodConfig {
     /// Cross-entropy on clean images.
     Natural,
     /// Cross-entropy on PGD examples.
-    PgdAt,
+    PgdAt {
+        /// RobustLT's base code's logging passes after every step (train-mode forwards of the adversarial and the
+        /// clean batch without gradients: they move BatchNorm's running statistics); unset: the reference code's
+        /// ([`MethodConfig::logging_forwards`]: on, since the port's base code is PGD-AT's reference).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logging_forwards: Option<bool>,
+    },
     /// PGD-AT with adversarial weight perturbation around each step (RobustLT's base `awp`).
     Awp {
         /// Size of the perturbation relative to each weight tensor's norm (0.005).
@@ -334,6 +344,9 @@ pub enum MethodConfig {
         /// AWP code's proxy).
         #[serde(default)]
         proxy: AwpProxy,
+        /// RobustLT's base code's logging passes after every step, as for PGD-AT; unset: on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logging_forwards: Option<bool>,
     },
     /// Clean CE + beta KL(clean || adversarial).
     Trades {
@@ -385,6 +398,11 @@ pub enum MethodConfig {
         /// BatchNorm statistics once more); unset: true, or false under RobustLT (its port runs one).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         repeat_adversarial_forward: Option<bool>,
+        /// The original code's clean cross-entropy weighted by `beta_nat = 0`: a training-mode clean forward whose
+        /// only effect is on BatchNorm's running statistics; unset: true, or false under RobustLT (its port
+        /// leaves it out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        natural_forward: Option<bool>,
     },
     /// Clean CE for `ce_epochs`, then HARL.
     Taet {
@@ -419,7 +437,7 @@ impl MethodConfig {
         match self {
             MethodConfig::Trades { .. } => StartClip::None,
             _ if robustlt => StartClip::Box,
-            MethodConfig::Natural | MethodConfig::PgdAt | MethodConfig::Awp { .. } => StartClip::Box,
+            MethodConfig::Natural | MethodConfig::PgdAt { .. } | MethodConfig::Awp { .. } => StartClip::Box,
             _ => StartClip::None,
         }
     }
@@ -434,6 +452,21 @@ impl MethodConfig {
         }
     }
 
+    /// Whether the reference code runs its logging passes after each step (train-mode forwards without gradients
+    /// that move BatchNorm's running statistics): the method's own `logging_forwards` where it has one and sets it,
+    /// else RobustLT's switch under RobustLT, else on for PGD-AT and AWP (RobustLT's base code, their reference,
+    /// runs them for every method) and off for the others (their original code has none).
+    pub fn logging_forwards(&self, robustlt: Option<&RobustLtConfig>) -> bool {
+        let chosen = match self {
+            MethodConfig::PgdAt { logging_forwards } | MethodConfig::Awp { logging_forwards, .. } => *logging_forwards,
+            _ => None,
+        };
+        chosen.unwrap_or(match robustlt {
+            Some(r) => r.logging_forwards,
+            None => matches!(self, MethodConfig::PgdAt { .. } | MethodConfig::Awp { .. }),
+        })
+    }
+
     /// How BatchNorm normalises in the method's reference code while it attacks: RobustLT's port (the reference
     /// for PGD-AT and for every base under RobustLT) uses batch statistics; the original code of TRADES, AT-BSL,
     /// RoBal, REAT and TAET calls `model.eval()`.
@@ -441,7 +474,7 @@ impl MethodConfig {
         match self {
             MethodConfig::Trades { .. } => AttackBatchNorm::Running,
             _ if robustlt => AttackBatchNorm::Batch,
-            MethodConfig::PgdAt | MethodConfig::Awp { .. } => AttackBatchNorm::Batch,
+            MethodConfig::PgdAt { .. } | MethodConfig::Awp { .. } => AttackBatchNorm::Batch,
             _ => AttackBatchNorm::Running,
         }
     }
@@ -496,7 +529,7 @@ impl AttackSection {
 impl MethodConfig {
     /// PGD-AT (Madry et al.).
     pub fn pgd_at() -> Self {
-        MethodConfig::PgdAt
+        MethodConfig::PgdAt { logging_forwards: None }
     }
 
     /// AWP with its defaults (gamma 0.005, no warm-up, RobustLT's training-optimizer proxy).
@@ -505,6 +538,7 @@ impl MethodConfig {
             gamma: awp_gamma(),
             warmup: 0,
             proxy: AwpProxy::default(),
+            logging_forwards: None,
         }
     }
 
@@ -539,6 +573,7 @@ impl MethodConfig {
             adversarial_weight: one(),
             kl_weight: trades_beta(),
             repeat_adversarial_forward: None,
+            natural_forward: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The typed API gives what `tailguard train` gives: a method built from [`Recipe`]'s constructors, with a
 //! `TrainerConfig` written by hand (as an embedding program does, knowing nothing of the step options), trains the
-//! same weights, bit for bit, as the same experiment read from a configuration file. TAET, and RobustLT on every base.
+//! same weights, bit for bit, as the same experiment read from a configuration file. TAET, PGD-AT and RoBal as their own code runs them, and RobustLT on every base.
 //! Also: the library's errors for a wrong-shaped loss, a wrong model on resume and a start over an existing run are
 //! typed and name no command-line flag.
 
@@ -108,6 +108,22 @@ fn typed_recipes_train_what_the_configuration_file_trains() {
             Recipe::taet(1, attack()),
         ),
         (
+            "pgd-at",
+            "name = \"pgd-at\"",
+            "",
+            "linear",
+            "uniform",
+            Recipe::new(MethodConfig::pgd_at(), attack()),
+        ),
+        (
+            "robal",
+            "name = \"robal\"",
+            "",
+            "cosine",
+            "uniform",
+            Recipe::new(MethodConfig::robal(), attack()),
+        ),
+        (
             "robustlt-pgd-at",
             "name = \"pgd-at\"",
             robustlt_line,
@@ -182,9 +198,9 @@ fn typed_recipes_train_what_the_configuration_file_trains() {
             from_file == from_parts,
             "{case}: the typed parts trained other weights than the file"
         );
-        if recipe.robustlt.is_some() {
+        if recipe.robustlt.is_some() || recipe.step_options().logging_forwards {
             // The same method and budgets without the recipe's step options (what an embedder got before): other
-            // weights, so the step options are what makes the two equal.
+            // weights, so the step options are what makes the two equal (PGD-AT: its base code's logging passes).
             let bare = Trainer::new(
                 model(&config, &data),
                 recipe.method(&data.counts).unwrap(),

@@ -264,7 +264,7 @@ impl TrainConfig {
     pub fn method_name(&self) -> &'static str {
         match self.method {
             MethodConfig::Natural => "natural",
-            MethodConfig::PgdAt => "pgd-at",
+            MethodConfig::PgdAt { .. } => "pgd-at",
             MethodConfig::Awp { .. } => "awp",
             MethodConfig::Trades { .. } => "trades",
             MethodConfig::AtBsl { .. } => "at-bsl",

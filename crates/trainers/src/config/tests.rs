@@ -40,6 +40,15 @@ fn quirks_default_to_the_reference_code_and_can_be_set() {
     let pgd_at = parse(&["method.name=pgd-at"]);
     assert_eq!(pgd_at.attack_batch_norm(), AttackBatchNorm::Batch);
     assert_eq!(pgd_at.attack().unwrap().start_clip, StartClip::Box);
+    // ... and its base code's logging passes, for PGD-AT and AWP too; a named switch turns them off.
+    assert!(pgd_at.trainer_config().logging_forwards);
+    assert!(parse(&["method.name=awp"]).trainer_config().logging_forwards);
+    assert!(
+        !parse(&["method.name=pgd-at", "method.logging_forwards=false"])
+            .trainer_config()
+            .logging_forwards
+    );
+    assert!(!parse(&["method.name=trades"]).trainer_config().logging_forwards);
     // TAET's notebook: running statistics, unclipped start, the extra clean pass first.
     let taet = parse(&["method.name=taet", "method.ce_epochs=1"]);
     assert_eq!(taet.attack_batch_norm(), AttackBatchNorm::Running);

@@ -32,6 +32,10 @@ pub struct Robal {
     /// official code does: the gradient is the same, but BatchNorm's running statistics move once more (official:
     /// true).
     pub repeat_adversarial_forward: bool,
+    /// Run the clean batch through the model once more before the KL term, as the original code does for its clean
+    /// cross-entropy weighted by `beta_nat = 0`: no gradient, but BatchNorm's running statistics move once more
+    /// (official: true; RobustLT's port: false).
+    pub natural_forward: bool,
 }
 
 impl Robal {
@@ -56,12 +60,19 @@ impl Robal {
             adversarial_weight,
             kl_weight,
             repeat_adversarial_forward: true,
+            natural_forward: true,
         }
     }
 
     /// Sets [`Robal::repeat_adversarial_forward`].
     pub fn with_repeat_adversarial_forward(mut self, repeat: bool) -> Self {
         self.repeat_adversarial_forward = repeat;
+        self
+    }
+
+    /// Sets [`Robal::natural_forward`].
+    pub fn with_natural_forward(mut self, natural: bool) -> Self {
+        self.natural_forward = natural;
         self
     }
 }
@@ -77,8 +88,13 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Robal {
 
     fn loss(&self, model: &M, input: &StepInput<B>, adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
         let adversarial = adversarial.expect("RoBal trains on adversarial examples");
-        // The official order of forward passes: adversarial (margin loss), clean, adversarial again (KL term).
+        // The official order of forward passes: adversarial (margin loss), clean (the natural loss the original
+        // weights by 0), clean and adversarial again (KL term).
         let adv = model.forward(adversarial.clone(), Mode::Train);
+        if self.natural_forward {
+            // Only BatchNorm's running statistics keep anything of it.
+            let _ = model.forward(input.images.clone(), Mode::Train);
+        }
         let clean = model.forward(input.images.clone(), Mode::Train);
         let adv_kl = if self.repeat_adversarial_forward {
             model.forward(adversarial, Mode::Train)

@@ -301,6 +301,8 @@ def official_step(case, model, x, y, start, epoch, state):
         xa = attack(ce_attack(model, y))
         adv = model(xa)
         margin = robal_margin_loss(adv, y, COUNTS)
+        if not port:  # train_modes.py add_reg_train: beta_nat * CE(model(x_natural)) is computed with beta_nat = 0
+            model(x)
         clean = model(x)
         # The original (add_reg_train) runs x_adv through the model again for the KL; RobustLT's port reuses it.
         adv_kl = adv if port else model(xa)
@@ -478,7 +480,8 @@ def run_case(case, seed):
         else:
             loss.backward()
             optimizer.step()
-        if case.robustlt is not None:
+        # RobustLT's base code (PGD-AT's and AWP's reference) runs them for plain PGD-AT and AWP as well.
+        if case.robustlt is not None or case.name in ("pgd-at", "awp"):
             logging_passes(case, model, x, y, xa, state)
         tensors[f"step{k}.images"] = x
         tensors[f"step{k}.labels"] = y.double()
