@@ -240,7 +240,7 @@ fn trained_small_cnn() -> Model<Autodiff<Cpu>> {
             eps: Tensor::full([32], 8.0 / 255.0, &device),
             epoch: 0,
             start: None,
-            shard: None,
+            exchange: None,
         };
         train_step(
             method.as_mut(),
@@ -367,7 +367,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             eps: Tensor::full([n], eps, &cpu_device),
             epoch,
             start: None,
-            shard: None,
+            exchange: None,
         };
         let gpu_input = StepInput {
             images: images(&x, n, &gpu_device),
@@ -375,7 +375,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             eps: Tensor::full([n], eps, &gpu_device),
             epoch,
             start: None,
-            shard: None,
+            exchange: None,
         };
         let cpu_loss = train_step(cpu_method.as_mut(), &mut cpu, &mut cpu_optimizer, &cpu_input, 0.05, bn)
             .unwrap()

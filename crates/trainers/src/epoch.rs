@@ -6,7 +6,6 @@ use tailguard_attacks::{Inner, predictions};
 
 use crate::error::TrainError;
 use crate::method::StepOutput;
-use crate::parallel::Peer;
 
 /// Running figures of an epoch, read back from the device every few steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,22 +106,29 @@ impl<B: AutodiffBackend> EpochTally<B> {
         }
     }
 
-    /// As [`EpochTally::figures`], with the loss averaged over the devices of a data-parallel run (every device
-    /// must call it at the same step).
-    pub fn figures_across(&self, peer: &Peer<B>) -> Result<StepFigures, TrainError> {
+    /// As [`EpochTally::figures`], with the loss averaged over the `devices` of a data-parallel run whose sum
+    /// over devices `sum` is (see [`crate::Exchange::figures`]).
+    pub fn figures_across(
+        &self,
+        devices: usize,
+        sum: impl FnOnce(Tensor<Inner<B>, 1>) -> Result<Tensor<Inner<B>, 1>, TrainError>,
+    ) -> Result<StepFigures, TrainError> {
         let mut figures = self.figures();
-        let device = peer.device();
-        let summed = peer.sum(
-            Tensor::<Inner<B>, 1>::from_floats([figures.loss as f32], device),
-            "loss check",
-        )?;
-        figures.loss = summed.into_scalar().elem::<f64>() / peer.world() as f64;
+        let summed = sum(Tensor::<Inner<B>, 1>::from_floats(
+            [figures.loss as f32],
+            &self.loss_sum.device(),
+        ))?;
+        figures.loss = summed.into_scalar().elem::<f64>() / devices as f64;
         Ok(figures)
     }
 
-    /// Replaces this device's sums and counts by those of every device of a data-parallel run: afterwards
+    /// Replaces this device's sums and counts by their sums `sum` over every device of a data-parallel run (see
+    /// [`crate::Exchange::combine`]): afterwards
     /// [`EpochTally::finish`] and [`EpochTally::seen`] describe the whole epoch.
-    pub fn combine(&mut self, peer: &Peer<B>) -> Result<(), TrainError> {
+    pub fn combine(
+        &mut self,
+        sum: impl FnOnce(Tensor<Inner<B>, 1>) -> Result<Tensor<Inner<B>, 1>, TrainError>,
+    ) -> Result<(), TrainError> {
         let read_int = |t: &Tensor<Inner<B>, 1, Int>| t.clone().into_scalar().elem::<i64>() as f32;
         let local = [
             self.loss_sum.clone().into_scalar().elem::<f32>(),
@@ -132,8 +138,8 @@ impl<B: AutodiffBackend> EpochTally<B> {
             self.clean_seen as f32,
             self.adversarial_seen as f32,
         ];
-        let device = peer.device();
-        let summed = peer.sum(Tensor::<Inner<B>, 1>::from_floats(local, device), "epoch figures")?;
+        let device = &self.loss_sum.device();
+        let summed = sum(Tensor::<Inner<B>, 1>::from_floats(local, device))?;
         let g: Vec<f32> = summed.into_data().convert::<f32>().to_vec().unwrap_or_default();
         self.loss_sum = Tensor::from_floats([g[0]], device);
         self.clean_correct = Tensor::from_ints([g[1] as i64], device);

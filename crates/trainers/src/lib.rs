@@ -58,7 +58,7 @@ pub use evaluation::{AttackResult, EvaluationAttack, PresetAttack, evaluate};
 pub use method::{ExtraCleanForward, Method, StepInput, StepOutput, attack_from_start, pgd_examples};
 pub use observer::{EvaluationObserver, Silent, TrainObserver};
 pub use optimizer::{GroupedSgd, SgdSettings};
-pub use parallel::{DataParallelConfig, Peer, Replica, RunningStatistics, Shard, train_data_parallel};
+pub use parallel::{DataParallelConfig, Exchange, Peer, Replica, RunningStatistics, train_data_parallel};
 pub use recipe::{AttackSection, Budget, MethodConfig, Recipe, StartKind};
 pub use resume_state::{ResumeState, SameRun};
 pub use run::{Opening, RESUME_SAFE_KEYS, Run, RunDescription};

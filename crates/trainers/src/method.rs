@@ -10,7 +10,7 @@ use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::Classifier;
 
 use crate::error::TrainError;
-use crate::parallel::Shard;
+use crate::parallel::Exchange;
 use crate::weight_perturbation::WeightPerturbationConfig;
 
 /// One batch, as a method sees it.
@@ -26,9 +26,10 @@ pub struct StepInput<B: AutodiffBackend> {
     /// Where the training attack starts, (N, C, H, W); `None` draws it as the attack's configuration says. Given by
     /// the parity tests, which replay the official code's draw.
     pub start: Option<Tensor<Inner<B>, 4>>,
-    /// In a data-parallel run, this device's part of the global batch (`images` and `labels` are that part);
-    /// `None` when training alone.
-    pub shard: Option<Shard<B>>,
+    /// In a data-parallel run, this device's exchange with the others for this global batch (`images` and
+    /// `labels` are this device's part of it); `None` when training alone. A loss on statistics of the global batch
+    /// takes them through [`Exchange::global_sum`].
+    pub exchange: Option<Exchange<B>>,
 }
 
 /// What a method's loss produced.
@@ -83,20 +84,11 @@ pub trait Method<B: AutodiffBackend, M: Classifier<B>>: Send {
     /// Called after the last step of every epoch.
     fn end_epoch(&mut self) {}
 
-    /// In a data-parallel run, the factor this device's gradient is multiplied by before the devices' gradients
-    /// are summed. The default, the shard's share of the global batch, is right for a loss that is a mean over
-    /// samples. A loss computed from statistics of the global batch ([`Shard::global_sum`]) already is the global
-    /// loss, so its share is 1.
-    fn gradient_share(&self, input: &StepInput<B>) -> f64 {
-        input.shard.as_ref().map_or(1.0, Shard::share)
-    }
-
-    /// In a data-parallel run, sums across the devices (with `sum`) the statistics gathered since the last epoch
-    /// ended, so every device ends the epoch with the same state; called before [`Method::end_epoch`].
-    fn share_statistics(
-        &mut self,
-        _sum: &mut dyn FnMut(Tensor<Inner<B>, 1>) -> Result<Tensor<Inner<B>, 1>, TrainError>,
-    ) -> Result<(), TrainError> {
+    /// In a data-parallel run, sums across the devices ([`Exchange::sum_statistics`]) the statistics gathered
+    /// since the last epoch ended, so every device ends the epoch with the same state; called before
+    /// [`Method::end_epoch`]. (Statistics of the global batch inside a loss go through
+    /// [`StepInput::exchange`] instead.)
+    fn share_statistics(&mut self, _exchange: &Exchange<B>) -> Result<(), TrainError> {
         Ok(())
     }
 

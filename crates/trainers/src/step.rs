@@ -9,7 +9,7 @@ use tailguard_models::{Classifier, Mode};
 use crate::error::TrainError;
 use crate::method::{Method, StepInput, StepOutput};
 use crate::optimizer::GroupedSgd;
-use crate::parallel::reduce_gradients;
+use crate::parallel::Exchange;
 use crate::settings::StepOptions;
 use crate::weight_perturbation::WeightPerturbation;
 
@@ -44,14 +44,13 @@ pub fn update_step<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>>(
     options: StepOptions,
 ) -> Result<StepOutput<B>, TrainError> {
     // Data-parallel: every backward's gradients become the global batch's before any step uses them.
-    let share = method.gradient_share(input);
-    let reduce = |model: &M, grads: &mut B::Gradients| match &input.shard {
-        Some(shard) => reduce_gradients(&shard.peer, model, grads, share),
+    let reduce = |model: &M, grads: &mut B::Gradients| match &input.exchange {
+        Some(exchange) => exchange.reduce_gradients(model, grads),
         None => Ok(()),
     };
     let loss_of = |model: &M| {
         let output = method.loss(model, input, adversarial.clone());
-        if let Some(error) = input.shard.as_ref().and_then(|shard| shard.peer.take_failure()) {
+        if let Some(error) = input.exchange.as_ref().and_then(Exchange::take_failure) {
             return Err(error);
         }
         // Burn's backward of a non-scalar sums it silently; a per-sample loss would train on a wrong gradient.

@@ -19,7 +19,7 @@ use crate::evaluation::{PresetAttack, evaluate};
 use crate::method::{Method, StepInput};
 use crate::observer::{Silent, TrainObserver};
 use crate::optimizer::GroupedSgd;
-use crate::parallel::{Peer, RunningStatistics, Shard, average_running_statistics};
+use crate::parallel::{Exchange, Peer};
 use crate::resume_state::{ResumeState, SameRun};
 use crate::settings::{TrainerConfig, ValidationConfig};
 use crate::step::train_step;
@@ -41,7 +41,7 @@ pub struct Trainer<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> {
     counts: Vec<usize>,
     device: B::Device,
     /// This device's place in a data-parallel run (`None`: training alone).
-    peer: Option<Peer<B>>,
+    exchange: Option<Exchange<B>>,
     /// 0-based index of the next epoch to run.
     pub next_epoch: usize,
 }
@@ -109,7 +109,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             counts: data.counts.clone(),
             config,
             device: device.clone(),
-            peer: None,
+            exchange: None,
             next_epoch: 0,
         })
     }
@@ -203,7 +203,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             SeedStream::derive(self.config.seed, &[0x6174_7461_636b, epoch as u64]).next_u64(),
         );
         let lr = self.config.lr_at(epoch);
-        let (rank, world) = self.peer.as_ref().map_or((0, 1), |p| (p.rank(), p.world()));
+        let (rank, world) = self
+            .exchange
+            .as_ref()
+            .map_or((0, 1), |e| (e.peer().rank(), e.peer().world()));
         if self.config.batch_size < world {
             return Err(TrainError::BatchSmallerThanDevices {
                 batch_size: self.config.batch_size,
@@ -227,11 +230,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 eps,
                 epoch,
                 start: None,
-                shard: self.peer.as_ref().map(|peer| Shard {
-                    peer: peer.clone(),
-                    size: n,
-                    global_size: self.loader.batch_len(step),
-                }),
+                exchange: self
+                    .exchange
+                    .as_ref()
+                    .map(|e| e.for_batch(n, self.loader.batch_len(step))),
             };
             let output = train_step(
                 self.method.as_mut(),
@@ -243,11 +245,11 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             )?;
             // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
             tally.add(&output, &input.labels);
-            let figures = match ((step + 1) % LOSS_READ_EVERY == 0, &self.peer) {
+            let figures = match ((step + 1) % LOSS_READ_EVERY == 0, &self.exchange) {
                 (false, _) => None,
                 (true, None) => Some(tally.figures()),
                 // Every device decides on divergence from the same figure: the devices' mean loss.
-                (true, Some(peer)) => Some(tally.figures_across(peer)?),
+                (true, Some(exchange)) => Some(exchange.figures(&tally)?),
             };
             if let Some(f) = figures
                 && !f.loss.is_finite()
@@ -260,13 +262,10 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             }
             observer.on_step(epoch, step + 1, steps, figures);
         }
-        if let Some(peer) = &self.peer {
-            tally.combine(peer)?;
-            self.method
-                .share_statistics(&mut |t| peer.sum(t, "method statistics"))?;
-            if peer.running_statistics() == RunningStatistics::Averaged {
-                self.model = average_running_statistics(peer, self.model.clone())?;
-            }
+        if let Some(exchange) = &self.exchange {
+            exchange.combine(&mut tally)?;
+            self.method.share_statistics(exchange)?;
+            self.model = exchange.share_running_statistics(self.model.clone())?;
         }
         self.method.end_epoch();
         let (loss, clean_accuracy, adversarial_accuracy) = tally.finish();
@@ -352,12 +351,12 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
     /// Makes this trainer one device of a data-parallel run (see [`crate::parallel`]): from the next epoch on it
     /// trains on its shard of every global batch and exchanges gradients and statistics with its peers.
     pub fn attach_peer(&mut self, peer: Peer<B>) {
-        self.peer = Some(peer);
+        self.exchange = Some(Exchange::new(peer));
     }
 
     /// This device's place in a data-parallel run, if any.
     pub fn peer(&self) -> Option<&Peer<B>> {
-        self.peer.as_ref()
+        self.exchange.as_ref().map(Exchange::peer)
     }
 
     /// Everything a resumed run restores (weights with their parameter ids, running statistics, momentum, method

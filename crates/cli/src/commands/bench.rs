@@ -278,7 +278,7 @@ fn bench_one(
                 eps: Tensor::<Inner<Train>, 1>::full([n], eps, device),
                 epoch,
                 start: None,
-                shard: None,
+                exchange: None,
             };
             Box::new(move || {
                 let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01, options)

@@ -24,6 +24,7 @@ use tailguard_models::{Classifier, Mode};
 use crate::error::{MethodStateError, TrainError};
 use crate::losses::{balanced_softmax, class_prior, log_prior};
 use crate::method::{Method, StepInput, StepOutput, attack_from_start};
+use crate::parallel::Exchange;
 
 /// REAT with balanced-softmax weight `tau` (1 in the paper).
 pub struct Reat<B: AutodiffBackend> {
@@ -168,13 +169,10 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
     }
 
     /// The prediction counts of every device, so the next epoch's class weights are the same everywhere.
-    fn share_statistics(
-        &mut self,
-        sum: &mut dyn FnMut(Tensor<Inner<B>, 1>) -> Result<Tensor<Inner<B>, 1>, TrainError>,
-    ) -> Result<(), TrainError> {
+    fn share_statistics(&mut self, exchange: &Exchange<B>) -> Result<(), TrainError> {
         // Every device has a tally, or none has (the same method on the same number of steps).
         if let Some(local) = self.tally.take() {
-            self.tally = Some(sum(local)?);
+            self.tally = Some(exchange.sum_statistics(local)?);
         }
         Ok(())
     }

@@ -42,15 +42,6 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
         true
     }
 
-    /// Stage 2's HARL is computed on the global batch's class statistics: each device's gradient is its part of
-    /// the global loss's, summed unweighted.
-    fn gradient_share(&self, input: &StepInput<B>) -> f64 {
-        match &input.shard {
-            Some(shard) if input.epoch < self.ce_epochs => shard.share(),
-            _ => 1.0,
-        }
-    }
-
     fn prepare(&self, model: &M, input: &StepInput<B>) {
         self.extra_clean_forward
             .run_at(ExtraCleanForward::Before, false, model, input);
@@ -76,9 +67,10 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
                 extra.run_at(ExtraCleanForward::AfterAdversarial, true, model, input);
                 let per_sample = cross_entropy_per_sample(logits.clone(), input.labels.clone());
                 let (sums, counts) = class_sums(per_sample, input.labels.clone(), self.num_classes);
-                // Data-parallel: HARL's class means are those of the global batch, as on one device.
-                let (sums, counts) = match &input.shard {
-                    Some(shard) => (shard.global_sum(sums), shard.global_sum(counts)),
+                // Data-parallel: HARL's class means are those of the global batch, as on one device (so each
+                // device's gradient is its part of the global loss's, summed unweighted).
+                let (sums, counts) = match &input.exchange {
+                    Some(exchange) => (exchange.global_sum(sums), exchange.global_sum(counts)),
                     None => (sums, counts),
                 };
                 let loss = harl_from_sums(sums, counts, self.weights, self.absent_classes);

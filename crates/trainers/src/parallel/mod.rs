@@ -8,7 +8,7 @@
 //! or an epoch carries (the epoch's loss and accuracies, REAT's prediction counts, the divergence check) is summed
 //! across devices too, so every device holds the same method state; device 0 is the only writer (log, checkpoints,
 //! validation). Losses over statistics of the whole batch (TAET's HARL) compute those statistics over the global
-//! batch (see [`Shard`]), so data-parallel TAET equals single-device TAET on the same global batch.
+//! batch (see [`Exchange::global_sum`]), so data-parallel TAET equals single-device TAET on the same global batch.
 //!
 //! Not equal to one device: BatchNorm normalises each shard with its own batch statistics and keeps per-device
 //! running statistics, as PyTorch DDP without SyncBatchNorm does ([`RunningStatistics`] can average the running
@@ -21,10 +21,12 @@
 
 mod config;
 mod exchange;
+mod handle;
 mod launch;
 mod peer;
 
 pub use config::{DataParallelConfig, RunningStatistics};
 pub use exchange::{average_running_statistics, broadcast_bytes, reduce_gradients};
+pub use handle::Exchange;
 pub use launch::{Replica, run_orchestrator, train_data_parallel};
-pub use peer::{Peer, Shard};
+pub use peer::Peer;

@@ -159,7 +159,7 @@ impl<B: AutodiffBackend> Peer<B> {
         self.failure.lock().ok().and_then(|mut f| f.take())
     }
 
-    fn keep_failure(&self, error: TrainError) {
+    pub(crate) fn keep_failure(&self, error: TrainError) {
         if let Ok(mut failure) = self.failure.lock() {
             failure.get_or_insert(error);
         }
@@ -184,38 +184,5 @@ pub(crate) fn collective_error(operation: &'static str, rank: usize, error: Coll
         operation,
         rank,
         reason,
-    }
-}
-
-/// A device's part of a global batch, handed to methods in [`crate::StepInput::shard`] (data-parallel only).
-#[derive(Clone, Debug)]
-pub struct Shard<B: AutodiffBackend> {
-    /// The device.
-    pub peer: Peer<B>,
-    /// Images of the global batch on this device.
-    pub size: usize,
-    /// Images of the global batch, every device together.
-    pub global_size: usize,
-}
-
-impl<B: AutodiffBackend> Shard<B> {
-    /// This shard's share of the global batch: the weight of its gradient for a loss that is a mean over samples.
-    pub fn share(&self) -> f64 {
-        self.size as f64 / self.global_size as f64
-    }
-
-    /// A statistic of the global batch inside a loss: `local` (this shard's part, tracked) summed over every
-    /// device. The value is the global sum; the gradient flows to this shard's part only, so summing the devices'
-    /// gradients gives the gradient of the loss on the global batch. If the exchange fails, the error is kept for
-    /// the step to return and the local value is used.
-    pub fn global_sum<const D: usize>(&self, local: Tensor<B, D>) -> Tensor<B, D> {
-        match self.peer.sum(local.clone().detach().inner(), "loss statistics") {
-            // total + (local - local) is exactly total in value, with local's gradient.
-            Ok(total) => Tensor::from_inner(total) + (local.clone() - local.detach()),
-            Err(error) => {
-                self.peer.keep_failure(error);
-                local
-            }
-        }
     }
 }
