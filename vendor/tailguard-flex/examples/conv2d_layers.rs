@@ -1,23 +1,22 @@
-//! tailguard patch: times the convolutions of a CIFAR ResNet-18 (forward, input gradient, weight gradient) with
-//! the patched products (`conv2d_gemm`, through `ModuleOps`) and with burn-flex 0.21's own paths (its tiled
-//! forward, burn-backend's default transposed-convolution input gradient and batch-swapped weight gradient), in
-//! one run on the same tensors.
+//! Times the convolutions of a CIFAR ResNet-18 (forward, input gradient, weight gradient) on the published
+//! burn-flex 0.21 (its tiled forward, burn-backend's default transposed-convolution input gradient and
+//! batch-swapped weight gradient) and on this crate (batched im2col + gemm), in one run on the same tensors.
 //!
-//!     cargo run --release --example conv2d_layers -- [BATCH]
+//!     cargo run --release -p tailguard-flex --example conv2d_layers -- [BATCH]
 
 use std::time::Instant;
 
-use burn_backend::ops::conv::calculate_padding_out;
-use burn_backend::ops::{ConvOptions, ConvTransposeOptions, FloatTensorOps, ModuleOps};
-use burn_backend::{DType, Slice, TensorMetadata};
+use burn_backend::DType;
+use burn_backend::ops::{ConvOptions, ModuleOps};
 use burn_std::{Bytes, Shape};
-use tailguard_flex::{Flex, FlexTensor, Layout};
+use tailguard_flex::{FlexTensor, Layout};
+
+type Published = burn_flex::Flex;
+type Ours = tailguard_flex::Flex;
 
 fn filled(shape: &[usize]) -> FlexTensor {
     let len: usize = shape.iter().product();
-    let values: Vec<f32> = (0..len)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
+    let values: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(Shape::from(shape.to_vec())),
@@ -27,32 +26,14 @@ fn filled(shape: &[usize]) -> FlexTensor {
 
 /// Best of three after one warm-up, in seconds.
 fn best(mut f: impl FnMut() -> FlexTensor) -> f64 {
-    std::hint::black_box(f().shape());
+    std::hint::black_box(f().layout().shape().clone());
     (0..3)
         .map(|_| {
             let start = Instant::now();
-            std::hint::black_box(f().shape());
+            std::hint::black_box(f().layout().shape().clone());
             start.elapsed().as_secs_f64()
         })
         .fold(f64::MAX, f64::min)
-}
-
-/// burn-backend 0.21's default weight gradient for groups == 1, on burn-flex's own forward convolution.
-fn weight_gradient_unpatched(
-    x: &FlexTensor,
-    dy: &FlexTensor,
-    w_shape: [usize; 4],
-    options: &ConvOptions<2>,
-) -> FlexTensor {
-    let swapped = tailguard_flex::ops::conv::conv2d_f32(
-        Flex::float_swap_dims(x.clone(), 0, 1),
-        Flex::float_swap_dims(dy.clone(), 0, 1),
-        None,
-        &ConvOptions::new(options.dilation, options.padding, options.stride, 1),
-    );
-    let grad = Flex::float_swap_dims(swapped, 0, 1);
-    let slices = w_shape.map(|dim| Slice::from(0..dim));
-    Flex::float_slice(grad, &slices)
 }
 
 fn main() {
@@ -75,9 +56,7 @@ fn main() {
         "batch {batch}, {} rayon threads; milliseconds (GFLOP/s)",
         rayon::current_num_threads()
     );
-    println!(
-        "| layer | forward before | after | input gradient before | after | weight gradient before | after |"
-    );
+    println!("| layer | forward before | after | input gradient before | after | weight gradient before | after |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut totals = [0.0f64; 6];
     for (c_in, c_out, size, stride, kernel) in layers {
@@ -89,18 +68,13 @@ fn main() {
             filled(&[c_out, c_in, kernel, kernel]),
             filled(&[batch, c_out, out, out]),
         );
-        let pad_out = calculate_padding_out(kernel, stride, pad, 1, size, out);
-        let transpose =
-            ConvTransposeOptions::new([stride, stride], [pad, pad], [pad_out, pad_out], [1, 1], 1);
         let times = [
-            best(|| tailguard_flex::ops::conv::conv2d_f32(x.clone(), w.clone(), None, &options)),
-            best(|| Flex::conv2d(x.clone(), w.clone(), None, options.clone())),
-            best(|| Flex::conv_transpose2d(dy.clone(), w.clone(), None, transpose.clone())),
-            best(|| Flex::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
-            best(|| weight_gradient_unpatched(&x, &dy, [c_out, c_in, kernel, kernel], &options)),
-            best(|| {
-                Flex::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())
-            }),
+            best(|| Published::conv2d(x.clone(), w.clone(), None, options.clone())),
+            best(|| Ours::conv2d(x.clone(), w.clone(), None, options.clone())),
+            best(|| Published::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
+            best(|| Ours::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
+            best(|| Published::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
+            best(|| Ours::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())),
         ];
         let flops = 2.0 * (batch * c_out * out * out * c_in * kernel * kernel) as f64;
         let cells: Vec<String> = times

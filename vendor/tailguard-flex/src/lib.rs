@@ -1,47 +1,59 @@
-#![cfg_attr(not(feature = "std"), no_std)]
-
-//! # burn-flex
+//! Burn's CPU backend as tailguard runs it: every tensor operation of the published `burn-flex` 0.21.0, but for 2D
+//! convolutions and their gradients, which are batched im2col + gemm products here (`conv2d.rs`), with gemm's AVX-512
+//! kernels on. `tailguard-models` re-exports [`Flex`]; a Burn project that trains with tailguard names that type for
+//! the fast CPU path.
 //!
-//! A fast, portable CPU backend for [Burn](https://github.com/tracel-ai/burn).
-//!
-//! ## Features
-//!
-//! - Pure Rust (no C dependencies)
-//! - f16/bf16 support
-//! - SIMD acceleration via macerator (NEON, AVX2/AVX-512/SSE, SIMD128, scalar fallback)
-//! - Zero-copy tensor views
-//! - Thread-safe by design
-//!
-//! ## Usage
-//!
-//! ```ignore
-//! use tailguard_flex::Flex;
+//! ```
 //! use burn::tensor::Tensor;
+//! use tailguard_flex::Flex;
 //!
 //! let tensor: Tensor<Flex, 2> = Tensor::from_data([[1.0, 2.0], [3.0, 4.0]], &Default::default());
+//! assert_eq!(tensor.sum().into_scalar(), 10.0);
 //! ```
 
 extern crate alloc;
 
-#[cfg(all(not(target_has_atomic = "ptr"), not(feature = "critical-section")))]
-compile_error!(
-    "This target lacks atomic CAS support. Enable the `critical-section` feature: \
-     burn-flex = { ..., features = [\"critical-section\"] }"
-);
+mod conv2d;
+mod conv2d_gemm;
+mod delegated;
 
-mod backend;
-mod layout;
-mod qtensor;
-mod strided_index;
-mod tensor;
+use alloc::string::String;
 
-#[doc(hidden)]
-pub mod ops;
+use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet};
+pub use burn_flex::{FlexDevice, FlexQTensor, FlexTensor, Layout};
 
-#[doc(hidden)]
-pub mod simd;
+type Published = burn_flex::Flex;
 
-pub use backend::{Flex, FlexDevice};
-pub use layout::Layout;
-pub use qtensor::FlexQTensor;
-pub use tensor::FlexTensor;
+/// The CPU backend: burn-flex's tensors, devices and operations, tailguard's 2D convolutions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flex;
+
+impl BackendTypes for Flex {
+    type Device = FlexDevice;
+    type FloatTensorPrimitive = FlexTensor;
+    type FloatElem = f32;
+    type IntTensorPrimitive = FlexTensor;
+    type IntElem = i32;
+    type BoolTensorPrimitive = FlexTensor;
+    type BoolElem = bool;
+    type QuantizedTensorPrimitive = FlexQTensor;
+}
+
+impl Backend for Flex {
+    fn name(device: &Self::Device) -> String {
+        <Published as Backend>::name(device)
+    }
+
+    /// Seeds burn-flex's generator, which every random operation here draws from.
+    fn seed(device: &Self::Device, seed: u64) {
+        <Published as Backend>::seed(device, seed)
+    }
+
+    fn device_count(type_id: u16) -> usize {
+        <Published as Backend>::device_count(type_id)
+    }
+
+    fn dtype_usage(device: &Self::Device, dtype: DType) -> DTypeUsageSet {
+        <Published as Backend>::dtype_usage(device, dtype)
+    }
+}

@@ -1,4 +1,4 @@
-//! tailguard patch: 2D convolution, its input gradient and its weight gradient as im2col + gemm over column
+//! 2D convolution, its input gradient and its weight gradient as im2col + gemm over column
 //! tiles that span images.
 //!
 //! burn-flex 0.21 multiplies one image at a time: at 4x4 pixels (the last stage of a CIFAR ResNet) each product
@@ -24,9 +24,9 @@ use core::ops::Add;
 use burn_backend::ops::ConvOptions;
 use burn_backend::ops::conv::calculate_conv_output_size;
 use burn_backend::{DType, Element};
-use burn_std::{Bytes, Shape, f16};
+use burn_std::{Bytes, Shape, bf16, f16};
 
-use crate::{FlexTensor, Layout};
+use burn_flex::{FlexTensor, Layout};
 
 /// Column-buffer size a tile aims at; the product then streams its columns from cache.
 const TILE_BYTES: usize = 4 << 20;
@@ -150,26 +150,21 @@ impl Geometry {
 
     /// Columns per product: the column buffer near `TILE_BYTES`.
     fn tile_columns<T>(&self) -> usize {
-        (TILE_BYTES / (self.rows() * core::mem::size_of::<T>()).max(1))
-            .clamp(MIN_TILE_COLUMNS, MAX_TILE_COLUMNS)
+        (TILE_BYTES / (self.rows() * core::mem::size_of::<T>()).max(1)).clamp(MIN_TILE_COLUMNS, MAX_TILE_COLUMNS)
     }
 
     /// Images per unit of parallel work: a multiple of the thread count of units (so no thread waits on a last,
     /// lone unit), each of at most a few tiles.
     fn images_per_unit<T>(&self, threads: usize) -> usize {
         let threads = threads.max(1);
-        let rounds = self
-            .columns()
-            .div_ceil(threads * 4 * self.tile_columns::<T>())
-            .max(1);
+        let rounds = self.columns().div_ceil(threads * 4 * self.tile_columns::<T>()).max(1);
         self.batch.div_ceil(threads * rounds).max(1)
     }
 
     /// Input row read by output row `oh` at kernel row `kh`, if inside the image.
     fn input_row(&self, oh: usize, kh: usize) -> Option<usize> {
         let row = oh * self.stride[0] + kh * self.dilation[0];
-        row.checked_sub(self.padding[0])
-            .filter(|&row| row < self.in_h)
+        row.checked_sub(self.padding[0]).filter(|&row| row < self.in_h)
     }
 
     /// Output columns `[lo, hi)` whose input column at kernel column `kw` is inside the image.
@@ -197,12 +192,7 @@ impl Geometry {
 
 /// Calls `f(image, output row, first output column, length, offset in the tile)` for each run of output pixels of
 /// one output row inside columns `[start, end)`.
-fn for_each_row_run(
-    g: &Geometry,
-    start: usize,
-    end: usize,
-    mut f: impl FnMut(usize, usize, usize, usize, usize),
-) {
+fn for_each_row_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
     let pixels = g.pixels();
     let mut column = start;
     while column < end {
@@ -216,12 +206,7 @@ fn for_each_row_run(
 }
 
 /// Calls `f(image, first pixel, length, offset in the tile)` for each image's run of pixels in `[start, end)`.
-fn for_each_image_run(
-    g: &Geometry,
-    start: usize,
-    end: usize,
-    mut f: impl FnMut(usize, usize, usize, usize),
-) {
+fn for_each_image_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     let pixels = g.pixels();
     let mut column = start;
     while column < end {
@@ -265,11 +250,7 @@ fn for_each_patch_run(
             .input_row(oh, kh)
             .map(|ih| (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w);
         let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
-        let first_input_column = if first < last {
-            g.input_column(first, kw)
-        } else {
-            0
-        };
+        let first_input_column = if first < last { g.input_column(first, kw) } else { 0 };
         f(PatchRun {
             at,
             len,
@@ -347,20 +328,10 @@ fn col2im_add<T: ConvElement>(
 }
 
 /// `tile[out_per_group, end - start]`: the output gradient of `group` at columns `[start, end)`.
-fn gather_output<T: ConvElement>(
-    g: &Geometry,
-    dy: &[T],
-    group: usize,
-    start: usize,
-    end: usize,
-    tile: &mut [T],
-) {
+fn gather_output<T: ConvElement>(g: &Geometry, dy: &[T], group: usize, start: usize, end: usize, tile: &mut [T]) {
     let n = end - start;
     let pixels = g.pixels();
-    for (local, dst) in tile[..g.out_per_group() * n]
-        .chunks_exact_mut(n)
-        .enumerate()
-    {
+    for (local, dst) in tile[..g.out_per_group() * n].chunks_exact_mut(n).enumerate() {
         let channel = group * g.out_per_group() + local;
         for_each_image_run(g, start, end, |image, pixel, len, at| {
             let from = (image * g.channels_out + channel) * pixels + pixel;
@@ -511,38 +482,33 @@ fn forward<T: ConvElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -
     let tile = g.tile_columns::<T>();
     let parallel_product = g.batch.div_ceil(images) < threads;
     let (rows, out_per_group, pixels) = (g.rows(), g.out_per_group(), g.pixels());
-    for_each_unit(
-        &mut y,
-        images * g.channels_out * pixels,
-        |unit, y_unit, (col, out)| {
-            let first_image = unit * images;
-            let x_unit = &x[first_image * g.image_len()..];
-            let unit_start = first_image * pixels;
-            let unit_end = unit_start + y_unit.len() / g.channels_out;
-            for start in (unit_start..unit_end).step_by(tile) {
-                let end = (start + tile).min(unit_end);
-                let n = end - start;
-                for group in 0..g.groups {
-                    let col = grow(col, rows * n);
-                    im2col(g, x_unit, first_image, group, start, end, col);
-                    let out = grow(out, out_per_group * n);
-                    let w_group =
-                        &w[group * out_per_group * rows..(group + 1) * out_per_group * rows];
-                    product(
-                        (out_per_group, n, rows),
-                        out,
-                        false,
-                        w_group,
-                        (rows, 1),
-                        col,
-                        (n, 1),
-                        parallel_product,
-                    );
-                    scatter_output(g, out, bias, first_image, group, start, end, y_unit);
-                }
+    for_each_unit(&mut y, images * g.channels_out * pixels, |unit, y_unit, (col, out)| {
+        let first_image = unit * images;
+        let x_unit = &x[first_image * g.image_len()..];
+        let unit_start = first_image * pixels;
+        let unit_end = unit_start + y_unit.len() / g.channels_out;
+        for start in (unit_start..unit_end).step_by(tile) {
+            let end = (start + tile).min(unit_end);
+            let n = end - start;
+            for group in 0..g.groups {
+                let col = grow(col, rows * n);
+                im2col(g, x_unit, first_image, group, start, end, col);
+                let out = grow(out, out_per_group * n);
+                let w_group = &w[group * out_per_group * rows..(group + 1) * out_per_group * rows];
+                product(
+                    (out_per_group, n, rows),
+                    out,
+                    false,
+                    w_group,
+                    (rows, 1),
+                    col,
+                    (n, 1),
+                    parallel_product,
+                );
+                scatter_output(g, out, bias, first_image, group, start, end, y_unit);
             }
-        },
-    );
+        }
+    });
     y
 }
 
@@ -557,38 +523,33 @@ fn input_gradient<T: ConvElement>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
     let tile = g.tile_columns::<T>();
     let parallel_product = g.batch.div_ceil(images) < threads;
     let (rows, out_per_group, pixels) = (g.rows(), g.out_per_group(), g.pixels());
-    for_each_unit(
-        &mut dx,
-        images * g.image_len(),
-        |unit, dx_unit, (col, dy_tile)| {
-            let first_image = unit * images;
-            let unit_start = first_image * pixels;
-            let unit_end = unit_start + dx_unit.len() / g.image_len() * pixels;
-            for start in (unit_start..unit_end).step_by(tile) {
-                let end = (start + tile).min(unit_end);
-                let n = end - start;
-                for group in 0..g.groups {
-                    let dy_tile = grow(dy_tile, out_per_group * n);
-                    gather_output(g, dy, group, start, end, dy_tile);
-                    let col = grow(col, rows * n);
-                    let w_group =
-                        &w[group * out_per_group * rows..(group + 1) * out_per_group * rows];
-                    // col[rows, n] = w_group^T [rows, out_per_group] @ dy_tile[out_per_group, n]
-                    product(
-                        (rows, n, out_per_group),
-                        col,
-                        false,
-                        w_group,
-                        (1, rows),
-                        dy_tile,
-                        (n, 1),
-                        parallel_product,
-                    );
-                    col2im_add(g, col, first_image, group, start, end, dx_unit);
-                }
+    for_each_unit(&mut dx, images * g.image_len(), |unit, dx_unit, (col, dy_tile)| {
+        let first_image = unit * images;
+        let unit_start = first_image * pixels;
+        let unit_end = unit_start + dx_unit.len() / g.image_len() * pixels;
+        for start in (unit_start..unit_end).step_by(tile) {
+            let end = (start + tile).min(unit_end);
+            let n = end - start;
+            for group in 0..g.groups {
+                let dy_tile = grow(dy_tile, out_per_group * n);
+                gather_output(g, dy, group, start, end, dy_tile);
+                let col = grow(col, rows * n);
+                let w_group = &w[group * out_per_group * rows..(group + 1) * out_per_group * rows];
+                // col[rows, n] = w_group^T [rows, out_per_group] @ dy_tile[out_per_group, n]
+                product(
+                    (rows, n, out_per_group),
+                    col,
+                    false,
+                    w_group,
+                    (1, rows),
+                    dy_tile,
+                    (n, 1),
+                    parallel_product,
+                );
+                col2im_add(g, col, first_image, group, start, end, dx_unit);
             }
-        },
-    );
+        }
+    });
     dx
 }
 
@@ -603,10 +564,7 @@ fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let tile = g.tile_columns::<T>();
     let partial = |part: usize| -> Vec<T> {
         let mut dw = vec![T::ZERO; weight_len];
-        let (part_start, part_end) = (
-            (part * per_part).min(columns),
-            ((part + 1) * per_part).min(columns),
-        );
+        let (part_start, part_end) = ((part * per_part).min(columns), ((part + 1) * per_part).min(columns));
         let (mut col, mut dy_tile) = (Vec::new(), Vec::new());
         for (index, start) in (part_start..part_end).step_by(tile).enumerate() {
             let end = (start + tile).min(part_end);
@@ -617,8 +575,7 @@ fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
                 let dy_tile = grow(&mut dy_tile, out_per_group * n);
                 gather_output(g, dy, group, start, end, dy_tile);
                 // dw_group[out_per_group, rows] += dy_tile[out_per_group, n] @ col^T [n, rows]
-                let dw_group =
-                    &mut dw[group * out_per_group * rows..(group + 1) * out_per_group * rows];
+                let dw_group = &mut dw[group * out_per_group * rows..(group + 1) * out_per_group * rows];
                 product(
                     (out_per_group, rows, n),
                     dw_group,
@@ -652,11 +609,7 @@ fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
 
 fn shape4(tensor: &FlexTensor) -> [usize; 4] {
     let shape = tensor.layout().shape();
-    assert_eq!(
-        shape.num_dims(),
-        4,
-        "conv2d: expected a 4D tensor, got {shape:?}"
-    );
+    assert_eq!(shape.num_dims(), 4, "conv2d: expected a 4D tensor, got {shape:?}");
     [shape[0], shape[1], shape[2], shape[3]]
 }
 
@@ -665,6 +618,27 @@ fn tensor<T: ConvElement>(data: Vec<T>, shape: [usize; 4], dtype: DType) -> Flex
         Bytes::from_elems(data),
         Layout::contiguous(Shape::from(shape.to_vec())),
         dtype,
+    )
+}
+
+/// A bf16 tensor as f32 (bf16 convolutions compute in f32, as burn-flex's do).
+fn bf16_to_f32(tensor: &FlexTensor) -> FlexTensor {
+    let tensor = tensor.to_contiguous();
+    let data: Vec<f32> = tensor.storage::<bf16>().iter().map(|x| x.to_f32()).collect();
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(tensor.layout().shape().clone()),
+        DType::F32,
+    )
+}
+
+/// An f32 tensor rounded to bf16.
+fn f32_to_bf16(tensor: &FlexTensor) -> FlexTensor {
+    let data: Vec<bf16> = tensor.storage::<f32>().iter().map(|&x| bf16::from_f32(x)).collect();
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(tensor.layout().shape().clone()),
+        DType::BF16,
     )
 }
 
@@ -690,11 +664,9 @@ macro_rules! by_dtype {
             }
             DType::BF16 => {
                 type $T = f32;
-                let $args = tensors.map(|tensor| {
-                    tensor.map(|tensor| super::conv_common::convert_bf16_to_f32(&tensor))
-                });
+                let $args = tensors.map(|tensor| tensor.map(|tensor| bf16_to_f32(&tensor)));
                 let result: FlexTensor = $body;
-                super::conv_common::convert_f32_to_bf16(&result)
+                f32_to_bf16(&result)
             }
             dtype => panic!("{}: unsupported dtype {:?}", $name, dtype),
         }
@@ -702,7 +674,7 @@ macro_rules! by_dtype {
 }
 
 /// 2D convolution (`x [N, C_in, H, W]`, `weight [C_out, C_in / groups, kh, kw]`) -> `[N, C_out, H', W']`.
-pub(crate) fn conv2d(
+pub(crate) fn forward_gemm(
     x: FlexTensor,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
@@ -713,18 +685,13 @@ pub(crate) fn conv2d(
         let [x, weight, bias] = args.map(|tensor| tensor.map(|tensor| tensor.to_contiguous()));
         let (x, weight) = (x.expect("input"), weight.expect("weight"));
         let g = Geometry::new(&shape4(&x), &shape4(&weight), options);
-        let y = forward::<T>(
-            &g,
-            x.storage(),
-            weight.storage(),
-            bias.as_ref().map(|b| b.storage()),
-        );
+        let y = forward::<T>(&g, x.storage(), weight.storage(), bias.as_ref().map(|b| b.storage()));
         tensor(y, [g.batch, g.channels_out, g.out_h, g.out_w], x.dtype())
     })
 }
 
 /// Gradient of `conv2d` with respect to its input.
-pub(crate) fn conv2d_x_backward(
+pub(crate) fn x_backward_gemm(
     x: FlexTensor,
     weight: FlexTensor,
     output_grad: FlexTensor,
@@ -751,7 +718,7 @@ pub(crate) fn conv2d_x_backward(
 }
 
 /// Gradient of `conv2d` with respect to its weight.
-pub(crate) fn conv2d_weight_backward(
+pub(crate) fn weight_backward_gemm(
     x: FlexTensor,
     weight: FlexTensor,
     output_grad: FlexTensor,
@@ -797,20 +764,12 @@ mod tests {
                             let c = group * ipg + ci;
                             for kh in 0..g.kernel_h {
                                 for kw in 0..g.kernel_w {
-                                    let ih = (oh * g.stride[0] + kh * g.dilation[0]) as isize
-                                        - g.padding[0] as isize;
-                                    let iw = (ow * g.stride[1] + kw * g.dilation[1]) as isize
-                                        - g.padding[1] as isize;
-                                    if ih < 0
-                                        || iw < 0
-                                        || ih >= g.in_h as isize
-                                        || iw >= g.in_w as isize
-                                    {
+                                    let ih = (oh * g.stride[0] + kh * g.dilation[0]) as isize - g.padding[0] as isize;
+                                    let iw = (ow * g.stride[1] + kw * g.dilation[1]) as isize - g.padding[1] as isize;
+                                    if ih < 0 || iw < 0 || ih >= g.in_h as isize || iw >= g.in_w as isize {
                                         continue;
                                     }
-                                    let xi = ((b * g.channels_in + c) * g.in_h + ih as usize)
-                                        * g.in_w
-                                        + iw as usize;
+                                    let xi = ((b * g.channels_in + c) * g.in_h + ih as usize) * g.in_w + iw as usize;
                                     let wi = ((co * ipg + ci) * g.kernel_h + kh) * g.kernel_w + kw;
                                     y[yi] += w[wi] * x[xi];
                                     dx[xi] += w[wi] * dy[yi];
@@ -826,9 +785,7 @@ mod tests {
     }
 
     fn values(len: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 state = state
@@ -861,7 +818,7 @@ mod tests {
         let to_f32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
         let flex = |v: &[f64], shape: [usize; 4]| tensor(to_f32(v), shape, DType::F32);
         let bias = values(g.channels_out, 4);
-        let y = conv2d(
+        let y = forward_gemm(
             flex(&x, x_shape),
             flex(&w, w_shape),
             Some(FlexTensor::new(
@@ -874,17 +831,13 @@ mod tests {
         let y: &[f32] = y.storage();
         for (i, (&a, &b)) in y.iter().zip(&y_ref).enumerate() {
             let want = b + bias[i / g.pixels() % g.channels_out];
-            assert!(
-                (a as f64 - want).abs() < 1e-4,
-                "f32 forward[{i}]: {a} vs {want}"
-            );
+            assert!((a as f64 - want).abs() < 1e-4, "f32 forward[{i}]: {a} vs {want}");
         }
     }
 
     #[test]
     fn matches_the_definition() {
-        let o =
-            |stride, padding, dilation, groups| ConvOptions::new(stride, padding, dilation, groups);
+        let o = |stride, padding, dilation, groups| ConvOptions::new(stride, padding, dilation, groups);
         check([2, 3, 7, 6], [4, 3, 3, 3], o([1, 1], [1, 1], [1, 1], 1));
         check([3, 4, 8, 8], [6, 4, 3, 3], o([2, 2], [1, 1], [1, 1], 1));
         check([2, 4, 9, 7], [5, 4, 1, 1], o([2, 2], [0, 0], [1, 1], 1));
@@ -897,11 +850,7 @@ mod tests {
     #[test]
     fn many_images_per_tile_and_many_tiles_per_image() {
         // Few pixels, many images: several images share one product.
-        check(
-            [40, 3, 2, 2],
-            [4, 3, 3, 3],
-            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-        );
+        check([40, 3, 2, 2], [4, 3, 3, 3], ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
         // Many pixels: an image spans several tiles.
         check(
             [2, 1, 48, 40],
