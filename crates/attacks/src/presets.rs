@@ -74,6 +74,16 @@ impl AttackPreset {
         }
     }
 
+    /// The fewest classes a classifier must have for the preset to be defined: CW's margin needs another class,
+    /// FAB-T and Square a target or a margin, AutoAttack's APGD-T the targeted DLR loss (four logits).
+    pub fn min_classes(&self) -> usize {
+        match self {
+            AttackPreset::Cw20 | AttackPreset::FabT | AttackPreset::Square => 2,
+            AttackPreset::AaLite | AttackPreset::Aa => 4,
+            _ => 1,
+        }
+    }
+
     /// The PGD configuration behind a PGD-type preset for budget `eps` (`None` for clean and AA-lite).
     /// TAET's training attack keeps its own eps of 0.031.
     pub fn pgd(&self, eps: f64) -> Option<PgdConfig> {

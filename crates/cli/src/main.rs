@@ -113,5 +113,27 @@ fn main() -> ExitCode {
 /// The error and its causes joined with ": ". Each tailguard error leaves its cause to `source()` instead of
 /// repeating it, so every part is printed once.
 fn one_line(error: &anyhow::Error) -> String {
-    error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+    error
+        .chain()
+        .map(|e| shorten_long_words(&e.to_string()))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The longest run without a space an error message shows whole; a longer one (a 10 MB value echoed by a parser)
+/// keeps its start and says how long it was.
+const LONGEST_WORD: usize = 200;
+
+fn shorten_long_words(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| match word.char_indices().nth(LONGEST_WORD) {
+            Some(_) => {
+                let start: String = word.chars().take(LONGEST_WORD / 2).collect();
+                format!("{start}... ({} characters)", word.chars().count())
+            }
+            None => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -265,6 +265,78 @@ fn world(w: &Path) {
     std::fs::create_dir_all(w.join("badimages/train/cat")).unwrap();
     std::fs::write(w.join("badimages/train/cat/0.png"), b"not a png").unwrap();
     std::fs::write(w.join("notes.txt"), b"a user's file").unwrap();
+
+    // Sizes and values from files that must be bounded or checked before anything is allocated or drawn.
+    // A 4.6 KB tar whose one header declares a 1 PiB CIFAR member.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("cifar-10-batches-bin/data_batch_1.bin").unwrap();
+    header.set_size(1 << 50);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut hostile = header.as_bytes().to_vec();
+    hostile.extend([0u8; 4096]);
+    std::fs::write(w.join("hugemember.tar"), hostile).unwrap();
+    // Configuration text: a second [data], a duplicate key, a non-ASCII bare key, an integer too large, a 10 MB value.
+    std::fs::write(w.join("twodata.toml"), format!("{small}\n[data]\nimbalance = 2.0\n")).unwrap();
+    std::fs::write(
+        w.join("dupkey.toml"),
+        small.replacen("[optim]\n", "[optim]\nlr = 0.3\n", 1),
+    )
+    .unwrap();
+    std::fs::write(w.join("nonascii.toml"), format!("clé = 1\n{small}")).unwrap();
+    std::fs::write(
+        w.join("bigint.toml"),
+        small.replace("seed = 0", "seed = 99999999999999999999999"),
+    )
+    .unwrap();
+    std::fs::write(
+        w.join("longvalue.toml"),
+        small.replace(
+            "dataset = \"cifar10\"",
+            &format!("dataset = \"{}\"", "x".repeat(10_000_000)),
+        ),
+    )
+    .unwrap();
+    // A one-class image folder and a one-class model: attacks that compare with another class are refused.
+    for split in ["train", "test"] {
+        std::fs::create_dir_all(w.join(format!("oneclass/{split}/cat"))).unwrap();
+        for i in 0..2u8 {
+            image::RgbImage::from_pixel(32, 32, image::Rgb([40 * i, 90, 200]))
+                .save(w.join(format!("oneclass/{split}/cat/{i}.png")))
+                .unwrap();
+        }
+    }
+    let one = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 1);
+    let one_model = one.init::<Flex>(&Default::default()).unwrap();
+    save_checkpoint(
+        &w.join("ck_one"),
+        &one_model,
+        &CheckpointMeta::new(one, vec!["cat".into()]),
+    )
+    .unwrap();
+    // Logs that are not one run: empty, per-class budgets of changing length, one line that is not JSON.
+    let record: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(w.join("run/log.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(w.join("log_empty")).unwrap();
+    std::fs::write(w.join("log_empty/log.jsonl"), b"").unwrap();
+    std::fs::create_dir_all(w.join("log_budgets")).unwrap();
+    let mut lines = String::new();
+    for (epoch, classes) in [(1, 10), (2, 3)] {
+        let mut r = record.clone();
+        r["epoch"] = epoch.into();
+        r["eps_per_class"] = serde_json::json!(vec![8.0; classes]);
+        lines.push_str(&format!("{r}\n"));
+    }
+    std::fs::write(w.join("log_budgets/log.jsonl"), lines).unwrap();
+    std::fs::create_dir_all(w.join("log_garbage")).unwrap();
+    std::fs::write(w.join("log_garbage/log.jsonl"), format!("{record}\nnot json\n")).unwrap();
 }
 
 /// Splits a command line on whitespace after filling in {W} (world), {C} (configs) and {D} (embedded data).
@@ -698,6 +770,136 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("bench --arch small-cnn --batch 0", "batch"),
     ("demo --out {W}/user --epochs 3 --limit 2", "not empty"),
+    // Round two (issue 25), class 1: every size bounded before it is allocated, every value checked before Burn.
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {W}/hugemember.tar",
+        "declares 1125899906842624 bytes",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --n-max 100000000000000000",
+        "largest class",
+    ),
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --n-max 501",
+        "500 images",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set optim.epochs=1000000000 --dry-run",
+        "optim.epochs = 1000000000",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set optim.batch_size=100000000 --dry-run",
+        "optim.batch_size",
+    ),
+    (
+        "data --dataset list --imbalance 10 --data-dir {W} --image-size 100000",
+        "1 to 4096 pixels",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set data.image_size=100000 --dry-run",
+        "data.image_size",
+    ),
+    ("model --arch wrn-10-100000", "weights"),
+    ("model --arch small-cnn-100000000", "weights"),
+    (
+        "model --arch small-cnn --classes 18446744073709551615",
+        "at most 1000000",
+    ),
+    ("model --arch small-cnn --classes 4000000000", "classes"),
+    ("bench --arch small-cnn --matmul-size 1000000", "--matmul-size"),
+    ("bench --arch small-cnn --batch 100000000", "--batch"),
+    ("bench --arch small-cnn --classes 4000000000", "classes"),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set attack.start=gaussian --set attack.start_std=nan --dry-run",
+        "attack.start_std",
+    ),
+    ("curves --run {W}/log_budgets", "not one run"),
+    (
+        "eval --checkpoint {W}/ck_one --dataset imagefolder --data-dir {W}/oneclass --attacks clean,cw20 --report {W}/rep_one",
+        "cw20 needs a classifier of at least 2 classes",
+    ),
+    (
+        "eval --checkpoint {W}/ck_one --dataset imagefolder --data-dir {W}/oneclass --attacks aa-lite --report {W}/rep_one",
+        "at least 4 classes",
+    ),
+    // Class 4: every numeric key checked against its domain when the configuration is read, every flag first.
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set attack.start_std=-1 --dry-run",
+        "attack.start_std must be a finite number > 0",
+    ),
+    (
+        "train --config {C}/demo/taet.toml --set data.data_dir={D} --set method.alpha=nan --dry-run",
+        "method.alpha",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set method.name=reat --set method.tau=-inf --dry-run",
+        "method.tau",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set method.name=robal --set model.head=cosine --set method.margin=nan --dry-run",
+        "method.margin",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set method.name=robal --set model.head=cosine --set method.kl_weight=-1 --dry-run",
+        "method.kl_weight",
+    ),
+    (
+        "train --config {C}/demo/taet.toml --set data.data_dir={D} --set method.gamma=inf --dry-run",
+        "method.gamma",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set method.name=awp --set method.gamma=-0.1 --dry-run",
+        "method.gamma",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 0 --dry-run",
+        "--nodes",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 2",
+        "--node-rank 2",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --peer-timeout nan",
+        "--peer-timeout",
+    ),
+    ("demo --limit 0 --out {W}/demo0", "--limit"),
+    ("demo --epochs 100000 --out {W}/demo1", "--epochs 100000"),
+    // Class 5: messages that name file, line and key, cut long values, and fail when nothing was written.
+    (
+        "train --config {W}/twodata.toml --set data.data_dir={D} --dry-run",
+        "(`[data]`): duplicate key",
+    ),
+    (
+        "train --config {W}/dupkey.toml --set data.data_dir={D} --dry-run",
+        "duplicate key",
+    ),
+    (
+        "train --config {W}/nonascii.toml --set data.data_dir={D} --dry-run",
+        "line 1",
+    ),
+    (
+        "train --config {W}/bigint.toml --set data.data_dir={D} --dry-run",
+        "line 2 (`seed",
+    ),
+    (
+        "train --config {C}/demo/taet.toml --set data.data_dir={D} --set method.ce_epochs=-1 --dry-run",
+        "method.ce_epochs",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --set method.name=trades --set method.beta=nan --dry-run",
+        "method.beta",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir= --dry-run",
+        "data.data_dir is empty",
+    ),
+    (
+        "train --config {W}/longvalue.toml --set data.data_dir={D} --dry-run",
+        "characters)",
+    ),
+    ("curves --run {W}/log_empty", "no curves written"),
+    ("curves --run {W}/log_garbage", "log.jsonl"),
     ("demo --out {W}/notes.txt --epochs 3 --limit 2", "notes.txt"),
 ];
 

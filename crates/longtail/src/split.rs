@@ -37,9 +37,14 @@ impl LongTailSpec {
     /// The per-class sizes this spec asks of `source`.
     pub fn sizes_for(&self, source: &ImageDataset) -> DataResult<Vec<usize>> {
         let available = source.class_counts();
-        let n_max = self
-            .n_max
-            .unwrap_or_else(|| available.iter().copied().max().unwrap_or(0));
+        let largest = available.iter().copied().max().unwrap_or(0);
+        let n_max = self.n_max.unwrap_or(largest);
+        // Checked before any size is computed or reserved: no class can give more images than it has.
+        if n_max > largest {
+            return Err(DataError::invalid(format!(
+                "n_max = {n_max} is more than the largest class of the dataset has ({largest} images)"
+            )));
+        }
         class_sizes(self.profile, n_max, source.num_classes(), self.imbalance)
     }
 
@@ -47,7 +52,6 @@ impl LongTailSpec {
     pub fn select(&self, source: &ImageDataset) -> DataResult<LongTailSplit> {
         let sizes = self.sizes_for(source)?;
         let by_class = source.indices_by_class();
-        let mut indices = Vec::with_capacity(sizes.iter().sum());
         for (class, (pool, &want)) in by_class.iter().zip(&sizes).enumerate() {
             if pool.len() < want {
                 return Err(DataError::invalid(format!(
@@ -56,6 +60,9 @@ impl LongTailSpec {
                     pool.len()
                 )));
             }
+        }
+        let mut indices = Vec::with_capacity(sizes.iter().sum());
+        for (class, (pool, &want)) in by_class.iter().zip(&sizes).enumerate() {
             let mut pool = pool.clone();
             SeedStream::derive(self.seed, &[class as u64]).shuffle(&mut pool);
             indices.extend_from_slice(&pool[..want]);
@@ -246,8 +253,10 @@ mod tests {
             n_max: Some(200),
             ..LongTailSpec::exp(2.0)
         };
+        // Refused before any size is computed: no class has 200 images.
         let err = spec.select(&balanced(100, 3)).unwrap_err();
-        assert!(err.to_string().contains("asks for 200"), "{err}");
+        assert!(err.to_string().contains("n_max = 200 is more than the largest class"), "{err}");
+        assert!(err.to_string().contains("(100 images)"), "{err}");
     }
 
     #[test]

@@ -149,7 +149,33 @@ impl ModelConfig {
         if self.arch == Architecture::Linear && self.head != HeadKind::Linear {
             return Err(ModelConfigError::LinearHead);
         }
-        self.arch.validate()
+        self.arch.validate()?;
+        // Sizes come from flags, files and configs: bounded before anything is allocated.
+        if self.num_classes > crate::size::MAX_CLASSES {
+            return Err(ModelConfigError::TooManyClasses {
+                classes: self.num_classes,
+                max: crate::size::MAX_CLASSES,
+            });
+        }
+        if self.input_shape[1..]
+            .iter()
+            .any(|&side| side > crate::size::MAX_IMAGE_SIDE)
+        {
+            return Err(ModelConfigError::InputTooLarge {
+                shape: self.input_shape,
+                max: crate::size::MAX_IMAGE_SIDE,
+            });
+        }
+        let weights = crate::size::weight_count(self);
+        if weights > crate::size::MAX_WEIGHTS {
+            return Err(ModelConfigError::TooManyWeights {
+                arch: self.arch.to_string(),
+                classes: self.num_classes,
+                weights,
+                max: crate::size::MAX_WEIGHTS,
+            });
+        }
+        Ok(())
     }
 
     /// Builds the model with fresh weights.

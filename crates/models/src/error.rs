@@ -40,4 +40,35 @@ pub enum ModelConfigError {
     /// The linear classifier with another head.
     #[error("the linear classifier has no other head than a linear one")]
     LinearHead,
+    /// More classes than a classifier may have.
+    #[error("{classes} classes is more than tailguard builds a classifier for (at most {max})")]
+    TooManyClasses {
+        /// Classes asked for.
+        classes: usize,
+        /// [`crate::size::MAX_CLASSES`].
+        max: usize,
+    },
+    /// An input image side beyond [`crate::size::MAX_IMAGE_SIDE`].
+    #[error("input shape {shape:?} is larger than tailguard builds a model for (image sides at most {max} pixels)")]
+    InputTooLarge {
+        /// Channels, height, width asked for.
+        shape: [usize; 3],
+        /// [`crate::size::MAX_IMAGE_SIDE`].
+        max: usize,
+    },
+    /// A network with more weights than tailguard allocates.
+    #[error(
+        "{arch} with {classes} classes would have about {weights} weights, more than tailguard allocates (at most \
+         {max}, 4 GB in f32)"
+    )]
+    TooManyWeights {
+        /// The architecture's name.
+        arch: String,
+        /// Its classes.
+        classes: usize,
+        /// [`crate::size::weight_count`].
+        weights: u128,
+        /// [`crate::size::MAX_WEIGHTS`].
+        max: u128,
+    },
 }

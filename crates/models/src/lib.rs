@@ -44,6 +44,7 @@ pub mod normalization;
 pub mod parameters;
 pub mod preact_resnet;
 pub mod resnet;
+pub mod size;
 pub mod small_cnn;
 pub mod testing;
 pub mod torch_file;

@@ -17,6 +17,11 @@ pub trait EvaluationAttack<B: AutodiffBackend, M: Classifier<B>> {
     /// Name in reports and progress.
     fn name(&self) -> String;
 
+    /// The fewest classes the attack is defined for (checked before it runs).
+    fn min_classes(&self) -> usize {
+        1
+    }
+
     /// Attacks a batch (N, C, H, W) with true classes (N); reports which points stay correctly classified.
     fn attack(
         &self,
@@ -40,6 +45,10 @@ impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PresetAtta
         self.preset.name().to_string()
     }
 
+    fn min_classes(&self) -> usize {
+        self.preset.min_classes()
+    }
+
     fn attack(
         &self,
         model: &FrozenModel<B, M>,
@@ -54,6 +63,10 @@ impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PresetAtta
 impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PgdConfig {
     fn name(&self) -> String {
         format!("pgd{}", self.steps)
+    }
+
+    fn min_classes(&self) -> usize {
+        self.loss.min_classes(false)
     }
 
     fn attack(
@@ -92,6 +105,14 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
     let frozen = FrozenModel::new(model);
     let classes = loader.dataset().num_classes();
     let total = loader.dataset().len();
+    // Refused before any attack runs: an attack outside its domain would fail inside the backend.
+    if let Some(attack) = attacks.iter().find(|a| a.min_classes() > classes) {
+        return Err(DataError::Invalid(format!(
+            "{} needs a classifier of at least {} classes; this data has {classes}",
+            attack.name(),
+            attack.min_classes()
+        )));
+    }
     let mut results = Vec::with_capacity(attacks.len());
     for attack in attacks {
         let name = attack.name();

@@ -30,6 +30,7 @@ pub mod budget;
 pub mod config;
 pub mod configured;
 pub mod data;
+pub mod domain;
 pub mod epoch;
 pub mod error;
 pub mod evaluation;

@@ -24,6 +24,7 @@ use tailguard_models::Classifier;
 
 use crate::budget::{BudgetPolicy, RobustLtConfig};
 use crate::data::TrainData;
+use crate::domain::{Domain, number};
 use crate::error::{ConfigError, TrainError, invalid};
 use crate::losses::AbsentClasses;
 use crate::method::{ExtraCleanForward, Method};
@@ -93,6 +94,7 @@ impl Recipe {
             StartKind::Gaussian => RandomStart::Gaussian { std: a.start_std },
             StartKind::UniformPositive => RandomStart::UniformPositive,
         };
+        number("attack.start_std", a.start_std, Domain::Positive)?;
         if a.steps == 0 && !matches!(self.method, MethodConfig::Natural) {
             return Err(invalid("attack.steps must be at least 1 for adversarial training"));
         }
@@ -591,21 +593,36 @@ impl MethodConfig {
 
     /// Rejects method settings that cannot train (the ones that depend on the run's length are the caller's).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let MethodConfig::Trades { beta, .. } | MethodConfig::AtBsl { tau: beta, .. } = self
-            && !(*beta >= 0.0 && beta.is_finite())
-        {
-            return Err(invalid(format!("method weight must be >= 0, got {beta}")));
-        }
-        if let MethodConfig::Awp { gamma, .. } = self
-            && !(*gamma >= 0.0 && gamma.is_finite())
-        {
-            return Err(invalid(format!("method.gamma must be >= 0, got {gamma}")));
-        }
-        if let MethodConfig::Robal { scale, .. } = self
-            && !(*scale > 0.0 && scale.is_finite())
-        {
-            return Err(invalid(format!("method.scale must be positive, got {scale}")));
-        }
-        Ok(())
+        use Domain::*;
+        let checks: Vec<(&str, f64, Domain)> = match self {
+            MethodConfig::Natural | MethodConfig::PgdAt { .. } => vec![],
+            MethodConfig::Awp { gamma, .. } => vec![("method.gamma", *gamma, NonNegative)],
+            MethodConfig::Trades { beta, .. } => vec![("method.beta", *beta, NonNegative)],
+            MethodConfig::AtBsl { tau, .. } | MethodConfig::Reat { tau } => vec![("method.tau", *tau, NonNegative)],
+            MethodConfig::Robal {
+                scale,
+                margin,
+                tau_m,
+                tau_b,
+                adversarial_weight,
+                kl_weight,
+                ..
+            } => vec![
+                ("method.scale", *scale, Positive),
+                ("method.margin", *margin, Finite),
+                ("method.tau_m", *tau_m, Finite),
+                ("method.tau_b", *tau_b, Finite),
+                ("method.adversarial_weight", *adversarial_weight, NonNegative),
+                ("method.kl_weight", *kl_weight, NonNegative),
+            ],
+            MethodConfig::Taet { alpha, beta, gamma, .. } => vec![
+                ("method.alpha", *alpha, NonNegative),
+                ("method.beta", *beta, NonNegative),
+                ("method.gamma", *gamma, NonNegative),
+            ],
+        };
+        checks
+            .into_iter()
+            .try_for_each(|(key, value, domain)| number(key, value, domain))
     }
 }

@@ -181,14 +181,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The largest `--matmul-size`: 16384 x 16384 floats are 1 GB per matrix.
+const MAX_MATMUL_SIZE: usize = 16_384;
+/// The largest `--batch`.
+const MAX_BATCH: usize = 65_536;
+
 fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(args.iterations > 0, "--iterations must be at least 1");
     anyhow::ensure!(args.apgd_iterations > 0, "--apgd-iterations must be at least 1");
-    anyhow::ensure!(args.matmul_size > 0, "--matmul-size must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_MATMUL_SIZE).contains(&args.matmul_size),
+        "--matmul-size must be between 1 and {MAX_MATMUL_SIZE} (three matrices of that side, 3 GB at the most), got {}",
+        args.matmul_size
+    );
+    anyhow::ensure!(
+        (1..=MAX_BATCH).contains(&args.batch),
+        "--batch must be at most {MAX_BATCH}, got {}",
+        args.batch
+    );
     anyhow::ensure!(args.classes >= 2, "--classes must be at least 2");
     for arch in &args.arch {
-        arch.validate()?;
+        // Sizes before anything is allocated (architecture, classes, weights).
+        ModelConfig::new(*arch, args.classes).validate()?;
     }
     Ok(())
 }

@@ -77,13 +77,23 @@ fn embedded_dataset() -> anyhow::Result<PathBuf> {
     bail!("the embedded dataset {EMBEDDED} was not found; run from the repository root or pass --data-dir")
 }
 
+/// The most epochs a demo model trains (the defaults are 12 and 30).
+const MAX_DEMO_EPOCHS: usize = 1_000;
+
 pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     if args.quick {
         args.epochs = Some(3);
         args.limit = args.limit.min(100);
     }
+    // Every flag before any model trains.
     if args.epochs.is_some_and(|e| e < 3) {
         bail!("--epochs must be at least 3 (TAET needs a clean and an adversarial stage)");
+    }
+    if let Some(epochs) = args.epochs.filter(|&e| e > MAX_DEMO_EPOCHS) {
+        bail!("--epochs {epochs} is more than the demo trains (at most {MAX_DEMO_EPOCHS})");
+    }
+    if args.limit == 0 {
+        bail!("--limit must be at least 1 test image");
     }
     let data = match &args.data_dir {
         Some(path) => path.clone(),

@@ -82,7 +82,27 @@ struct NodeArgs {
     average_running_statistics: bool,
 }
 
+/// Every flag, before any work starts.
+fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
+    let n = &args.nodes;
+    anyhow::ensure!(n.nodes >= 1, "--nodes must be at least 1, got {}", n.nodes);
+    anyhow::ensure!(
+        n.node_rank < n.nodes,
+        "--node-rank {} is not a machine of --nodes {} (ranks are 0 to {})",
+        n.node_rank,
+        n.nodes,
+        n.nodes - 1
+    );
+    anyhow::ensure!(
+        n.peer_timeout.is_finite() && n.peer_timeout > 0.0,
+        "--peer-timeout must be a positive number of seconds, got {}",
+        n.peer_timeout
+    );
+    Ok(())
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    check_flags(&args)?;
     if args.dry_run {
         let Some(path) = &args.config else {
             bail!("--dry-run needs --config")

@@ -16,8 +16,24 @@ pub fn write_training_curves(dir: &Path) -> anyhow::Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .with_context(|| format!("parsing {}/log.jsonl", dir.display()))?;
-    if records.is_empty() {
-        return Ok(());
+    anyhow::ensure!(
+        !records.is_empty(),
+        "{}/log.jsonl has no epoch: nothing to draw, no curves written",
+        dir.display()
+    );
+    // Every line is checked before anything is drawn: a log is one run, whose classes do not change.
+    if let Some(first) = records.iter().find_map(|r| r.eps_per_class.as_ref())
+        && let Some(other) = records
+            .iter()
+            .find(|r| r.eps_per_class.as_ref().is_some_and(|e| e.len() != first.len()))
+    {
+        anyhow::bail!(
+            "{}/log.jsonl is not one run: its per-class budgets have {} classes at first and {} at epoch {}",
+            dir.display(),
+            first.len(),
+            other.eps_per_class.as_ref().map_or(0, Vec::len),
+            other.epoch
+        );
     }
     let pct = |f: fn(&EpochRecord) -> Option<f64>| -> Vec<Option<f64>> {
         records.iter().map(|r| f(r).map(|v| 100.0 * v)).collect()

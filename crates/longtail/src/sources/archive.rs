@@ -18,6 +18,9 @@ pub fn is_archive(path: &Path) -> bool {
     path.is_file() && (name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz"))
 }
 
+/// deflate expands a stream by at most about 1032 to 1.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
 /// The regular files of an archive whose file names (last path component) are in `wanted`, keyed by file name.
 pub fn read_archive_members(path: &Path, wanted: &[&str]) -> DataResult<HashMap<String, Vec<u8>>> {
     let format_error = |reason: String| DataError::Format {
@@ -26,7 +29,15 @@ pub fn read_archive_members(path: &Path, wanted: &[&str]) -> DataResult<HashMap<
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| tailguard_output::OutputError::write(path, e))?;
-    let reader: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
+    let gzip = bytes.starts_with(&[0x1f, 0x8b]);
+    // The most a member can hold: the file itself, or for gzip what deflate can expand it to. A header declaring
+    // more is refused before anything is reserved for it.
+    let largest_member = if gzip {
+        (bytes.len() as u64).saturating_mul(DEFLATE_MAX_RATIO)
+    } else {
+        bytes.len() as u64
+    };
+    let reader: Box<dyn Read> = if gzip {
         Box::new(flate2::read::GzDecoder::new(&bytes[..]))
     } else {
         Box::new(&bytes[..])
@@ -46,7 +57,15 @@ pub fn read_archive_members(path: &Path, wanted: &[&str]) -> DataResult<HashMap<
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if wanted.contains(&name.as_str()) {
-            let mut content = Vec::with_capacity(entry.size() as usize);
+            let declared = entry.size();
+            if declared > largest_member {
+                return Err(format_error(format!(
+                    "{name} declares {declared} bytes, more than this {}-byte archive can hold (at most {largest_member}): \
+                     a damaged or hostile header",
+                    bytes.len()
+                )));
+            }
+            let mut content = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
             entry
                 .read_to_end(&mut content)
                 .map_err(|e| format_error(format!("{name}: {e} (truncated archive?)")))?;

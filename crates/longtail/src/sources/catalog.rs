@@ -27,6 +27,9 @@ pub enum DatasetKind {
     ListFile,
 }
 
+/// The largest image side images are fitted to (a 4096 x 4096 RGB image is 200 MB in f32).
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
 /// How to load a dataset, apart from where and which split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {
@@ -102,6 +105,12 @@ impl DatasetKind {
 
     /// Loads `split` from `dir` as `options` say.
     pub fn load_with(self, dir: &Path, split: Split, options: &LoadOptions) -> DataResult<ImageDataset> {
+        // Bounded before any image is decoded into it.
+        if let Some(size) = options.image_size.filter(|&s| s == 0 || s > MAX_IMAGE_SIDE) {
+            return Err(DataError::invalid(format!(
+                "image size {size} is outside what tailguard fits images to (1 to {MAX_IMAGE_SIDE} pixels)"
+            )));
+        }
         if self == Self::ListFile {
             let size = options
                 .image_size

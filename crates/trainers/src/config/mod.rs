@@ -3,6 +3,7 @@
 //! (model, [`Method`], [`BudgetPolicy`], [`TrainerConfig`], [`TrainData`]), in one place; a program that brings
 //! its own model or method builds those parts itself (see `examples/custom-model`).
 
+mod domains;
 mod overrides;
 mod sections;
 
@@ -63,14 +64,14 @@ impl TrainConfig {
     pub fn parse(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
         let mut table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+            .map_err(|e: toml::de::Error| invalid(overrides::syntax_error(text, &e)))?;
         for assignment in overrides {
             apply_override(&mut table, assignment)?;
         }
         // Deserialised from text, so an error carries a span that names the key at fault.
         let resolved = toml::to_string(&table).map_err(|e| invalid(e.to_string()))?;
         let config: TrainConfig =
-            toml::from_str(&resolved).map_err(|e: toml::de::Error| invalid(locate(&resolved, &e)))?;
+            toml::from_str(&resolved).map_err(|e: toml::de::Error| invalid(locate(&resolved, &table, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -82,6 +83,7 @@ impl TrainConfig {
 
     /// Rejects impossible values with a readable message.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        domains::check(self)?;
         let d = &self.data;
         if !(d.long_tail.imbalance >= 1.0 && d.long_tail.imbalance.is_finite()) {
             return Err(invalid(format!(

@@ -156,7 +156,7 @@ fn impossible_values_are_clear_errors() {
         let base = BASE.replace("ce_epochs = 2\n", "").replace("\"taet\"", "\"awp\"");
         TrainConfig::parse(&base, &[set.to_string()]).unwrap_err().to_string()
     };
-    assert!(awp("method.gamma=-1").contains("method.gamma must be >= 0"));
+    assert!(awp("method.gamma=-1").contains("method.gamma must be a finite number >= 0, got -1"));
     assert!(awp("method.warmup=4").contains("method.warmup (4) leaves no epoch"));
     assert!(awp("method.proxy=adam").contains("adam"));
     assert!(err(&["optim.epochs=0"]).contains("epochs must be at least 1"));
