@@ -899,6 +899,11 @@ const CASES: &[(&str, &str)] = &[
         "characters)",
     ),
     ("curves --run {W}/log_empty", "no curves written"),
+    // Class 2: two outputs of one command on one path.
+    (
+        "data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/same.tar.gz --export {W}/same.tar.gz",
+        "both name",
+    ),
     ("curves --run {W}/log_garbage", "log.jsonl"),
     ("demo --out {W}/notes.txt --epochs 3 --limit 2", "notes.txt"),
 ];

@@ -255,7 +255,10 @@ mod tests {
         };
         // Refused before any size is computed: no class has 200 images.
         let err = spec.select(&balanced(100, 3)).unwrap_err();
-        assert!(err.to_string().contains("n_max = 200 is more than the largest class"), "{err}");
+        assert!(
+            err.to_string().contains("n_max = 200 is more than the largest class"),
+            "{err}"
+        );
         assert!(err.to_string().contains("(100 images)"), "{err}");
     }
 

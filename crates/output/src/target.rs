@@ -103,10 +103,15 @@ impl OutputDir {
         Ok(path)
     }
 
-    /// Writes the file `name` atomically (see [`OutputDir::record`] for what it refuses).
+    /// Writes the file `name` atomically (see [`OutputDir::record`] for what it refuses). The manifest names the
+    /// file only once it is in place: a failed write leaves no claim on the name.
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> OutputResult<PathBuf> {
-        let path = self.record(name)?;
+        let path = self.path.join(name);
+        if path.symlink_metadata().is_ok() && !self.manifest.owns(name) {
+            return Err(OutputError::NotOurs { path });
+        }
         write_atomically(&path, bytes)?;
+        self.manifest.record(&self.path, name)?;
         Ok(path)
     }
 
@@ -181,14 +186,15 @@ pub fn prepare_file(path: &Path, force: bool) -> OutputResult<()> {
     }
 }
 
-/// Records the single file `path` as tailguard's in its folder's manifest (call before writing it).
+/// Records the single file `path` as tailguard's in its folder's manifest (call once it is in place, so a failed
+/// write leaves no claim on the name).
 pub fn record_file(path: &Path) -> OutputResult<()> {
     let (parent, name) = split(path);
     Manifest::read(&parent)?.record(&parent, &name)
 }
 
 /// Writes the single file `path` atomically under the policy: a new file, or one tailguard wrote (its folder's
-/// manifest names it); the manifest records it before the write.
+/// manifest names it); the manifest records it once it is in place.
 pub fn write_owned(path: &Path, bytes: &[u8]) -> OutputResult<()> {
     let (parent, name) = split(path);
     let mut manifest = Manifest::read(&parent)?;
@@ -197,8 +203,8 @@ pub fn write_owned(path: &Path, bytes: &[u8]) -> OutputResult<()> {
             path: path.to_path_buf(),
         });
     }
-    manifest.record(&parent, &name)?;
-    write_atomically(path, bytes)
+    write_atomically(path, bytes)?;
+    manifest.record(&parent, &name)
 }
 
 #[cfg(test)]
@@ -244,6 +250,24 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("notes.txt")).unwrap(), b"mine");
         assert_eq!(std::fs::read(dir.path().join("log.jsonl")).unwrap(), b"user log");
         assert!(!dir.path().join("report.md").exists());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_claim_on_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::claim(dir.path(), &["report.md"], false).unwrap();
+        // The temporary file cannot be created in a folder that does not exist: the write fails.
+        assert!(out.write("missing/report.md", b"x").is_err());
+        assert!(!out.owns("missing/report.md"));
+        assert!(!Manifest::read(dir.path()).unwrap().owns("missing/report.md"));
+        let lone = dir.path().join("missing").join("w.safetensors");
+        assert!(write_owned(&lone, b"x").is_err());
+        // A file the user puts there later is theirs: tailguard refuses to replace it.
+        std::fs::create_dir(dir.path().join("missing")).unwrap();
+        touch(&lone, b"mine");
+        assert!(matches!(prepare_file(&lone, true), Err(OutputError::NotOurs { .. })));
+        out.write("report.md", b"ours").unwrap();
+        assert!(out.owns("report.md"));
     }
 
     #[test]

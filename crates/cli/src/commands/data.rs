@@ -93,6 +93,14 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         "seed": args.seed,
     });
     // Outputs are checked before the dataset is read, so a refused path costs nothing.
+    if let (Some(split), Some(export)) = (&args.save_split, &args.export)
+        && (split == export || std::path::absolute(split).ok() == std::path::absolute(export).ok())
+    {
+        bail!(
+            "--save-split and --export both name {}: one would overwrite the other",
+            split.display()
+        );
+    }
     for path in [&args.save_split, &args.export].into_iter().flatten() {
         tailguard_output::prepare_file(path, args.force)?;
     }
@@ -101,14 +109,14 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             let source = load(&args, dir, Split::Train)?;
             let split = spec.select(&source)?;
             if let Some(path) = &args.save_split {
-                tailguard_output::record_file(path)?;
                 split.save(path)?;
+                tailguard_output::record_file(path)?;
                 eprintln!("wrote {} image indices to {}", split.len(), path.display());
             }
             let train = split.apply(&source)?;
             if let Some(path) = &args.export {
-                tailguard_output::record_file(path)?;
                 export(&args, dir, &train, path)?;
+                tailguard_output::record_file(path)?;
             }
             if let Some(arch) = args.arch {
                 report["pipeline"] = push_through_model(&args, arch, train)?;
