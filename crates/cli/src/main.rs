@@ -8,6 +8,7 @@ mod cpu;
 mod epochs;
 mod memory;
 mod progress;
+mod reachability;
 mod report;
 
 use std::process::ExitCode;

@@ -339,11 +339,18 @@ fn world(w: &Path) {
     std::fs::write(w.join("log_garbage/log.jsonl"), format!("{record}\nnot json\n")).unwrap();
 }
 
-/// Splits a command line on whitespace after filling in {W} (world), {C} (configs) and {D} (embedded data).
+/// Ports for the multi-machine cases: one a listener of the test holds ({BUSY}), one nothing listens on ({CLOSED}).
+static PORTS: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+
+/// Splits a command line on whitespace after filling in {W} (world), {C} (configs), {D} (embedded data) and the
+/// ports.
 fn args(w: &Path, line: &str) -> Vec<String> {
+    let (busy, closed) = PORTS.get().copied().unwrap_or_default();
     line.replace("{W}", w.to_str().unwrap())
         .replace("{C}", &configs())
         .replace("{D}", &embedded())
+        .replace("{BUSY}", &busy.to_string())
+        .replace("{CLOSED}", &closed.to_string())
         .split_whitespace()
         .map(String::from)
         .collect()
@@ -899,6 +906,26 @@ const CASES: &[(&str, &str)] = &[
         "characters)",
     ),
     ("curves --run {W}/log_empty", "no curves written"),
+    // Class 3: a multi-machine run checks the orchestrator and its own port first, within seconds.
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 0 --out {W}/node_run \
+         --orchestrator ws://127.0.0.1:{CLOSED} --node-address ws://127.0.0.1:{BUSY} --connect-timeout 2",
+        "cannot reach the orchestrator at ws://127.0.0.1:",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 1 \
+         --orchestrator ws://127.0.0.1:{BUSY} --node-address ws://127.0.0.1:{BUSY}",
+        "cannot be listened on here",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 1 \
+         --orchestrator http://127.0.0.1:{BUSY} --node-address ws://127.0.0.1:{CLOSED}",
+        "orchestrator must be ws://HOST:PORT",
+    ),
+    (
+        "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 1 --connect-timeout 0",
+        "--connect-timeout",
+    ),
     // Class 2: two outputs of one command on one path.
     (
         "data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/same.tar.gz --export {W}/same.tar.gz",
@@ -916,6 +943,13 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
     world(w);
     // A second writer on a run: the lock is held by this process while the case runs.
     let _lock = tailguard_output::RunLock::acquire(&w.join("run_lock")).unwrap();
+    let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    PORTS.set((busy.local_addr().unwrap().port(), closed)).unwrap();
     let mut failures = Vec::new();
     for (line, needle) in CASES {
         let before = snapshot(w);
@@ -955,6 +989,7 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
         }
     }
     assert!(!w.join("pwned").exists(), "a pickle ran code");
+    assert!(!w.join("node_run").exists(), "a run that never started left its folder");
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

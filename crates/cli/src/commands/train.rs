@@ -73,6 +73,9 @@ struct NodeArgs {
     /// Where the other machines reach this one, ws://HOST:PORT (PORT must be free here).
     #[arg(long, value_name = "URL")]
     node_address: Option<String>,
+    /// Seconds a node waits for the orchestrator to answer before it gives up, when it starts.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    connect_timeout: f64,
     /// Seconds one device waits for the others before declaring a peer dead and stopping the run.
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
     peer_timeout: f64,
@@ -92,6 +95,11 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
         n.node_rank,
         n.nodes,
         n.nodes - 1
+    );
+    anyhow::ensure!(
+        n.connect_timeout.is_finite() && n.connect_timeout > 0.0 && n.connect_timeout <= 3600.0,
+        "--connect-timeout must be between 0 and 3600 seconds, got {}",
+        n.connect_timeout
     );
     anyhow::ensure!(
         n.peer_timeout.is_finite() && n.peer_timeout > 0.0,
@@ -176,6 +184,15 @@ fn run_data_parallel(args: TrainArgs) -> anyhow::Result<()> {
             RunningStatistics::PerDevice
         });
     layout.validate().map_err(TrainError::from)?;
+    // Before the run folder is claimed or anything waits: the orchestrator answers, this node's port is free.
+    if n.nodes > 1 {
+        if let Some(url) = &n.orchestrator {
+            crate::reachability::orchestrator_answers(url, std::time::Duration::from_secs_f64(n.connect_timeout))?;
+        }
+        if let Some(url) = &n.node_address {
+            crate::reachability::node_port_is_free(url)?;
+        }
+    }
     let writes = n.node_rank == 0;
     if !writes && (args.out.is_some() || args.resume.is_some()) {
         bail!(
