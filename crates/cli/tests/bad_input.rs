@@ -32,10 +32,15 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, u64> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            let meta = path.symlink_metadata().unwrap();
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            if meta.file_type().is_symlink() {
+                // A link is its target's name, whether or not something is there.
+                std::fs::read_link(&path).unwrap().hash(&mut hasher);
+                files.insert(path, hasher.finish());
+            } else if meta.is_dir() {
                 stack.push(path);
             } else {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 std::fs::read(&path).unwrap().hash(&mut hasher);
                 files.insert(path, hasher.finish());
             }
@@ -265,6 +270,9 @@ fn world(w: &Path) {
     std::fs::create_dir_all(w.join("badimages/train/cat")).unwrap();
     std::fs::write(w.join("badimages/train/cat/0.png"), b"not a png").unwrap();
     std::fs::write(w.join("notes.txt"), b"a user's file").unwrap();
+    // A user's link that points nowhere (yet), and one to the user's notes.
+    std::os::unix::fs::symlink(w.join("not-yet-there.safetensors"), w.join("dangling.safetensors")).unwrap();
+    std::os::unix::fs::symlink(w.join("notes.txt"), w.join("tonotes.safetensors")).unwrap();
 
     // Sizes and values from files that must be bounded or checked before anything is allocated or drawn.
     // A 4.6 KB tar whose one header declares a 1 PiB CIFAR member.
@@ -925,6 +933,19 @@ const CASES: &[(&str, &str)] = &[
     (
         "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 1 --connect-timeout 0",
         "--connect-timeout",
+    ),
+    // Class 2: a user's links are theirs, whatever they point to (or not).
+    (
+        "export --checkpoint {W}/ckpt --out {W}/dangling.safetensors",
+        "already exists",
+    ),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/dangling.safetensors --force",
+        "not written by tailguard",
+    ),
+    (
+        "export --checkpoint {W}/ckpt --out {W}/tonotes.safetensors --force",
+        "not written by tailguard",
     ),
     // Class 2: two outputs of one command on one path.
     (

@@ -39,10 +39,13 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         bail!("unknown format '{}' (tailguard exports safetensors)", args.format);
     }
     // A tailguard export carries its producer in the header; anything else under that name is never replaced.
-    if args.out.is_dir() || (args.force && args.out.exists() && !written_by_tailguard(&args.out)) {
+    // The name itself is looked at, not what it points to: a dangling link is the user's too.
+    let taken = args.out.symlink_metadata().is_ok();
+    let link = args.out.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+    if args.out.is_dir() || (args.force && taken && (link || !written_by_tailguard(&args.out))) {
         return Err(tailguard_output::OutputError::NotOurs { path: args.out }.into());
     }
-    if !args.force && args.out.exists() {
+    if !args.force && taken {
         return Err(tailguard_output::OutputError::Exists { path: args.out }.into());
     }
     let device = args.device.open()?;
