@@ -315,6 +315,13 @@ fn world(w: &Path) {
                 .unwrap();
         }
     }
+    // ... and one whose class name holds a newline.
+    for split in ["train", "test"] {
+        std::fs::create_dir_all(w.join(format!("nlclass/{split}/a\nb"))).unwrap();
+        image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))
+            .save(w.join(format!("nlclass/{split}/a\nb/0.png")))
+            .unwrap();
+    }
     let one = ModelConfig::new(Architecture::SmallCnn { width: 4 }, 1);
     let one_model = one.init::<Flex>(&Default::default()).unwrap();
     save_checkpoint(
@@ -946,6 +953,15 @@ const CASES: &[(&str, &str)] = &[
     (
         "export --checkpoint {W}/ckpt --out {W}/tonotes.safetensors --force",
         "not written by tailguard",
+    ),
+    // Class 2: an export the reader would refuse is refused when it is written.
+    (
+        "data --dataset imagefolder --imbalance 1 --data-dir {W}/oneclass --export {W}/one.tar.gz",
+        "holds exactly 10 classes",
+    ),
+    (
+        "data --dataset imagefolder --imbalance 1 --data-dir {W}/nlclass --export {W}/nl.tar.gz",
+        "cannot be written to",
     ),
     // Class 2: two outputs of one command on one path.
     (

@@ -356,6 +356,26 @@ pub fn write_cifar_archive(
     if train.classes() != test.classes() {
         return Err(DataError::invalid("training and test sets have different classes"));
     }
+    // Refused here what `load_cifar` would refuse to read back: one trimmed, non-empty name per line, and the
+    // release's number of classes.
+    if let Some(name) = train
+        .classes()
+        .iter()
+        .find(|n| n.is_empty() || n.trim() != n.as_str() || n.contains(['\n', '\r']))
+    {
+        return Err(DataError::invalid(format!(
+            "class name {name:?} cannot be written to {}: one trimmed, non-empty name per line",
+            variant.meta_file()
+        )));
+    }
+    if train.num_classes() != variant.num_classes() {
+        return Err(DataError::invalid(format!(
+            "a {} archive holds exactly {} classes; this data has {} (the reader would refuse the archive)",
+            variant.format_name(),
+            variant.num_classes(),
+            train.num_classes()
+        )));
+    }
     let (folder, train_files) = variant.files(Split::Train);
     let (_, test_files) = variant.files(Split::Test);
     let mut contents: Vec<(String, Vec<u8>)> = Vec::new();
@@ -442,11 +462,11 @@ mod tests {
         let first = std::fs::read(&path).unwrap();
         write_cifar_archive(&path, &train, &test, CifarVariant::Cifar10).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), first);
-        // CIFAR-100 layout too.
+        // Ten classes are no CIFAR-100 archive: refused when written, since the reader would refuse it.
         let path100 = dir.path().join("c100.tgz");
-        write_cifar_archive(&path100, &train, &test, CifarVariant::Cifar100).unwrap();
-        let err = load_cifar(&path100, CifarVariant::Cifar100, Split::Test).unwrap_err();
-        assert!(err.to_string().contains("class names"), "{err}");
+        let err = write_cifar_archive(&path100, &train, &test, CifarVariant::Cifar100).unwrap_err();
+        assert!(err.to_string().contains("exactly 100 classes"), "{err}");
+        assert!(!path100.exists());
     }
 
     #[test]
