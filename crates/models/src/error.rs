@@ -66,7 +66,7 @@ pub enum ModelConfigError {
         arch: String,
         /// Its classes.
         classes: usize,
-        /// [`crate::size::weight_count`].
+        /// `ModelConfig::weight_count`.
         weights: u128,
         /// [`crate::size::MAX_WEIGHTS`].
         max: u128,
