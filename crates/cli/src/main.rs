@@ -59,7 +59,19 @@ enum Command {
 /// shown.
 static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// A file that outgrows the process's file-size limit (`ulimit -f`, or a quota enforced that way) gives the writer
+/// an error (EFBIG), which tailguard reports and cleans up after like a full disk, instead of the default SIGXFSZ
+/// that would kill the process halfway through a write.
+fn file_size_limit_as_error() {
+    // SAFETY: installs the ignore disposition for one signal before any thread starts; no handler code runs.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> ExitCode {
+    file_size_limit_as_error();
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()

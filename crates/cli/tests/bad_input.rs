@@ -11,10 +11,40 @@ use tailguard_flex::Flex;
 use tailguard_models::{Architecture, CheckpointMeta, ModelConfig, save_checkpoint};
 
 fn tailguard(args: &[String]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tailguard"))
-        .args(args)
-        .output()
-        .unwrap()
+    limited_tailguard(args, None)
+}
+
+/// Runs tailguard with at most `file_size` bytes per file written (`ulimit -f`): a write past it fails as it would
+/// on a disk that fills, which is how the cases below fill a disk midway through a command.
+fn limited_tailguard(args: &[String], file_size: Option<u64>) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tailguard"));
+    command.args(args);
+    if let Some(bytes) = file_size {
+        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    command.output().unwrap()
+}
+
+/// A case line's file-size limit (`{FSIZE=N} command ...`) and the command.
+fn file_size_limit(line: &str) -> (Option<u64>, &str) {
+    match line.strip_prefix("{FSIZE=").and_then(|rest| rest.split_once("} ")) {
+        Some((bytes, command)) => (Some(bytes.parse().unwrap()), command),
+        None => (None, line),
+    }
 }
 
 fn embedded() -> String {
@@ -259,6 +289,19 @@ fn world(w: &Path) {
     std::fs::remove_dir_all(w.join("run_nock/last")).unwrap();
     std::fs::write(w.join("run_badconf/config.toml"), b"[optim\nepochs = ").unwrap();
 
+    // A report and an export folder that tailguard wrote, for the disks that fill midway.
+    let output = tailguard(&args(
+        w,
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --attacks clean --limit 20 --report {W}/rep_old",
+    ));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::create_dir(w.join("exports")).unwrap();
+    let output = tailguard(&args(
+        w,
+        "export --checkpoint {W}/ckpt --out {W}/exports/first.safetensors",
+    ));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
     // Configurations and data.
     std::fs::write(w.join("syntax.toml"), b"[data\ndataset = ").unwrap();
     std::fs::write(w.join("empty.toml"), b"").unwrap();
@@ -292,6 +335,17 @@ fn world(w: &Path) {
         small.replacen("[optim]\n", "[optim]\nlr = 0.3\n", 1),
     )
     .unwrap();
+    // Keys at known lines, for errors that name the line.
+    let placed = |steps: &str, alpha: &str| {
+        format!(
+            "[attack]\neps = \"8/255\"\nstep_size = \"2/255\"\nsteps = {steps}\n[method]\nname = \"taet\"\n\
+             ce_epochs = 1\nalpha = {alpha}\n[data]\ndataset = \"cifar10\"\ndata_dir = \"x\"\nimbalance = 10.0\n\
+             [model]\narch = \"small-cnn\"\n[optim]\nepochs = 2\nlr = 0.05\n\
+             schedule = {{ name = \"cosine\", min_lr = 0.0 }}\n"
+        )
+    };
+    std::fs::write(w.join("line4.toml"), placed("-3", "1.0")).unwrap();
+    std::fs::write(w.join("line8.toml"), placed("3", "nan")).unwrap();
     std::fs::write(w.join("nonascii.toml"), format!("clé = 1\n{small}")).unwrap();
     std::fs::write(
         w.join("bigint.toml"),
@@ -921,6 +975,18 @@ const CASES: &[(&str, &str)] = &[
         "characters)",
     ),
     ("curves --run {W}/log_empty", "no curves written"),
+    (
+        "train --config {W}/line4.toml --set data.data_dir={D} --dry-run",
+        "line4.toml: line 4: attack.steps: invalid value: integer `-3`",
+    ),
+    (
+        "train --config {W}/line8.toml --set data.data_dir={D} --dry-run",
+        "line8.toml: line 8: method.alpha must be a finite number",
+    ),
+    (
+        "train --config {W}/line8.toml --set data.data_dir={D} --set method.alpha=-inf --dry-run",
+        "method.alpha must be a finite number >= 0, got -inf (set by --set)",
+    ),
     // Class 3: a multi-machine run checks the orchestrator and its own port first, within seconds.
     (
         "train --config {C}/demo/pgd-at.toml --set data.data_dir={D} --nodes 2 --node-rank 0 --out {W}/node_run \
@@ -963,6 +1029,22 @@ const CASES: &[(&str, &str)] = &[
         "data --dataset imagefolder --imbalance 1 --data-dir {W}/nlclass --export {W}/nl.tar.gz",
         "cannot be written to",
     ),
+    // Class 2: a disk that fills midway (at most FSIZE bytes per file) keeps every earlier output whole and claims
+    // no name it did not write: the report (report.json fits, the chart does not), an export, the curves, a split.
+    (
+        "{FSIZE=6000} eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --attacks clean --limit 20 \
+         --report {W}/rep_old --force",
+        "per_class.png",
+    ),
+    (
+        "{FSIZE=2000} export --checkpoint {W}/ckpt --out {W}/exports/second.safetensors",
+        "second.safetensors",
+    ),
+    ("{FSIZE=20000} curves --run {W}/run", "curves_"),
+    (
+        "{FSIZE=4000} data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/exports/split.tar.gz",
+        "split.tar.gz",
+    ),
     // Class 2: two outputs of one command on one path.
     (
         "data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/same.tar.gz --export {W}/same.tar.gz",
@@ -990,7 +1072,8 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
     let mut failures = Vec::new();
     for (line, needle) in CASES {
         let before = snapshot(w);
-        let output = tailguard(&args(w, line));
+        let (file_size, command) = file_size_limit(line);
+        let output = limited_tailguard(&args(w, command), file_size);
         let stderr = String::from_utf8_lossy(&output.stderr).to_string();
         let after = snapshot(w);
         let changed: Vec<&PathBuf> = before
@@ -1003,7 +1086,13 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
         if output.status.success() {
             problems.push("exit 0".to_string());
         }
-        if !stderr.starts_with("error:") || stderr.matches("error:").count() != 1 {
+        // A disk that fills at the end of a command's work fails after its progress lines; any other case fails
+        // before work starts, with the error alone.
+        let error_line = match file_size {
+            Some(_) => stderr.trim_end().lines().last().unwrap_or_default(),
+            None => &stderr,
+        };
+        if !error_line.starts_with("error:") || stderr.matches("error:").count() != 1 {
             problems.push("not one `error:` line".into());
         }
         if !stderr.contains(&needle) {
@@ -1027,6 +1116,11 @@ fn every_bad_input_fails_cleanly_and_changes_no_file() {
     }
     assert!(!w.join("pwned").exists(), "a pickle ran code");
     assert!(!w.join("node_run").exists(), "a run that never started left its folder");
+    for (dir, name) in [("exports", "second.safetensors"), ("exports", "split.tar.gz")] {
+        let manifest = tailguard_output::Manifest::read(&w.join(dir)).unwrap();
+        assert!(!manifest.owns(name), "a failed write claimed {dir}/{name}");
+        assert!(!w.join(dir).join(name).exists(), "{dir}/{name} half-written");
+    }
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

@@ -62,6 +62,23 @@ impl Manifest {
         Ok(())
     }
 
+    /// Records every name of `names` as tailguard's and saves the manifest of `dir` once (atomically).
+    pub fn record_all(&mut self, dir: &Path, names: &[&str]) -> OutputResult<()> {
+        let added: Vec<String> = names
+            .iter()
+            .filter(|name| self.entries.insert(name.to_string()))
+            .map(|name| name.to_string())
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        self.save(dir).inspect_err(|_| {
+            for name in &added {
+                self.entries.remove(name);
+            }
+        })
+    }
+
     /// Forgets `name` (after tailguard removed it) and saves the manifest of `dir`.
     pub fn forget(&mut self, dir: &Path, name: &str) -> OutputResult<()> {
         if self.entries.remove(name) {

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::report::chart::{Series, grouped_bars};
-use crate::report::{percent, write_report};
+use crate::report::percent;
 
 /// Put evaluated runs side by side: balanced accuracy and balanced robustness per attack.
 #[derive(Debug, Args)]
@@ -112,16 +112,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 values: reports.iter().map(|(_, r)| balanced(r, attack)).collect(),
             })
             .collect();
-        grouped_bars(
-            &out.join("compare.png"),
-            "Balanced accuracy per attack",
-            &names,
-            &series,
-        )?;
+        let chart = grouped_bars("Balanced accuracy per attack", &names, &series)?;
         let text = format!(
             "# Comparison\n\nValues are balanced accuracies in % (under attack: balanced robustness).\n\n{md}\n![Balanced accuracy per attack](compare.png)\n"
         );
-        write_report(&out.join("compare.md"), text.as_bytes())?;
+        let mut comparison = tailguard_output::FileGroup::new(out);
+        comparison
+            .add("compare.png", chart)
+            .add("compare.md", text.into_bytes());
+        comparison.commit()?;
         eprintln!("wrote {}", out.join("compare.md").display());
     }
     Ok(())

@@ -15,7 +15,7 @@ use crate::commands::eval::{EvalRequest, evaluate_checkpoint};
 use crate::epochs::{EpochLine, EpochReporter, train_to_end};
 use crate::report::chart::{Series, grouped_bars};
 use crate::report::eval_report::EvalReport;
-use crate::report::{percent, write_report};
+use crate::report::percent;
 
 /// Train natural, PGD-AT, TAET and RobustLT models on the embedded dataset, attack them, and compare them (about
 /// 12-15 minutes on a 2-core CPU).
@@ -220,13 +220,15 @@ fn write_comparison(out: &Path, reports: &[(&str, &str, EvalReport)]) -> anyhow:
         })
         .collect();
     std::fs::create_dir_all(out)?;
-    grouped_bars(
-        &out.join("per_class_aa.png"),
+    let chart = grouped_bars(
         "Per-class robust accuracy under AA-lite, head to tail",
         &categories,
         &series,
     )?;
-    write_report(&out.join("report.md"), md.as_bytes())
+    let mut report = tailguard_output::FileGroup::new(out);
+    report.add("per_class_aa.png", chart).add("report.md", md.into_bytes());
+    report.commit()?;
+    Ok(())
 }
 
 /// The comparison in plain words: each robust model against natural training, then TAET and RobustLT against

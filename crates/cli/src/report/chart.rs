@@ -1,6 +1,5 @@
 //! Grouped bar charts and line charts rendered to PNG with plotters (bitmap backend, embedded DejaVu Sans font).
 
-use std::path::Path;
 use std::sync::Once;
 
 use anyhow::Context;
@@ -30,21 +29,22 @@ fn register_fonts() {
     });
 }
 
-fn save_png(path: &Path, buffer: Vec<u8>, (width, height): (u32, u32)) -> anyhow::Result<()> {
+/// The PNG file of an RGB buffer.
+fn encode_png(buffer: Vec<u8>, (width, height): (u32, u32)) -> anyhow::Result<Vec<u8>> {
     let image = image::RgbImage::from_raw(width, height, buffer).context("chart buffer size")?;
     let mut bytes = Vec::new();
     image
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .context("encoding PNG")?;
-    super::write_report(path, &bytes)
+    Ok(bytes)
 }
 
 fn drawing_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
     anyhow::anyhow!("drawing chart: {error:?}")
 }
 
-/// Bars per category (e.g. classes, head to tail), one bar per series, values in percent.
-pub fn grouped_bars(path: &Path, title: &str, categories: &[String], series: &[Series]) -> anyhow::Result<()> {
+/// Bars per category (e.g. classes, head to tail), one bar per series, values in percent; a PNG file's bytes.
+pub fn grouped_bars(title: &str, categories: &[String], series: &[Series]) -> anyhow::Result<Vec<u8>> {
     register_fonts();
     let width = (160 + 70 * categories.len() as u32).clamp(640, 2400);
     let size = (width, 480);
@@ -115,18 +115,17 @@ pub fn grouped_bars(path: &Path, title: &str, categories: &[String], series: &[S
         }
         root.present().map_err(drawing_error)?;
     }
-    save_png(path, buffer, size)
+    encode_png(buffer, size)
 }
 
-/// Lines over x = 1..=len (epochs), in the y range given; missing values leave gaps.
+/// Lines over x = 1..=len (epochs), in the y range given; missing values leave gaps; a PNG file's bytes.
 pub fn lines_chart(
-    path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     y_range: std::ops::Range<f64>,
     series: &[Series],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<u8>> {
     register_fonts();
     let size = (720u32, 420u32);
     let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
@@ -180,5 +179,5 @@ pub fn lines_chart(
         }
         root.present().map_err(drawing_error)?;
     }
-    save_png(path, buffer, size)
+    encode_png(buffer, size)
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use tailguard_output::FileGroup;
 use tailguard_trainers::EpochRecord;
 
 use super::chart::{Series, lines_chart};
@@ -66,30 +67,19 @@ pub fn write_training_curves(dir: &Path) -> anyhow::Result<()> {
     }];
     let max_loss = records.iter().map(|r| r.loss).fold(0.0, f64::max).max(1e-6) * 1.1;
     let max_lr = records.iter().map(|r| r.lr).fold(0.0, f64::max).max(1e-9) * 1.1;
-    lines_chart(
-        &dir.join("curves_accuracy.png"),
-        "Accuracy per epoch",
-        "epoch",
-        "%",
-        0.0..100.0,
-        &accuracy,
-    )?;
-    lines_chart(
-        &dir.join("curves_loss.png"),
-        "Training loss",
-        "epoch",
-        "loss",
-        0.0..max_loss,
-        &loss,
-    )?;
-    lines_chart(
-        &dir.join("curves_lr.png"),
-        "Learning rate",
-        "epoch",
-        "lr",
-        0.0..max_lr,
-        &lr,
-    )?;
+    let mut curves = FileGroup::new(dir);
+    curves.add(
+        "curves_accuracy.png",
+        lines_chart("Accuracy per epoch", "epoch", "%", 0.0..100.0, &accuracy)?,
+    );
+    curves.add(
+        "curves_loss.png",
+        lines_chart("Training loss", "epoch", "loss", 0.0..max_loss, &loss)?,
+    );
+    curves.add(
+        "curves_lr.png",
+        lines_chart("Learning rate", "epoch", "lr", 0.0..max_lr, &lr)?,
+    );
     if let Some(first) = records.iter().find_map(|r| r.eps_per_class.as_ref()) {
         let classes = first.len();
         let budgets: Vec<Series> = (0..classes)
@@ -103,14 +93,17 @@ pub fn write_training_curves(dir: &Path) -> anyhow::Result<()> {
             .filter_map(|r| r.eps_per_class.as_ref())
             .flatten()
             .fold(0.0f64, |a, &b| a.max(b));
-        lines_chart(
-            &dir.join("curves_budgets.png"),
-            "Per-class budget (RobustLT)",
-            "epoch",
-            "eps x 255",
-            0.0..top.max(1e-6) * 1.1,
-            &budgets,
-        )?;
+        curves.add(
+            "curves_budgets.png",
+            lines_chart(
+                "Per-class budget (RobustLT)",
+                "epoch",
+                "eps x 255",
+                0.0..top.max(1e-6) * 1.1,
+                &budgets,
+            )?,
+        );
     }
+    curves.commit()?;
     Ok(())
 }

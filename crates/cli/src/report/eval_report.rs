@@ -7,7 +7,8 @@ use tailguard_attacks::{AttackPreset, AutoAttackStages};
 use tailguard_longtail::{AccuracySummary, ClassGroups, ClassTally};
 
 use super::chart::{Series, grouped_bars};
-use super::{percent, write_report};
+use super::percent;
+use tailguard_output::FileGroup;
 
 /// One attack's results.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -79,9 +80,9 @@ pub struct LogitAdjustmentReport {
 }
 
 impl EvalReport {
-    /// Writes report.json, per_class.png and report.md into `dir`.
+    /// Writes report.json, per_class.png and report.md into `dir` as one unit: all three replace the previous
+    /// report, or none does (a disk that fills midway keeps the old report whole).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_report(&dir.join("report.json"), &serde_json::to_vec_pretty(self)?)?;
         let categories: Vec<String> = self.head_to_tail.iter().map(|&c| self.classes[c].clone()).collect();
         let series: Vec<Series> = self
             .attacks
@@ -91,8 +92,7 @@ impl EvalReport {
                 values: self.head_to_tail.iter().map(|&c| a.summary.per_class[c]).collect(),
             })
             .collect();
-        grouped_bars(
-            &dir.join("per_class.png"),
+        let chart = grouped_bars(
             &format!(
                 "Per-class accuracy, head to tail ({}, eps {:.1}/255)",
                 self.arch, self.eps_255
@@ -100,7 +100,13 @@ impl EvalReport {
             &categories,
             &series,
         )?;
-        write_report(&dir.join("report.md"), self.markdown().as_bytes())
+        let mut report = FileGroup::new(dir);
+        report
+            .add("report.json", serde_json::to_vec_pretty(self)?)
+            .add("per_class.png", chart)
+            .add("report.md", self.markdown().into_bytes());
+        report.commit()?;
+        Ok(())
     }
 
     /// The strongest attack evaluated: lowest balanced accuracy, not counting clean; on ties the one listed last

@@ -62,6 +62,13 @@ impl TrainConfig {
 
     /// Parses TOML text and applies overrides.
     pub fn parse(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::parse_unplaced(text, overrides).map_err(|e| match e {
+            ConfigError::Invalid(message) => invalid(overrides::with_place(text, overrides, message)),
+            other => other,
+        })
+    }
+
+    fn parse_unplaced(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| invalid(overrides::syntax_error(text, &e)))?;

@@ -44,14 +44,81 @@ pub(super) fn locate(text: &str, table: &toml::Table, error: &toml::de::Error) -
         .rev()
         .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
         .map(str::to_string);
+    let header = key
+        .strip_prefix('[')
+        .and_then(|h| h.trim_start_matches('[').split(']').next())
+        .map(normalise);
     match (section, key.is_empty() || key.starts_with('[')) {
-        (_, true) => match key_holding_quoted_value(table, &message) {
-            Some(key) => format!("{key}: {message}"),
-            None => message,
+        (_, true) => match (key_holding_quoted_value(table, &message), header) {
+            (Some(key), _) => format!("{key}: {message}"),
+            // An error about a whole section (a missing field) names the section.
+            (None, Some(header)) if !header.is_empty() => format!("[{header}]: {message}"),
+            (None, _) => message,
         },
         (Some(section), false) => format!("{section}.{key}: {message}"),
         (None, false) => format!("{key}: {message}"),
     }
+}
+
+/// Adds where the key that `message` starts with was set: `line 7: method.alpha must be ...` for a key of the
+/// file's text, `... (set by --set)` for one an override set. A message about no key is kept as it is.
+pub(super) fn with_place(text: &str, overrides: &[String], message: String) -> String {
+    let key: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.' || *c == '-')
+        .collect();
+    if !key.contains('.') {
+        return message;
+    }
+    let overridden = overrides
+        .iter()
+        .any(|assignment| assignment.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+    if overridden {
+        return format!("{message} (set by --set)");
+    }
+    match key_line(text, &key) {
+        Some(line) => format!("line {line}: {message}"),
+        None => message,
+    }
+}
+
+/// The line (1-based) of `text` that sets the dotted `key`: `key = ...` inside `[section]` headers or with a
+/// dotted left-hand side (`method.alpha = 1` at the top, `alpha = 1` under `[method]`).
+pub(super) fn key_line(text: &str, key: &str) -> Option<usize> {
+    let mut section = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_start_matches('[');
+            let end = header.find(']').unwrap_or(header.len());
+            section = normalise(&header[..end]);
+            continue;
+        }
+        let Some((left, _)) = line.split_once('=') else {
+            continue;
+        };
+        if left.trim_start().starts_with('#') {
+            continue;
+        }
+        let local = normalise(left);
+        let full = if section.is_empty() {
+            local
+        } else {
+            format!("{section}.{local}")
+        };
+        if full == key {
+            return Some(index + 1);
+        }
+    }
+    None
+}
+
+/// A TOML key as dotted text without quotes or spaces around its parts.
+fn normalise(key: &str) -> String {
+    key.split('.')
+        .map(|part| part.trim().trim_matches('"').trim_matches('\''))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The dotted key of the only leaf whose value is the first `quoted` literal of `message` (serde's

@@ -204,3 +204,37 @@ fn a_value_of_the_wrong_type_names_its_key() {
         "lists the choices"
     );
 }
+
+#[test]
+fn an_error_names_the_line_of_its_key() {
+    let with = |from: &str, to: &str| {
+        TrainConfig::parse(&BASE.replace(from, to), &[])
+            .unwrap_err()
+            .to_string()
+    };
+    // BASE's lines: 1 is empty, `[attack]` opens at 13, `steps` is 16, `[method]`'s ce_epochs is 19.
+    let steps = with("steps = 3", "steps = -3");
+    assert!(steps.starts_with("line 16: attack.steps: "), "{steps}");
+    let ce = with("ce_epochs = 2", "ce_epochs = 9");
+    assert!(ce.starts_with("line 19: "), "{ce}");
+    let alpha = with("ce_epochs = 2", "ce_epochs = 2\nalpha = nan");
+    assert!(alpha.starts_with("line 20: method.alpha must be"), "{alpha}");
+    let missing = with("lr = 0.05\n", "");
+    assert!(missing.starts_with("[optim]: missing field `lr`"), "{missing}");
+    let set = TrainConfig::parse(BASE, &["attack.steps=-3".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        set.starts_with("attack.steps: ") && set.ends_with("(set by --set)"),
+        "{set}"
+    );
+}
+
+#[test]
+fn keys_are_found_in_sections_and_dotted_names() {
+    let text = "seed = 1\n[method]\nname = \"taet\"\n# alpha = 2\n\"alpha\" = 1\n[data]\nlong_tail.n_max = 5\n";
+    assert_eq!(overrides::key_line(text, "seed"), Some(1));
+    assert_eq!(overrides::key_line(text, "method.alpha"), Some(5));
+    assert_eq!(overrides::key_line(text, "data.long_tail.n_max"), Some(7));
+    assert_eq!(overrides::key_line(text, "method.beta"), None);
+}
