@@ -23,6 +23,8 @@ use crate::parameters::initialize_parameters;
 pub const MODEL_FILE: &str = "model.mpk";
 /// Name of the metadata file inside a checkpoint folder.
 pub const META_FILE: &str = "checkpoint.json";
+/// Name of the averaged weights (EMA) inside a checkpoint folder, when training kept an average.
+pub const AVERAGE_FILE: &str = "average.mpk";
 const FORMAT: &str = "tailguard-checkpoint/1";
 
 /// What a checkpoint says about its model.
@@ -45,6 +47,61 @@ pub struct CheckpointMeta {
     /// absent in checkpoints of tailguard < 0.1.2). Loading into another model names the first one that differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensors: Option<Vec<TensorEntry>>,
+    /// The weight average kept beside the weights ([`AVERAGE_FILE`]), when training kept one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<AverageMeta>,
+}
+
+/// The weight average of a checkpoint: an exponential moving average of the weights over training steps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AverageMeta {
+    /// The decay of the average.
+    pub decay: f64,
+    /// Updates (optimizer steps) averaged so far.
+    pub updates: u64,
+}
+
+/// Which weights of a checkpoint to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weights {
+    /// The weights as the optimizer left them.
+    Raw,
+    /// The exponential moving average of the weights ([`AVERAGE_FILE`]).
+    Ema,
+}
+
+impl Weights {
+    /// The weights to use: `requested`, or the average when the checkpoint has one and nothing was requested. Asking
+    /// for an average that the checkpoint does not have is an error.
+    pub fn resolve(requested: Option<Weights>, meta: &CheckpointMeta, dir: &Path) -> Result<Weights, CheckpointError> {
+        match (requested, meta.average.is_some()) {
+            (Some(Weights::Ema), false) => Err(CheckpointError::Invalid {
+                path: dir.to_path_buf(),
+                reason: "it holds no weight average (train with [ema] to keep one); use the raw weights".into(),
+            }),
+            (Some(weights), _) => Ok(weights),
+            (None, true) => Ok(Weights::Ema),
+            (None, false) => Ok(Weights::Raw),
+        }
+    }
+
+    /// The file of a checkpoint folder that holds these weights.
+    pub fn file(self) -> &'static str {
+        match self {
+            Weights::Raw => MODEL_FILE,
+            Weights::Ema => AVERAGE_FILE,
+        }
+    }
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Weights::Raw => "raw",
+            Weights::Ema => "ema",
+        })
+    }
 }
 
 /// One tensor of a checkpoint's model: its module path (`layer1.0.conv1.weight`) and shape.
@@ -75,6 +132,7 @@ impl CheckpointMeta {
             training: serde_json::Value::Null,
             epoch: None,
             tensors: None,
+            average: None,
         }
     }
 
@@ -334,19 +392,30 @@ pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointErro
     Ok(meta)
 }
 
-/// Rebuilds the model stored in `dir` on `device` (a model of one of tailguard's architectures).
+/// Rebuilds the model stored in `dir` on `device` (a model of one of tailguard's architectures), with the weights as
+/// the optimizer left them.
 pub fn load_checkpoint<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(Model<B>, CheckpointMeta), CheckpointError> {
+    load_checkpoint_weights(dir, Weights::Raw, device)
+}
+
+/// Rebuilds the model stored in `dir` on `device` with the chosen `weights` (see [`Weights::resolve`]).
+pub fn load_checkpoint_weights<B: Backend>(
+    dir: &Path,
+    weights: Weights,
+    device: &B::Device,
+) -> Result<(Model<B>, CheckpointMeta), CheckpointError> {
     let meta = read_checkpoint_meta(dir)?;
+    Weights::resolve(Some(weights), &meta, dir)?;
     let config = meta.model_config(dir)?;
     let model = config.init::<B>(device).map_err(|e| CheckpointError::Invalid {
         path: dir.join(META_FILE),
         reason: e.to_string(),
     })?;
     check_same_tensors(dir, &meta, &model, &config.arch.to_string())?;
-    let model = load_weights_into(dir, model, device, &config.arch.to_string())?;
+    let model = load_weights_into(dir, weights.file(), model, device, &config.arch.to_string())?;
     Ok((model, meta))
 }
 
@@ -359,17 +428,42 @@ pub fn load_checkpoint_into<B: Backend, M: Module<B>>(
 ) -> Result<(M, CheckpointMeta), CheckpointError> {
     let meta = read_checkpoint_meta(dir)?;
     check_same_tensors(dir, &meta, &model, "the model given")?;
-    let model = load_weights_into(dir, model, device, "the model given")?;
+    let model = load_weights_into(dir, MODEL_FILE, model, device, "the model given")?;
     Ok((model, meta))
+}
+
+/// Loads the weight average stored in `dir` ([`AVERAGE_FILE`]) into `model`, a module of the checkpoint's structure.
+pub fn load_average_into<B: Backend, M: Module<B>>(
+    dir: &Path,
+    model: M,
+    device: &B::Device,
+) -> Result<M, CheckpointError> {
+    let meta = read_checkpoint_meta(dir)?;
+    Weights::resolve(Some(Weights::Ema), &meta, dir)?;
+    check_same_tensors(dir, &meta, &model, "the model given")?;
+    load_weights_into(dir, AVERAGE_FILE, model, device, "the model given")
+}
+
+/// The bytes of `model`'s weights as a checkpoint stores them (burn's named MessagePack at full precision): what
+/// [`save_checkpoint_with`] writes as [`MODEL_FILE`], for an extra file such as [`AVERAGE_FILE`].
+pub fn weights_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>, CheckpointError> {
+    initialize_parameters(model);
+    NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(model.clone().into_record(), ())
+        .map_err(|e| CheckpointError::Invalid {
+            path: PathBuf::from(MODEL_FILE),
+            reason: e.to_string(),
+        })
 }
 
 fn load_weights_into<B: Backend, M: Module<B>>(
     dir: &Path,
+    file: &str,
     model: M,
     device: &B::Device,
     structure: &str,
 ) -> Result<M, CheckpointError> {
-    let path = dir.join(MODEL_FILE);
+    let path = dir.join(file);
     let bytes = std::fs::read(&path).map_err(io_error(&path))?;
     let invalid = |reason: String| CheckpointError::Invalid {
         path: path.clone(),

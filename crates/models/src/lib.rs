@@ -54,8 +54,9 @@ pub mod wide_resnet;
 pub use architecture::{Architecture, Model, ModelConfig, Network};
 pub use batch_norm::{ModalBatchNorm, ModalBatchNormConfig};
 pub use checkpoint::{
-    CheckpointError, CheckpointMeta, TensorEntry, load_checkpoint, load_checkpoint_into, read_checkpoint_meta,
-    recover_checkpoint, save_checkpoint, save_checkpoint_with,
+    AverageMeta, CheckpointError, CheckpointMeta, TensorEntry, Weights, load_average_into, load_checkpoint,
+    load_checkpoint_into, load_checkpoint_weights, read_checkpoint_meta, recover_checkpoint, save_checkpoint,
+    save_checkpoint_with, weights_bytes,
 };
 pub use classifier::{Classifier, ParameterGroups, trainable_parameter_count, trainable_parameters};
 pub use error::ModelConfigError;

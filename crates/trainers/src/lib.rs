@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod averaging;
 pub mod budget;
 pub mod config;
 pub mod configured;
@@ -49,6 +50,7 @@ pub mod step;
 pub mod trainer;
 pub mod weight_perturbation;
 
+pub use averaging::{WeightAverage, WeightAverageConfig};
 pub use budget::{BudgetPolicy, RobustLtConfig};
 pub use config::TrainConfig;
 pub use data::TrainData;

@@ -23,6 +23,9 @@ pub struct ResumeState {
     /// The loop settings the run was started with (absent in runs of tailguard < 0.1.1).
     #[serde(default)]
     pub trainer: Option<TrainerConfig>,
+    /// Updates of the weight average so far, when the run keeps one (its decay warms up over them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_updates: Option<u64>,
 }
 
 /// Which settings may differ between the state's trainer and the one continuing it.

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
+use tailguard_models::checkpoint::AVERAGE_FILE;
 use tailguard_models::{
-    CheckpointMeta, Classifier, ModelConfig, load_checkpoint_into, read_checkpoint_meta, recover_checkpoint,
-    save_checkpoint_with,
+    AverageMeta, CheckpointMeta, Classifier, ModelConfig, load_average_into, load_checkpoint_into,
+    read_checkpoint_meta, recover_checkpoint, save_checkpoint_with, weights_bytes,
 };
 use tailguard_output::{OutputDir, RunLock};
 
@@ -201,6 +202,12 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         let device = trainer.device().clone();
         let model = load_checkpoint_into(&last, trainer.model().clone(), &device)?.0;
         trainer.set_model(model);
+        if trainer.average().is_some() {
+            // A module of its own: a clone would share the live model's running statistics, which loading overwrites.
+            let average = load_average_into(&last, M::from_inner(trainer.model().valid()), &device)?;
+            let updates = state.average_updates.unwrap_or_default();
+            trainer.restore_average(average, updates);
+        }
         let optimizer_path = last.join(OPTIMIZER_FILE);
         let optimizer = std::fs::read(&optimizer_path).map_err(|source| TrainError::Read {
             path: optimizer_path.clone(),
@@ -352,12 +359,21 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
             .to_bytes()
             .map_err(|e| encode_error(crate::error::chain(&e)))?;
         let state = serde_json::to_vec(&trainer.resume_state(self.best)).map_err(|e| encode_error(e.to_string()))?;
-        save_checkpoint_with(
-            &path,
-            trainer.model(),
-            &meta,
-            &[(OPTIMIZER_FILE, &optimizer), (STATE_FILE, &state)],
-        )?;
+        let mut extras: Vec<(&str, &[u8])> = vec![(OPTIMIZER_FILE, &optimizer), (STATE_FILE, &state)];
+        let average = match trainer.average() {
+            Some(average) => {
+                meta.average = Some(AverageMeta {
+                    decay: average.config().decay,
+                    updates: average.updates(),
+                });
+                Some(weights_bytes(average.model())?)
+            }
+            None => None,
+        };
+        if let Some(bytes) = &average {
+            extras.push((AVERAGE_FILE, bytes));
+        }
+        save_checkpoint_with(&path, trainer.model(), &meta, &extras)?;
         Ok(())
     }
 }

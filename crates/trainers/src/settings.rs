@@ -4,6 +4,7 @@
 use burn::config::Config;
 use tailguard_longtail::augment::AugmentPolicy;
 
+use crate::averaging::WeightAverageConfig;
 use crate::error::InvalidSetting;
 use crate::optimizer::SgdSettings;
 use crate::schedule::LrSchedule;
@@ -46,6 +47,10 @@ pub struct TrainerConfig {
     /// RobustLT's logging forward passes after every step (see [`StepOptions::logging_forwards`]).
     #[config(default = false)]
     pub logging_forwards: bool,
+    /// An exponential moving average of the weights, taken after every step, saved with every checkpoint and used
+    /// for validation; `None` keeps none.
+    #[config(default = "None")]
+    pub weight_average: Option<WeightAverageConfig>,
 }
 
 /// How BatchNorm normalises while a training attack runs; it never moves the running statistics either way.
@@ -109,6 +114,9 @@ impl TrainerConfig {
         }
         self.schedule.validate(self.epochs)?;
         self.sgd.validate()?;
+        if let Some(average) = &self.weight_average {
+            average.validate()?;
+        }
         if let Some(v) = &self.validation {
             if v.every == 0 {
                 return Err(InvalidSetting::new("validation.every", "must be at least 1", v.every));

@@ -11,6 +11,7 @@ use tailguard_longtail::augment::AugmentPolicy;
 use tailguard_longtail::{Augmentation, BatchLoader, BatchLoaderConfig, ClassGroups, Sampling, SeedStream};
 use tailguard_models::{Classifier, Mode};
 
+use crate::averaging::WeightAverage;
 use crate::budget::BudgetPolicy;
 use crate::data::TrainData;
 use crate::epoch::{EpochRecord, EpochTally};
@@ -42,6 +43,8 @@ pub struct Trainer<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> {
     device: B::Device,
     /// This device's place in a data-parallel run (`None`: training alone).
     exchange: Option<Exchange<B>>,
+    /// The average of the weights, when the settings keep one (device 0 alone keeps it in a data-parallel run).
+    average: Option<WeightAverage<B, M>>,
     /// 0-based index of the next epoch to run.
     pub next_epoch: usize,
 }
@@ -98,7 +101,9 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             )),
             _ => None,
         };
+        let average = config.weight_average.as_ref().map(|c| c.init(&model));
         Ok(Self {
+            average,
             optimizer: GroupedSgd::new(&config.sgd, &model),
             model,
             method,
@@ -128,7 +133,24 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
     /// parameter groups follow the parameters' identities, which a loaded record brings with it.
     pub fn set_model(&mut self, model: M) {
         self.optimizer = GroupedSgd::new(&self.config.sgd, &model);
+        if let Some(average) = &mut self.average {
+            // A new model starts a new average; a resumed run then restores its own (`restore_average`).
+            *average = average.config().init(&model);
+        }
         self.model = model;
+    }
+
+    /// The weight average, when the settings keep one.
+    pub fn average(&self) -> Option<&WeightAverage<B, M>> {
+        self.average.as_ref()
+    }
+
+    /// Puts back a saved average: its weights (`average`, a model of this trainer's structure) after `updates`
+    /// updates. Without an average in the settings this does nothing.
+    pub fn restore_average(&mut self, average: M, updates: u64) {
+        if let Some(current) = &mut self.average {
+            current.restore(average, updates);
+        }
     }
 
     /// SGD with its momentum buffers.
@@ -243,6 +265,9 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 lr,
                 self.config.step_options(),
             )?;
+            if let Some(average) = &mut self.average {
+                average.update(&self.model);
+            }
             // Metrics stay on the device; the host reads them every few steps and at the end of the epoch.
             tally.add(&output, &input.labels);
             let figures = match ((step + 1) % LOSS_READ_EVERY == 0, &self.exchange) {
@@ -315,7 +340,9 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             .with_eps(settings.eps)
             .with_steps(settings.attack_steps);
         let seed = SeedStream::derive(self.config.seed, &[0x76_616c_6964, self.next_epoch as u64]).next_u64();
-        let results = evaluate(&self.model, loader, &[&clean, &robust], seed, &self.device, &mut Silent)?;
+        // With a weight average, the average is what a run keeps as its result, so it is what validation measures.
+        let model = self.average.as_ref().map_or(&self.model, WeightAverage::model);
+        let results = evaluate(model, loader, &[&clean, &robust], seed, &self.device, &mut Silent)?;
         let groups = ClassGroups::default();
         let balanced = |i: usize| Some(results[i].tally.summary(&groups).balanced_accuracy);
         Ok((balanced(0), balanced(1)))
@@ -334,6 +361,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             method: self.method.state(),
             method_name: Some(self.method.name().to_string()),
             trainer: Some(self.config.clone()),
+            average_updates: self.average.as_ref().map(WeightAverage::updates),
         }
     }
 
@@ -351,6 +379,11 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
     /// Makes this trainer one device of a data-parallel run (see [`crate::parallel`]): from the next epoch on it
     /// trains on its shard of every global batch and exchanges gradients and statistics with its peers.
     pub fn attach_peer(&mut self, peer: Peer<B>) {
+        // Every device holds the same weights after each step; device 0, which validates and writes the run, keeps
+        // the one average.
+        if peer.rank() != 0 {
+            self.average = None;
+        }
         self.exchange = Some(Exchange::new(peer));
     }
 

@@ -122,6 +122,77 @@ fn resume_continues_bit_identically() {
 }
 
 #[test]
+fn an_averaged_run_keeps_saves_and_resumes_its_average_bit_identically() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let device = Default::default();
+    let averaged = |epochs| {
+        let mut config = config(&data, epochs);
+        config.ema = Some(tailguard_trainers::config::EmaSection {
+            decay: 0.9,
+            warmup: true,
+        });
+        config
+    };
+    let straight = dir.path().join("straight");
+    let mut run = averaged(2).start_run::<B>(&straight, &device, false).unwrap();
+    let steps = run.trainer.steps_per_epoch() as u64;
+    run.run_to_end(&mut Silent).unwrap();
+    let second = std::fs::read_to_string(straight.join("log.jsonl")).unwrap();
+    drop(run);
+
+    let interrupted = dir.path().join("interrupted");
+    let mut run = averaged(2).start_run::<B>(&interrupted, &device, false).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    drop(run);
+    let mut run = TrainConfig::resume_run::<B>(&interrupted, &device).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    drop(run);
+
+    use tailguard_models::{Weights, load_checkpoint_weights, read_checkpoint_meta};
+    let meta = read_checkpoint_meta(&straight.join("last")).unwrap();
+    let average = meta.average.clone().expect("the checkpoint names its average");
+    assert_eq!((average.decay, average.updates), (0.9, 2 * steps));
+    let load = |run: &Path, weights| {
+        all_tensors(
+            &load_checkpoint_weights::<Flex>(&run.join("last"), weights, &device)
+                .unwrap()
+                .0,
+        )
+    };
+    assert_eq!(
+        load(&straight, Weights::Ema),
+        load(&interrupted, Weights::Ema),
+        "the average resumes exactly"
+    );
+    assert_eq!(load(&straight, Weights::Raw), load(&interrupted, Weights::Raw));
+    assert_ne!(
+        load(&straight, Weights::Ema),
+        load(&straight, Weights::Raw),
+        "the average is not the last weights"
+    );
+    // Validation measured the average, in both runs alike.
+    let resumed = std::fs::read_to_string(interrupted.join("log.jsonl")).unwrap();
+    let robust = |log: &str| -> Vec<Option<f64>> {
+        log.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["validation_robust"].as_f64())
+            .collect()
+    };
+    assert_eq!(robust(&second), robust(&resumed));
+    // A checkpoint without an average refuses `--weights ema`, and picks the raw weights by default.
+    let plain = dir.path().join("plain");
+    let mut run = config(&data, 1).start_run::<B>(&plain, &device, false).unwrap();
+    run.run_to_end(&mut Silent).unwrap();
+    drop(run);
+    let plain_meta = read_checkpoint_meta(&plain.join("last")).unwrap();
+    assert_eq!(Weights::resolve(None, &plain_meta, &plain).unwrap(), Weights::Raw);
+    assert_eq!(Weights::resolve(None, &meta, &straight).unwrap(), Weights::Ema);
+    let err = load_checkpoint_weights::<Flex>(&plain.join("last"), Weights::Ema, &device).unwrap_err();
+    assert!(err.to_string().contains("last"), "{err}");
+}
+
+#[test]
 fn checkpoints_record_what_evaluation_needs() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();

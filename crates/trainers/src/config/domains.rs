@@ -42,5 +42,13 @@ pub(super) fn check(config: &TrainConfig) -> Result<(), ConfigError> {
         config.validation.attack_steps,
         MAX_ATTACK_STEPS,
     )?;
+    if let Some(ema) = &config.ema
+        && !(0.0..1.0).contains(&ema.decay)
+    {
+        return Err(crate::error::invalid(format!(
+            "ema.decay must lie in [0, 1), got {}",
+            ema.decay
+        )));
+    }
     config.method.validate()
 }

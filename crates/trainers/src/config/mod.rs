@@ -12,6 +12,7 @@ use tailguard_attacks::PgdConfig;
 use tailguard_longtail::{LoadOptions, Split};
 use tailguard_models::{Classifier, HeadKind, InputNormalizationConfig, Model, ModelConfig};
 
+use crate::averaging::WeightAverageConfig;
 use crate::budget::{BudgetPolicy, RobustLtConfig};
 use crate::data::TrainData;
 pub use crate::error::ConfigError;
@@ -23,7 +24,7 @@ pub use crate::recipe::{AttackSection, Budget, MethodConfig, StartKind};
 use crate::settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
 use crate::trainer::Trainer;
 use overrides::{apply_override, locate};
-pub use sections::{DataSection, Head, ModelSection, Normalization, OptimSection, ValidationSection};
+pub use sections::{DataSection, EmaSection, Head, ModelSection, Normalization, OptimSection, ValidationSection};
 
 /// The whole experiment.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +46,9 @@ pub struct TrainConfig {
     #[serde(default)]
     /// Validation during training.
     pub validation: ValidationSection,
+    /// An average of the weights kept during training (`[ema]`); absent, none is kept.
+    #[serde(default)]
+    pub ema: Option<EmaSection>,
     /// Seeds model initialisation, data order, augmentation and attack starts.
     #[serde(default)]
     pub seed: u64,
@@ -236,7 +240,12 @@ impl TrainConfig {
             .with_augment_policy(self.data.augment_policy)
             .with_class_balanced(self.data.class_balanced)
             .with_seed(self.seed)
-            .with_validation(validation);
+            .with_validation(validation)
+            .with_weight_average(
+                self.ema
+                    .as_ref()
+                    .map(|ema| WeightAverageConfig::new().with_decay(ema.decay).with_warmup(ema.warmup)),
+            );
         self.recipe().trainer_config(config)
     }
 

@@ -190,6 +190,25 @@ fn default_weight_decay() -> f64 {
     5e-4
 }
 
+/// `[ema]`: an exponential moving average of the weights (see [`crate::averaging`]); absent, none is kept.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaSection {
+    /// The weight of the previous average at each step, in [0, 1).
+    #[serde(default = "ema_decay")]
+    pub decay: f64,
+    /// Warm the decay up over the first steps: `min(decay, (1 + t) / (10 + t))` at update `t`.
+    #[serde(default = "enabled")]
+    pub warmup: bool,
+}
+
+fn ema_decay() -> f64 {
+    0.9995
+}
+fn enabled() -> bool {
+    true
+}
+
 /// Validation during training (on the held-out part of the training data, never the test set).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
