@@ -6,6 +6,15 @@ pub use tailguard_attacks::parse_eps;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts(pub Vec<usize>);
 
+/// `ema` or `raw`: which weights of a checkpoint (see [`tailguard_models::Weights`]).
+pub fn parse_weights(text: &str) -> Result<tailguard_models::Weights, String> {
+    match text {
+        "ema" => Ok(tailguard_models::Weights::Ema),
+        "raw" => Ok(tailguard_models::Weights::Raw),
+        other => Err(format!("'{other}' is not ema or raw")),
+    }
+}
+
 /// A comma-separated list of non-negative integers (`5000,2997,1796`).
 pub fn parse_counts(text: &str) -> Result<Counts, String> {
     let parse = |part: &str| {

@@ -895,3 +895,71 @@ fn list_file_datasets_split_train_and_evaluate_at_the_configured_size() {
     assert_eq!(report["test_images"], 6);
     assert_eq!(report["classes"], serde_json::json!(["0", "1", "2"]));
 }
+
+#[test]
+fn averaged_weights_are_evaluated_exported_and_compared_by_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run_dir, plain) = (dir.path().join("run"), dir.path().join("plain"));
+    let data = format!("data.data_dir={}", embedded());
+    train_one_natural_epoch(&[&data, "data.n_max=40", "ema.decay=0.9"], &run_dir);
+    train_one_natural_epoch(&[&data, "data.n_max=40"], &plain);
+    let embedded_path = embedded();
+    let eval = |run: &std::path::Path, weights: &[&str], report: &str| {
+        let checkpoint = run.join("last");
+        let report = dir.path().join(report);
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &embedded_path,
+            "--attacks",
+            "clean",
+            "--limit",
+            "60",
+            "--report",
+            report.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(weights);
+        tailguard(&args)
+    };
+    // The average is the default where there is one; raw is chosen explicitly.
+    let ema = stdout_json(&eval(&run_dir, &[], "ema"));
+    assert_eq!(ema["weights"], "ema");
+    let raw = stdout_json(&eval(&run_dir, &["--weights", "raw"], "raw"));
+    assert_eq!(raw["weights"], "raw");
+    assert_eq!(stdout_json(&eval(&plain, &[], "plain_report"))["weights"], "raw");
+    assert_clean_failure(&eval(&plain, &["--weights", "ema"], "plain_ema"), "no weight average");
+    // Exports of the two weights differ.
+    let export = |weights: &str| {
+        let out = dir.path().join(format!("{weights}.safetensors"));
+        let last = run_dir.join("last");
+        let output = tailguard(&[
+            "export",
+            "--checkpoint",
+            last.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--weights",
+            weights,
+        ]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        std::fs::read(out).unwrap()
+    };
+    assert_ne!(export("ema"), export("raw"));
+    // compare --weights picks the report of those weights in each folder and names a folder without one.
+    std::fs::rename(dir.path().join("ema"), run_dir.join("report-ema")).unwrap();
+    std::fs::rename(dir.path().join("raw"), run_dir.join("report")).unwrap();
+    let compared = tailguard(&["compare", run_dir.to_str().unwrap(), "--weights", "ema"]);
+    let table = String::from_utf8_lossy(&compared.stdout).to_string();
+    assert!(compared.status.success() && table.contains("| ema |"), "{table}");
+    let compared = tailguard(&["compare", run_dir.to_str().unwrap(), "--weights", "raw"]);
+    assert!(String::from_utf8_lossy(&compared.stdout).contains("| raw |"));
+    assert_clean_failure(
+        &tailguard(&["compare", plain.to_str().unwrap(), "--weights", "ema"]),
+        "holds no report",
+    );
+}

@@ -26,16 +26,40 @@ pub struct CompareArgs {
     /// Replace an earlier comparison in --out (only files tailguard wrote).
     #[arg(long, requires = "out")]
     force: bool,
+    /// Compare the reports of these weights only (`ema`: the weight average, `raw`): each folder must hold one,
+    /// as DIR/report.json, DIR/report/report.json or DIR/report-ema/report.json (DIR/report-raw/...).
+    #[arg(long, value_name = "ema|raw", value_parser = crate::args::parse_weights)]
+    weights: Option<tailguard_models::Weights>,
 }
 
-fn load_report(dir: &Path) -> anyhow::Result<Value> {
-    let candidates = [dir.join("report.json"), dir.join("report").join("report.json")];
-    let path = candidates
-        .iter()
-        .find(|p| p.is_file())
-        .with_context(|| format!("{} holds no report.json (run tailguard eval first)", dir.display()))?;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a tailguard report", path.display()))
+/// The weights a report evaluated (`raw` for reports written before tailguard kept averages).
+fn report_weights(report: &Value) -> &str {
+    report["weights"].as_str().unwrap_or("raw")
+}
+
+fn load_report(dir: &Path, weights: Option<tailguard_models::Weights>) -> anyhow::Result<Value> {
+    let mut candidates = vec![dir.join("report.json"), dir.join("report").join("report.json")];
+    if let Some(weights) = weights {
+        candidates.push(dir.join(format!("report-{weights}")).join("report.json"));
+    }
+    let mut found = false;
+    for path in candidates.iter().filter(|p| p.is_file()) {
+        found = true;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a tailguard report", path.display()))?;
+        if weights.is_none_or(|w| report_weights(&report) == w.to_string()) {
+            return Ok(report);
+        }
+    }
+    match (found, weights) {
+        (true, Some(weights)) => bail!(
+            "{} holds no report of the {weights} weights (tailguard eval --weights {weights} --report {})",
+            dir.display(),
+            dir.join(format!("report-{weights}")).display()
+        ),
+        _ => bail!("{} holds no report.json (run tailguard eval first)", dir.display()),
+    }
 }
 
 fn run_name(dir: &Path) -> String {
@@ -57,7 +81,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let reports: Vec<(String, Value)> = args
         .runs
         .iter()
-        .map(|d| Ok((run_name(d), load_report(d)?)))
+        .map(|d| Ok((run_name(d), load_report(d, args.weights)?)))
         .collect::<anyhow::Result<_>>()?;
     // Attacks in the order they first appear.
     let mut attacks: Vec<String> = Vec::new();
@@ -79,8 +103,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let tail = |report: &Value, attack: &str| -> Option<f64> {
         report["attacks"].as_array()?.iter().find(|a| a["attack"] == attack)?["groups"]["tail"].as_f64()
     };
-    let mut md = String::from("| run | arch | test images |");
-    let mut rule = String::from("| --- | --- | ---: |");
+    let mut md = String::from("| run | arch | weights | test images |");
+    let mut rule = String::from("| --- | --- | --- | ---: |");
     for attack in &attacks {
         md.push_str(&format!(" {attack} (balanced) |"));
         rule.push_str(" ---: |");
@@ -92,8 +116,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     for (name, report) in &reports {
         let _ = write!(
             md,
-            "| {name} | {} | {} |",
+            "| {name} | {} | {} | {} |",
             report["arch"].as_str().unwrap_or("-"),
+            report_weights(report),
             report["test_images"].as_u64().unwrap_or(0)
         );
         for attack in &attacks {

@@ -11,10 +11,12 @@ use tailguard_longtail::{
     BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LoadOptions, LongTailSpec,
     SeedStream, Split,
 };
-use tailguard_models::{CheckpointMeta, Classifier, LogitAdjustmentConfig, load_checkpoint};
+use tailguard_models::{
+    CheckpointMeta, Classifier, LogitAdjustmentConfig, Weights, load_checkpoint_weights, read_checkpoint_meta,
+};
 use tailguard_trainers::{AttackResult, EvaluationAttack, EvaluationObserver, PresetAttack, evaluate};
 
-use crate::args::{Counts, parse_counts, parse_eps};
+use crate::args::{Counts, parse_counts, parse_eps, parse_weights};
 use crate::backend;
 use crate::progress;
 use crate::report::eval_report::{AttackReport, EvalReport, LogitAdjustmentReport};
@@ -77,6 +79,10 @@ pub struct EvalArgs {
     /// RoBal-N's inference: --logit-adjustment 0.1 --logit-scale 10 (for a cosine-head RoBal model).
     #[arg(long)]
     robal_n: bool,
+    /// Which weights: the weight average (`ema`, the default when the checkpoint has one) or the weights as the
+    /// optimizer left them (`raw`).
+    #[arg(long, value_name = "ema|raw", value_parser = parse_weights)]
+    weights: Option<Weights>,
     #[command(flatten)]
     device: crate::backend::DeviceArg,
 }
@@ -100,6 +106,8 @@ pub struct EvalRequest {
     pub logit_adjustment: Option<LogitAdjustmentConfig>,
     /// `--device` (the backend's default when `None`).
     pub device: Option<String>,
+    /// Which weights (the average when the checkpoint has one, if `None`).
+    pub weights: Option<Weights>,
 }
 
 impl EvalArgs {
@@ -123,6 +131,7 @@ impl EvalArgs {
                 (false, None) => None,
             },
             device: self.device.device.clone(),
+            weights: self.weights,
         }
     }
 }
@@ -176,7 +185,12 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     // Claimed before the attacks run, so a refused folder costs nothing.
     tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
     let device = backend::device(request.device.as_deref())?;
-    let (model, meta) = load_checkpoint::<backend::Train>(&request.checkpoint, &device)?;
+    let weights = Weights::resolve(
+        request.weights,
+        &read_checkpoint_meta(&request.checkpoint)?,
+        &request.checkpoint,
+    )?;
+    let (model, meta) = load_checkpoint_weights::<backend::Train>(&request.checkpoint, weights, &device)?;
     let arch = meta.model_config(&request.checkpoint)?.arch;
     let input_shape = meta.model_config(&request.checkpoint)?.input_shape;
     let test = test_set(request, &meta, input_shape[1])?;
@@ -249,6 +263,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         tailguard_version: env!("CARGO_PKG_VERSION"),
         date: crate::args::today(),
         checkpoint: request.checkpoint.display().to_string(),
+        weights: weights.to_string(),
         arch: arch.to_string(),
         dataset: request.dataset.to_string(),
         data_dir: request.data_dir.display().to_string(),

@@ -7,7 +7,7 @@ use clap::Args;
 use tailguard_longtail::DatasetKind;
 use tailguard_models::{
     Architecture, CheckpointMeta, ImportOptions, InputNormalizationConfig, ModelConfig, export_safetensors,
-    import_weights, load_checkpoint, read_checkpoint_meta, save_checkpoint, written_by_tailguard,
+    import_weights, read_checkpoint_meta, save_checkpoint, written_by_tailguard,
 };
 
 use crate::backend;
@@ -30,6 +30,9 @@ pub struct ExportArgs {
     /// Replace an existing output file that tailguard wrote (never one it did not write).
     #[arg(long)]
     force: bool,
+    /// Which weights: the weight average (`ema`, the default when the checkpoint has one) or `raw`.
+    #[arg(long, value_name = "ema|raw", value_parser = crate::args::parse_weights)]
+    weights: Option<tailguard_models::Weights>,
     #[command(flatten)]
     device: crate::backend::DeviceArg,
 }
@@ -49,11 +52,14 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         return Err(tailguard_output::OutputError::Exists { path: args.out }.into());
     }
     let device = args.device.open()?;
-    let (model, meta) = load_checkpoint::<backend::Compute>(&args.checkpoint, &device)?;
+    let weights =
+        tailguard_models::Weights::resolve(args.weights, &read_checkpoint_meta(&args.checkpoint)?, &args.checkpoint)?;
+    let (model, meta) =
+        tailguard_models::load_checkpoint_weights::<backend::Compute>(&args.checkpoint, weights, &device)?;
     let arch = meta.model_config(&args.checkpoint)?.arch;
     export_safetensors(&model, arch, &args.out)?;
     eprintln!(
-        "wrote {} ({arch} under PyTorch names, see docs/interop.md)",
+        "wrote {} ({arch}, {weights} weights, under PyTorch names, see docs/interop.md)",
         args.out.display(),
     );
     Ok(())

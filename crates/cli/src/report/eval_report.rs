@@ -48,6 +48,8 @@ pub struct EvalReport {
     pub tailguard_version: &'static str,
     pub date: String,
     pub checkpoint: String,
+    /// `ema` (the weight average) or `raw`.
+    pub weights: String,
     pub arch: String,
     pub dataset: String,
     pub data_dir: String,
@@ -130,8 +132,10 @@ impl EvalReport {
         let _ = writeln!(md, "# Robustness report\n");
         let _ = writeln!(
             md,
-            "`{}` ({}, {} classes) on the {} {} ({} images{}), L-inf eps = {:.2}/255 ({:.4}), {} backend, {}.\n",
+            "`{}` ({} weights; {}, {} classes) on the {} {} ({} images{}), L-inf eps = {:.2}/255 ({:.4}), {} \
+             backend, {}.\n",
             self.checkpoint,
+            if self.weights == "ema" { "averaged (EMA)" } else { "raw" },
             self.arch,
             self.classes.len(),
             self.dataset,
