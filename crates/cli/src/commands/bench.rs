@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tailguard_attacks::{ApgdConfig, AttackPreset, FrozenModel, Inner, predictions};
 use tailguard_models::{Architecture, Model, ModelConfig, forward_flops};
-use tailguard_trainers::{EvaluationAttack, GroupedSgd, Method, PresetAttack, StepInput, TrainConfig, train_step};
+use tailguard_trainers::{
+    EvaluationAttack, GroupedSgd, Method, PresetAttack, StepInput, TrainConfig, WeightAverageConfig, train_step,
+};
 
 use crate::backend::{self, Compute, Train};
 use crate::memory;
@@ -81,6 +83,9 @@ pub enum Workload {
     Pgd20Eval,
     /// One APGD-CE run (AutoAttack's settings) on every image of the batch.
     ApgdCeEval,
+    /// One update of the weight average (`[ema]`): the pass over every parameter and statistic that follows each
+    /// training step when a run keeps an average (its cost, to set against a step's).
+    EmaUpdate,
 }
 
 impl Workload {
@@ -91,6 +96,7 @@ impl Workload {
             Workload::TaetStage2 => "taet-stage2",
             Workload::Pgd20Eval => "pgd20-eval",
             Workload::ApgdCeEval => "apgd-ce-eval",
+            Workload::EmaUpdate => "ema-update",
         }
     }
 
@@ -103,6 +109,8 @@ impl Workload {
             Workload::Pgd20Eval => 20.0 * 2.0 + 1.0,
             // The start's gradient, one per iteration, and the final prediction.
             Workload::ApgdCeEval => (apgd_iterations as f64 + 1.0) * 2.0 + 1.0,
+            // No pass through the network: a multiply-add per weight.
+            Workload::EmaUpdate => 0.0,
         }
     }
 }
@@ -324,6 +332,15 @@ fn bench_one(
                 let everyone = labels.clone().greater_equal_elem(0);
                 let (adversarial, _) = attack.apgd_ce(&frozen, images.clone(), labels.clone(), everyone);
                 count_correct(&frozen, adversarial, &labels);
+            })
+        }
+        Workload::EmaUpdate => {
+            let mut average = WeightAverageConfig::new().init(&model);
+            let device = device.clone();
+            Box::new(move || {
+                average.update(&model);
+                // The work has finished on the device before the clock stops.
+                let _ = <Train as burn::tensor::backend::Backend>::sync(&device);
             })
         }
     };

@@ -140,9 +140,19 @@ pub fn lines_chart(
             .y_label_area_size(70)
             .build_cartesian_2d(1f64..len, y_range)
             .map_err(drawing_error)?;
+        // Whole epochs on the x axis: at most one label per epoch, none between epochs.
+        let whole = |x: &f64| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round() as i64)
+            } else {
+                String::new()
+            }
+        };
         chart
             .configure_mesh()
             .x_desc(x_label)
+            .x_labels((len as usize).min(10))
+            .x_label_formatter(&whole)
             .y_desc(y_label)
             .max_light_lines(1)
             .label_style(("sans-serif", 13))
