@@ -336,6 +336,8 @@ fn bench_one(
         }
         Workload::EmaUpdate => {
             let mut average = WeightAverageConfig::new().init(&model);
+            // Copy on the CPU backend, not on the GPU ones.
+            #[allow(clippy::clone_on_copy)]
             let device = device.clone();
             Box::new(move || {
                 average.update(&model);
