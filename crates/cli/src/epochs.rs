@@ -4,11 +4,15 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use tailguard_models::Classifier;
-use tailguard_trainers::{EpochRecord, Run, StepFigures, TrainObserver};
+use tailguard_trainers::{EpochRecord, Run, StepFigures, TensorBoardObserver, TrainObserver};
+
+/// The folder of a run that holds its TensorBoard event files.
+pub const TENSORBOARD_DIR: &str = "tensorboard";
 
 use crate::progress;
 use crate::report::percent;
@@ -35,6 +39,8 @@ pub struct EpochReporter {
     epochs: usize,
     /// The first failure to write curves: the loop stops on it; device 0 of a data-parallel run only warns.
     failure: Option<anyhow::Error>,
+    /// TensorBoard events of the run, when asked for.
+    tensorboard: Option<TensorBoardObserver>,
 }
 
 impl EpochReporter {
@@ -46,7 +52,16 @@ impl EpochReporter {
             line,
             epochs,
             failure: None,
+            tensorboard: None,
         }
+    }
+
+    /// Also writes the run's scalars as TensorBoard events into `dir` (a folder the run has claimed).
+    pub fn with_tensorboard(mut self, dir: &Path) -> anyhow::Result<Self> {
+        let observer = TensorBoardObserver::create(dir)
+            .with_context(|| format!("cannot create TensorBoard events in {}", dir.display()))?;
+        self.tensorboard = Some(observer);
+        Ok(self)
     }
 
     fn label(&self, epoch: usize) -> String {
@@ -82,8 +97,11 @@ impl TrainObserver for EpochReporter {
             .bar
             .get_or_insert_with(|| progress::bar(self.hidden, steps as u64, label.clone()));
         bar.set_position(step as u64);
-        if let Some(figures) = figures {
-            bar.set_message(format!("{label} {}", progress::step_message(&figures)));
+        if let Some(figures) = &figures {
+            bar.set_message(format!("{label} {}", progress::step_message(figures)));
+        }
+        if let Some(tensorboard) = &mut self.tensorboard {
+            tensorboard.on_step(epoch, step, steps, figures);
         }
     }
 
@@ -91,7 +109,20 @@ impl TrainObserver for EpochReporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if let Err(error) = self.report(dir, record)
+        if let Some(tensorboard) = &mut self.tensorboard {
+            tensorboard.on_epoch_end(record, dir);
+        }
+        let events = self
+            .tensorboard
+            .as_mut()
+            .and_then(TensorBoardObserver::take_failure)
+            .map(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "cannot write TensorBoard events in {}",
+                    dir.join(TENSORBOARD_DIR).display()
+                ))
+            });
+        if let Err(error) = self.report(dir, record).and(events.map_or(Ok(()), Err))
             && self.failure.is_none()
         {
             self.failure = Some(error);

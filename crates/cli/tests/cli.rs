@@ -963,3 +963,191 @@ fn averaged_weights_are_evaluated_exported_and_compared_by_choice() {
         "holds no report",
     );
 }
+
+/// TensorBoard event files decoded by hand, independently of the writer: TFRecord framing with its masked CRC-32C
+/// (a bitwise CRC here), then the protocol-buffer wire format of `Event` and `Summary`. (step, tag, value) of every
+/// scalar, from every file of `dir`.
+fn read_tensorboard_scalars(dir: &std::path::Path) -> Vec<(i64, String, f32)> {
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in data {
+            crc ^= byte as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn masked(data: &[u8]) -> u32 {
+        let crc = crc32c(data);
+        ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    }
+    fn varint(bytes: &[u8], pos: &mut usize) -> u64 {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = bytes[*pos];
+            *pos += 1;
+            value |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    }
+    /// (field number, wire type, payload bytes) of every field of a message.
+    fn fields(bytes: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+        let (mut pos, mut out) = (0, Vec::new());
+        while pos < bytes.len() {
+            let key = varint(bytes, &mut pos);
+            let (field, wire) = (key >> 3, key & 7);
+            let payload = match wire {
+                0 => varint(bytes, &mut pos).to_le_bytes().to_vec(),
+                1 => {
+                    pos += 8;
+                    bytes[pos - 8..pos].to_vec()
+                }
+                2 => {
+                    let len = varint(bytes, &mut pos) as usize;
+                    pos += len;
+                    bytes[pos - len..pos].to_vec()
+                }
+                5 => {
+                    pos += 4;
+                    bytes[pos - 4..pos].to_vec()
+                }
+                other => panic!("wire type {other}"),
+            };
+            out.push((field, wire, payload));
+        }
+        out
+    }
+    let mut scalars = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        assert!(name.starts_with("events.out.tfevents."), "{name}");
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let mut pos = 0;
+        let mut first = true;
+        while pos < bytes.len() {
+            let length = &bytes[pos..pos + 8];
+            assert_eq!(
+                u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()),
+                masked(length)
+            );
+            let len = u64::from_le_bytes(length.try_into().unwrap()) as usize;
+            let data = &bytes[pos + 12..pos + 12 + len];
+            let crc = u32::from_le_bytes(bytes[pos + 12 + len..pos + 16 + len].try_into().unwrap());
+            assert_eq!(crc, masked(data), "event checksum");
+            pos += 16 + len;
+            let event = fields(data);
+            let step = event
+                .iter()
+                .find(|f| f.0 == 2)
+                .map_or(0, |f| u64::from_le_bytes(f.2.clone().try_into().unwrap()) as i64);
+            if first {
+                let version = event.iter().find(|f| f.0 == 3).expect("a file starts with its version");
+                assert_eq!(version.2, b"brain.Event:2");
+                first = false;
+            }
+            for summary in event.iter().filter(|f| f.0 == 5) {
+                for value in fields(&summary.2).into_iter().filter(|f| f.0 == 1) {
+                    let value = fields(&value.2);
+                    let tag = String::from_utf8(value.iter().find(|f| f.0 == 1).unwrap().2.clone()).unwrap();
+                    let simple = value.iter().find(|f| f.0 == 2 && f.1 == 5).unwrap();
+                    scalars.push((step, tag, f32::from_le_bytes(simple.2.clone().try_into().unwrap())));
+                }
+            }
+        }
+    }
+    scalars
+}
+
+#[test]
+fn tensorboard_events_hold_the_values_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = config_path("cpu/natural-small.toml");
+    let data = format!("data.data_dir={}", embedded());
+    let output = tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        &data,
+        "--set",
+        "data.n_max=40",
+        "--set",
+        "optim.epochs=2",
+        "--set",
+        "validation.attack_steps=1",
+        // Small batches: the loop reads its figures every 10 steps, and each read is a per-step event.
+        "--set",
+        "optim.batch_size=8",
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--tensorboard",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let scalars = read_tensorboard_scalars(&run_dir.join("tensorboard"));
+    let value = |step: i64, tag: &str| {
+        scalars
+            .iter()
+            .find(|(s, t, _)| *s == step && t == tag)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("no {tag} at {step}: {scalars:?}"))
+    };
+    let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        let epoch = record["epoch"].as_i64().unwrap();
+        for (tag, key) in [
+            ("epoch/loss", "loss"),
+            ("epoch/lr", "lr"),
+            ("epoch/train_clean_accuracy", "clean_accuracy"),
+            ("epoch/validation_clean_balanced", "validation_clean"),
+            ("epoch/validation_robust_balanced", "validation_robust"),
+        ] {
+            assert_eq!(
+                value(epoch, tag),
+                record[key].as_f64().unwrap() as f32,
+                "{tag} at epoch {epoch}"
+            );
+        }
+        let per_class = record["validation_robust_per_class"].as_array().unwrap();
+        assert_eq!(per_class.len(), 10);
+        for (class, v) in per_class.iter().enumerate() {
+            if let Some(v) = v.as_f64() {
+                assert_eq!(value(epoch, &format!("validation_robust_per_class/{class}")), v as f32);
+            }
+        }
+    }
+    assert!(scalars.iter().any(|(_, t, _)| t == "step/loss"), "per-step scalars");
+    let manifest = std::fs::read_to_string(run_dir.join(".tailguard-outputs.json")).unwrap();
+    assert!(manifest.contains("\"tensorboard\""), "{manifest}");
+    // The configuration key does the same, for a run that another tailguard continues.
+    let keyed = dir.path().join("keyed");
+    let output = tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        &data,
+        "--set",
+        "data.n_max=40",
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "data.validation_fraction=0.0",
+        "--set",
+        "logging.tensorboard=true",
+        "--out",
+        keyed.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!read_tensorboard_scalars(&keyed.join("tensorboard")).is_empty());
+}

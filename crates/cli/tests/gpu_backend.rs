@@ -241,6 +241,7 @@ fn trained_small_cnn() -> Model<Autodiff<Cpu>> {
             epoch: 0,
             start: None,
             exchange: None,
+            label_smoothing: 0.0,
         };
         train_step(
             method.as_mut(),
@@ -368,6 +369,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             epoch,
             start: None,
             exchange: None,
+            label_smoothing: 0.0,
         };
         let gpu_input = StepInput {
             images: images(&x, n, &gpu_device),
@@ -376,6 +378,7 @@ fn one_training_step_of_every_method_matches_the_cpu() {
             epoch,
             start: None,
             exchange: None,
+            label_smoothing: 0.0,
         };
         let cpu_loss = train_step(cpu_method.as_mut(), &mut cpu, &mut cpu_optimizer, &cpu_input, 0.05, bn)
             .unwrap()

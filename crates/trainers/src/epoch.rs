@@ -43,6 +43,9 @@ pub struct EpochRecord {
     pub validation_clean: Option<f64>,
     /// Balanced robust accuracy (PGD) on the validation split: the best-checkpoint criterion.
     pub validation_robust: Option<f64>,
+    /// Robust accuracy (PGD) of each class on the validation split (absent in logs of tailguard < 0.1.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_robust_per_class: Option<Vec<Option<f64>>>,
 }
 
 /// Loss and accuracy sums of an epoch, kept on the device so that a step never waits for the host.

@@ -47,6 +47,7 @@ pub mod run;
 pub mod schedule;
 pub mod settings;
 pub mod step;
+pub mod tensorboard;
 pub mod trainer;
 pub mod weight_perturbation;
 
@@ -68,4 +69,5 @@ pub use run::{Opening, RESUME_SAFE_KEYS, Run, RunDescription};
 pub use schedule::LrSchedule;
 pub use settings::{AttackBatchNorm, StepOptions, TrainerConfig, ValidationConfig};
 pub use step::{train_step, update_step};
+pub use tensorboard::{EventWriter, TensorBoardObserver};
 pub use trainer::Trainer;

@@ -10,6 +10,30 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
     cross_entropy_per_sample(logits, labels).mean()
 }
 
+/// Cross-entropy against labels smoothed by `smoothing` (PyTorch's `label_smoothing`), per sample, (B): the target
+/// puts `1 - smoothing` on the label and `smoothing / C` on every class, so the loss is
+/// `(1 - smoothing) CE + smoothing mean_c(-log p_c)`. `smoothing = 0` computes plain cross-entropy, bit for bit.
+pub fn smoothed_cross_entropy_per_sample<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    smoothing: f64,
+) -> Tensor<B, 1> {
+    if smoothing == 0.0 {
+        return cross_entropy_per_sample(logits, labels);
+    }
+    let uniform = log_softmax(logits.clone(), 1).mean_dim(1).squeeze_dim::<1>(1).neg();
+    cross_entropy_per_sample(logits, labels).mul_scalar(1.0 - smoothing) + uniform.mul_scalar(smoothing)
+}
+
+/// Mean of [`smoothed_cross_entropy_per_sample`], (1).
+pub fn smoothed_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    smoothing: f64,
+) -> Tensor<B, 1> {
+    smoothed_cross_entropy_per_sample(logits, labels, smoothing).mean()
+}
+
 /// The class prior `n_c / N` of training counts. A class without images counts as one image, so its log stays
 /// finite (such a class is never a label, and its logit adjustment must not be infinite).
 pub fn class_prior(train_counts: &[usize]) -> Vec<f64> {
@@ -31,8 +55,23 @@ pub fn balanced_softmax<B: Backend>(
     log_prior: Tensor<B, 1>,
     tau: f64,
 ) -> Tensor<B, 1> {
+    smoothed_balanced_softmax(logits, labels, log_prior, tau, 0.0)
+}
+
+/// [`balanced_softmax`] against labels smoothed by `smoothing` (see [`smoothed_cross_entropy_per_sample`]), (1).
+pub fn smoothed_balanced_softmax<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    log_prior: Tensor<B, 1>,
+    tau: f64,
+    smoothing: f64,
+) -> Tensor<B, 1> {
     let classes = log_prior.dims()[0];
-    cross_entropy(logits + log_prior.mul_scalar(tau).reshape([1, classes]), labels)
+    smoothed_cross_entropy(
+        logits + log_prior.mul_scalar(tau).reshape([1, classes]),
+        labels,
+        smoothing,
+    )
 }
 
 /// TRADES' regulariser: `(1/B) sum_i KL(softmax(clean_i) || softmax(adversarial_i))`, (1).
@@ -194,6 +233,43 @@ mod tests {
         assert_eq!(prior, vec![0.6, 0.3, 0.1]);
         let logs = log_prior(&[6, 3, 0]);
         assert!((logs[0] as f64 - 0.6f64.ln()).abs() < 1e-6 && logs[2].is_finite());
+    }
+
+    #[test]
+    fn label_smoothing_equals_the_closed_form() {
+        // Logits [1, 2, 3], label 0: -log p = [lse - 1, lse - 2, lse - 3] with lse = log(e + e^2 + e^3).
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        let (ce, mean) = (lse - 1.0, lse - 2.0);
+        let logits = || floats(vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0], [2, 3]);
+        let labels = || ints(vec![0, 2]);
+        let per_sample = smoothed_cross_entropy_per_sample(logits(), labels(), 0.1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        // (1 - s) CE + s mean_c(-log p_c); the uniform second row gives log 3 whatever the smoothing.
+        assert!(
+            (per_sample[0] as f64 - (0.9 * ce + 0.1 * mean)).abs() < 1e-5,
+            "{per_sample:?}"
+        );
+        assert!((per_sample[1] as f64 - 3f64.ln()).abs() < 1e-5);
+        // PyTorch's F.cross_entropy([[1, 2, 3]], [0], label_smoothing=0.1) = 2.3076059.
+        assert!((per_sample[0] as f64 - 2.307_605_9).abs() < 1e-5);
+        // No smoothing is plain cross-entropy, bit for bit; balanced softmax smooths its adjusted logits.
+        assert_eq!(
+            scalar(smoothed_cross_entropy(logits(), labels(), 0.0)),
+            scalar(cross_entropy(logits(), labels()))
+        );
+        let prior = || Tensor::<Flex, 1>::from_floats([0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()], &Default::default());
+        let adjusted = floats(vec![1.0 + 0.5f32.ln(), 2.0 + 0.25f32.ln(), 3.0 + 0.25f32.ln()], [1, 3]);
+        let expected = scalar(smoothed_cross_entropy(adjusted, ints(vec![0]), 0.2));
+        let got = scalar(smoothed_balanced_softmax(
+            floats(vec![1.0, 2.0, 3.0], [1, 3]),
+            ints(vec![0]),
+            prior(),
+            1.0,
+            0.2,
+        ));
+        assert!((got - expected).abs() < 1e-6);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct StepInput<B: AutodiffBackend> {
     /// `labels` are this device's part of it); `None` when training alone. A loss on statistics of the global batch
     /// takes them through [`Exchange::global_sum`].
     pub exchange: Option<Exchange<B>>,
+    /// Label smoothing of the method's cross-entropy (`method.label_smoothing`): the target puts
+    /// `1 - label_smoothing` on the label and `label_smoothing / C` on every class; 0 is plain cross-entropy. Methods
+    /// apply it to their training loss's cross-entropy terms, never to the attack's.
+    pub label_smoothing: f64,
 }
 
 /// What a method's loss produced.

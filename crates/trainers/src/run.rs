@@ -242,6 +242,12 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Run<B, M> {
         })
     }
 
+    /// Claims the entry `name` of the run folder for output the caller writes there (a folder of TensorBoard
+    /// events): recorded as tailguard's, refused when something the user put there has that name.
+    pub fn claim_entry(&mut self, name: &str) -> Result<std::path::PathBuf, TrainError> {
+        Ok(self.output.record(name)?)
+    }
+
     /// Whether every epoch has run.
     pub fn finished(&self) -> bool {
         self.trainer.finished()

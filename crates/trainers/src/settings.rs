@@ -51,6 +51,9 @@ pub struct TrainerConfig {
     /// for validation; `None` keeps none.
     #[config(default = "None")]
     pub weight_average: Option<WeightAverageConfig>,
+    /// Label smoothing of the methods' cross-entropy terms (see [`crate::StepInput::label_smoothing`]); 0: none.
+    #[config(default = 0.0)]
+    pub label_smoothing: f64,
 }
 
 /// How BatchNorm normalises while a training attack runs; it never moves the running statistics either way.
@@ -116,6 +119,13 @@ impl TrainerConfig {
         self.sgd.validate()?;
         if let Some(average) = &self.weight_average {
             average.validate()?;
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(InvalidSetting::new(
+                "method.label_smoothing",
+                "must lie in [0, 1)",
+                self.label_smoothing,
+            ));
         }
         if let Some(v) = &self.validation {
             if v.every == 0 {

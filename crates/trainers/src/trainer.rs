@@ -256,6 +256,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                     .exchange
                     .as_ref()
                     .map(|e| e.for_batch(n, self.loader.batch_len(step))),
+                label_smoothing: self.config.label_smoothing,
             };
             let output = train_step(
                 self.method.as_mut(),
@@ -308,7 +309,11 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
                 .validation
                 .as_ref()
                 .is_some_and(|(_, settings)| (epoch + 1).is_multiple_of(settings.every) || epoch + 1 == self.epochs());
-        let (validation_clean, validation_robust) = if validate { self.validate()? } else { (None, None) };
+        let (validation_clean, validation_robust, validation_robust_per_class) = if validate {
+            self.validation_figures()?
+        } else {
+            (None, None, None)
+        };
         self.next_epoch += 1;
         Ok(EpochRecord {
             epoch: epoch + 1,
@@ -323,14 +328,22 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
             seconds: start.elapsed().as_secs_f64(),
             validation_clean,
             validation_robust,
+            validation_robust_per_class,
         })
     }
 
     /// Balanced clean and robust accuracy on the validation split (PGD, step 2/255, uniform start), or `None`s
     /// without one.
     pub fn validate(&self) -> Result<(Option<f64>, Option<f64>), TrainError> {
+        let (clean, robust, _) = self.validation_figures()?;
+        Ok((clean, robust))
+    }
+
+    /// [`Trainer::validate`]'s figures and the robust accuracy of each class (`None` for a class the split lacks).
+    #[allow(clippy::type_complexity)]
+    fn validation_figures(&self) -> Result<(Option<f64>, Option<f64>, Option<Vec<Option<f64>>>), TrainError> {
         let Some((loader, settings)) = &self.validation else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let clean = PresetAttack {
             preset: AttackPreset::Clean,
@@ -345,7 +358,8 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         let results = evaluate(model, loader, &[&clean, &robust], seed, &self.device, &mut Silent)?;
         let groups = ClassGroups::default();
         let balanced = |i: usize| Some(results[i].tally.summary(&groups).balanced_accuracy);
-        Ok((balanced(0), balanced(1)))
+        let per_class = results[1].tally.summary(&groups).per_class;
+        Ok((balanced(0), balanced(1), Some(per_class)))
     }
 
     /// The method's state (saved with checkpoints).

@@ -265,6 +265,7 @@ fn run_case(case: &Case, counts: &[usize]) -> Vec<String> {
                 .get(&format!("step{k}.start"))
                 .map(|_| floats::<4>(&t, &format!("step{k}.start")).inner()),
             exchange: None,
+            label_smoothing: 0.0,
         };
         // The attack on its own, then the update from the official adversarial images: sign-gradient PGD turns a
         // gradient component within rounding of zero into a full step either way, so a few pixels of an attack may

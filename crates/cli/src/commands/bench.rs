@@ -302,6 +302,7 @@ fn bench_one(
                 epoch,
                 start: None,
                 exchange: None,
+                label_smoothing: 0.0,
             };
             Box::new(move || {
                 let output = train_step(method.as_mut(), &mut model, &mut optimizer, &input, 0.01, options)

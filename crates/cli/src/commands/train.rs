@@ -9,7 +9,7 @@ use tailguard_trainers::{
 };
 
 use crate::backend;
-use crate::epochs::{EpochLine, EpochReporter, train_to_end};
+use crate::epochs::{EpochLine, EpochReporter, TENSORBOARD_DIR, train_to_end};
 
 /// Train a robust classifier (natural, pgd-at, trades, at-bsl, taet; optionally with RobustLT budgets).
 #[derive(Debug, Args)]
@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// Machine-readable output: the plan, or one JSON line per epoch.
     #[arg(long)]
     json: bool,
+    /// Also write TensorBoard event files into RUN/tensorboard (as `[logging] tensorboard = true`); view them with
+    /// `tensorboard --logdir RUN/tensorboard`.
+    #[arg(long)]
+    tensorboard: bool,
     #[command(flatten)]
     device: crate::backend::DeviceArg,
     /// Train data-parallel on these devices of this machine, comma-separated (`cuda:0,cuda:1`; on the CPU
@@ -157,6 +161,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let mut reporter = EpochReporter::new(EpochLine::Train { json: args.json }, c.optim.epochs, args.json);
+    if args.tensorboard || c.logging.tensorboard {
+        let dir = run.claim_entry(TENSORBOARD_DIR)?;
+        reporter = reporter.with_tensorboard(&dir)?;
+    }
     train_to_end(&mut run, &mut reporter)?;
     if !args.json {
         eprintln!("done: {}/last (and best/ when validation is on)", run.dir().display());
@@ -252,12 +260,15 @@ fn run_data_parallel(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let mut replicas = Vec::new();
-    if let Some(run) = writer {
+    if let Some(mut run) = writer {
+        let mut reporter = EpochReporter::new(EpochLine::Train { json: args.json }, config.optim.epochs, args.json);
+        if args.tensorboard || config.logging.tensorboard {
+            let dir = run.claim_entry(TENSORBOARD_DIR)?;
+            reporter = reporter.with_tensorboard(&dir)?;
+        }
         replicas.push(Replica::Writer {
             run,
-            observer: Box::new(
-                EpochReporter::new(EpochLine::Train { json: args.json }, config.optim.epochs, args.json).warn_only(),
-            ),
+            observer: Box::new(reporter.warn_only()),
         });
     }
     replicas.extend(followers.into_iter().map(Replica::Follower));

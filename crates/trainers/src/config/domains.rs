@@ -42,6 +42,12 @@ pub(super) fn check(config: &TrainConfig) -> Result<(), ConfigError> {
         config.validation.attack_steps,
         MAX_ATTACK_STEPS,
     )?;
+    if !(0.0..1.0).contains(&config.label_smoothing) {
+        return Err(crate::error::invalid(format!(
+            "method.label_smoothing must lie in [0, 1), got {}",
+            config.label_smoothing
+        )));
+    }
     if let Some(ema) = &config.ema
         && !(0.0..1.0).contains(&ema.decay)
     {

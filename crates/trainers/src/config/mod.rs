@@ -24,7 +24,9 @@ pub use crate::recipe::{AttackSection, Budget, MethodConfig, StartKind};
 use crate::settings::{AttackBatchNorm, TrainerConfig, ValidationConfig};
 use crate::trainer::Trainer;
 use overrides::{apply_override, locate};
-pub use sections::{DataSection, EmaSection, Head, ModelSection, Normalization, OptimSection, ValidationSection};
+pub use sections::{
+    DataSection, EmaSection, Head, LoggingSection, ModelSection, Normalization, OptimSection, ValidationSection,
+};
 
 /// The whole experiment.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,9 +48,16 @@ pub struct TrainConfig {
     #[serde(default)]
     /// Validation during training.
     pub validation: ValidationSection,
+    /// What the run writes besides its log and curves (`[logging]`).
+    #[serde(default)]
+    pub logging: LoggingSection,
     /// An average of the weights kept during training (`[ema]`); absent, none is kept.
     #[serde(default)]
     pub ema: Option<EmaSection>,
+    /// Label smoothing of the method's cross-entropy, `method.label_smoothing` in a file (kept beside the method's
+    /// own keys, which differ per method); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
     /// Seeds model initialisation, data order, augmentation and attack starts.
     #[serde(default)]
     pub seed: u64,
@@ -79,6 +88,7 @@ impl TrainConfig {
         for assignment in overrides {
             apply_override(&mut table, assignment)?;
         }
+        lift_label_smoothing(&mut table)?;
         // Deserialised from text, so an error carries a span that names the key at fault.
         let resolved = toml::to_string(&table).map_err(|e| invalid(e.to_string()))?;
         let config: TrainConfig =
@@ -87,9 +97,17 @@ impl TrainConfig {
         Ok(config)
     }
 
-    /// The configuration as TOML.
+    /// The configuration as TOML (`label_smoothing` back inside `[method]`, where a file sets it).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let Ok(mut table) = toml::Table::try_from(self) else {
+            return String::new();
+        };
+        if let Some(value) = table.remove(LABEL_SMOOTHING)
+            && let Some(toml::Value::Table(method)) = table.get_mut("method")
+        {
+            method.insert(LABEL_SMOOTHING.into(), value);
+        }
+        toml::to_string_pretty(&table).unwrap_or_default()
     }
 
     /// Rejects impossible values with a readable message.
@@ -241,6 +259,7 @@ impl TrainConfig {
             .with_class_balanced(self.data.class_balanced)
             .with_seed(self.seed)
             .with_validation(validation)
+            .with_label_smoothing(self.label_smoothing)
             .with_weight_average(
                 self.ema
                     .as_ref()
@@ -295,3 +314,25 @@ impl TrainConfig {
 
 #[cfg(test)]
 mod tests;
+
+const LABEL_SMOOTHING: &str = "label_smoothing";
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+/// Moves `method.label_smoothing` to the top level of the table, where [`TrainConfig`] keeps it: the method's section
+/// is a tagged choice whose keys differ per method, and label smoothing belongs to none of them alone.
+fn lift_label_smoothing(table: &mut toml::Table) -> Result<(), ConfigError> {
+    if table.contains_key(LABEL_SMOOTHING) {
+        return Err(invalid(
+            "label_smoothing belongs in [method]: write method.label_smoothing",
+        ));
+    }
+    if let Some(toml::Value::Table(method)) = table.get_mut("method")
+        && let Some(value) = method.remove(LABEL_SMOOTHING)
+    {
+        table.insert(LABEL_SMOOTHING.into(), value);
+    }
+    Ok(())
+}

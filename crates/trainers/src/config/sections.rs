@@ -190,6 +190,15 @@ fn default_weight_decay() -> f64 {
     5e-4
 }
 
+/// `[logging]`: what a run writes besides `log.jsonl` and its curves.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// TensorBoard event files in `RUN/tensorboard` (as `tailguard train --tensorboard`).
+    #[serde(default)]
+    pub tensorboard: bool,
+}
+
 /// `[ema]`: an exponential moving average of the weights (see [`crate::averaging`]); absent, none is kept.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -238,3 +238,24 @@ fn keys_are_found_in_sections_and_dotted_names() {
     assert_eq!(overrides::key_line(text, "data.long_tail.n_max"), Some(7));
     assert_eq!(overrides::key_line(text, "method.beta"), None);
 }
+
+#[test]
+fn label_smoothing_is_a_method_key_that_survives_the_round_trip() {
+    let config = TrainConfig::parse(BASE, &["method.label_smoothing=0.1".into()]).unwrap();
+    assert_eq!(config.label_smoothing, 0.1);
+    assert_eq!(config.trainer_config().label_smoothing, 0.1);
+    let text = config.to_toml();
+    assert!(text.contains("label_smoothing = 0.1"), "{text}");
+    assert_eq!(TrainConfig::parse(&text, &[]).unwrap(), config);
+    // The stored JSON (checkpoints) reads back too.
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), config);
+    assert_eq!(
+        TrainConfig::parse(BASE, &[]).unwrap().trainer_config().label_smoothing,
+        0.0
+    );
+    let err = |set: &str| TrainConfig::parse(BASE, &[set.to_string()]).unwrap_err().to_string();
+    assert!(err("method.label_smoothing=1.0").contains("method.label_smoothing must lie in [0, 1)"));
+    assert!(err("method.label_smoothing=nan").contains("method.label_smoothing"));
+    assert!(err("label_smoothing=0.1").contains("belongs in [method]"));
+}

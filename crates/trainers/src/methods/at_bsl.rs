@@ -6,7 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::balanced_softmax;
+use crate::losses::smoothed_balanced_softmax;
 use crate::method::{ExtraCleanForward, Method, StepInput, StepOutput, pgd_examples};
 
 /// Balanced-softmax adversarial training.
@@ -56,7 +56,13 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for AtBsl {
             .run_at(ExtraCleanForward::AfterAdversarial, true, model, input);
         let log_prior = Tensor::<B, 1>::from_floats(self.log_prior.as_slice(), &logits.device());
         StepOutput {
-            loss: balanced_softmax(logits.clone(), input.labels.clone(), log_prior, self.tau),
+            loss: smoothed_balanced_softmax(
+                logits.clone(),
+                input.labels.clone(),
+                log_prior,
+                self.tau,
+                input.label_smoothing,
+            ),
             clean_logits: None,
             adversarial_logits: Some(logits),
         }

@@ -5,7 +5,7 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{FrozenModel, Inner};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::cross_entropy;
+use crate::losses::smoothed_cross_entropy;
 use crate::method::{Method, StepInput, StepOutput};
 
 /// Cross-entropy on clean images.
@@ -27,7 +27,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Natural {
     fn loss(&self, model: &M, input: &StepInput<B>, _adversarial: Option<Tensor<B, 4>>) -> StepOutput<B> {
         let logits = model.forward(input.images.clone(), Mode::Train);
         StepOutput {
-            loss: cross_entropy(logits.clone(), input.labels.clone()),
+            loss: smoothed_cross_entropy(logits.clone(), input.labels.clone(), input.label_smoothing),
             clean_logits: Some(logits),
             adversarial_logits: None,
         }

@@ -5,7 +5,7 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::cross_entropy;
+use crate::losses::smoothed_cross_entropy;
 use crate::method::{Method, StepInput, StepOutput, pgd_examples};
 
 /// Cross-entropy on PGD examples (PGD-10, step 2/255, eps 8/255 in the papers).
@@ -27,7 +27,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for PgdAt {
         let adversarial = adversarial.expect("PGD-AT trains on adversarial examples");
         let logits = model.forward(adversarial, Mode::Train);
         StepOutput {
-            loss: cross_entropy(logits.clone(), input.labels.clone()),
+            loss: smoothed_cross_entropy(logits.clone(), input.labels.clone(), input.label_smoothing),
             clean_logits: None,
             adversarial_logits: Some(logits),
         }

@@ -22,7 +22,7 @@ use tailguard_attacks::{FrozenModel, Inner, PgdConfig, predictions};
 use tailguard_models::{Classifier, Mode};
 
 use crate::error::{MethodStateError, TrainError};
-use crate::losses::{balanced_softmax, class_prior, log_prior};
+use crate::losses::{class_prior, log_prior, smoothed_balanced_softmax};
 use crate::method::{Method, StepInput, StepOutput, attack_from_start};
 use crate::parallel::Exchange;
 
@@ -70,11 +70,23 @@ impl<B: AutodiffBackend> Reat<B> {
         logits: Tensor<B2, 2>,
         labels: Tensor<B2, 1, Int>,
     ) -> Tensor<B2, 1> {
+        self.smoothed_outer_loss(features, logits, labels, 0.0)
+    }
+
+    /// [`Reat::outer_loss`] with its balanced softmax against labels smoothed by `smoothing`, (1).
+    pub fn smoothed_outer_loss<B2: burn::tensor::backend::Backend>(
+        &self,
+        features: Tensor<B2, 2>,
+        logits: Tensor<B2, 2>,
+        labels: Tensor<B2, 1, Int>,
+        smoothing: f64,
+    ) -> Tensor<B2, 1> {
         let device = logits.device();
         let log_prior = Tensor::<B2, 1>::from_floats(self.log_prior.as_slice(), &device);
         let omega = Tensor::<B2, 1>::from_floats(self.omega.as_slice(), &device);
         let tail = Tensor::<B2, 1>::from_floats(self.tail.as_slice(), &device);
-        balanced_softmax(logits, labels.clone(), log_prior, self.tau) + reat_tail_term(features, labels, omega, tail)
+        smoothed_balanced_softmax(logits, labels.clone(), log_prior, self.tau, smoothing)
+            + reat_tail_term(features, labels, omega, tail)
     }
 
     /// The inner loss's class weights from the effective numbers, summing to C.
@@ -141,7 +153,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Reat<B> {
         let (features, logits) = model
             .features_and_logits(adversarial, Mode::Train)
             .expect("checked when training started: the model exposes features");
-        let loss = self.outer_loss(features, logits.clone(), input.labels.clone());
+        let loss = self.smoothed_outer_loss(features, logits.clone(), input.labels.clone(), input.label_smoothing);
         StepOutput {
             loss,
             clean_logits: None,

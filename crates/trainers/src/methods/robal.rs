@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::{cross_entropy, robal_kl, robal_logits, robal_margins};
+use crate::losses::{robal_kl, robal_logits, robal_margins, smoothed_cross_entropy};
 use crate::method::{Method, StepInput, StepOutput, pgd_examples};
 
 /// RoBal's settings.
@@ -114,7 +114,8 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Robal {
         );
         // The KL compares the model's own (scale 1) cosine logits, with RoBal's `log(q + 1e-12)`.
         let kl = robal_kl(clean.clone(), adv_kl);
-        let loss = cross_entropy(margin_logits, input.labels.clone()).mul_scalar(self.adversarial_weight)
+        let loss = smoothed_cross_entropy(margin_logits, input.labels.clone(), input.label_smoothing)
+            .mul_scalar(self.adversarial_weight)
             + kl.mul_scalar(self.kl_weight);
         StepOutput {
             loss,

@@ -3,11 +3,12 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use tailguard_attacks::loss::cross_entropy_per_sample;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::{AbsentClasses, class_sums, cross_entropy, harl_from_sums};
+use crate::losses::{
+    AbsentClasses, class_sums, harl_from_sums, smoothed_cross_entropy, smoothed_cross_entropy_per_sample,
+};
 use crate::method::{ExtraCleanForward, Method, StepInput, StepOutput, pgd_examples};
 
 /// TAET's settings; defaults are the official code's.
@@ -57,7 +58,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
             None => {
                 let logits = model.forward(input.images.clone(), Mode::Train);
                 StepOutput {
-                    loss: cross_entropy(logits.clone(), input.labels.clone()),
+                    loss: smoothed_cross_entropy(logits.clone(), input.labels.clone(), input.label_smoothing),
                     clean_logits: Some(logits),
                     adversarial_logits: None,
                 }
@@ -65,7 +66,9 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Taet {
             Some(adversarial) => {
                 let logits = model.forward(adversarial, Mode::Train);
                 extra.run_at(ExtraCleanForward::AfterAdversarial, true, model, input);
-                let per_sample = cross_entropy_per_sample(logits.clone(), input.labels.clone());
+                // HARL's class terms are means of per-sample cross-entropies: smoothing applies to those.
+                let per_sample =
+                    smoothed_cross_entropy_per_sample(logits.clone(), input.labels.clone(), input.label_smoothing);
                 let (sums, counts) = class_sums(per_sample, input.labels.clone(), self.num_classes);
                 // Data-parallel: HARL's class means are those of the global batch, as on one device (so each
                 // device's gradient is its part of the global loss's, summed unweighted).

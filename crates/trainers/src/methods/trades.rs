@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use tailguard_attacks::{FrozenModel, Inner, PgdConfig};
 use tailguard_models::{Classifier, Mode};
 
-use crate::losses::{cross_entropy, trades_kl};
+use crate::losses::{smoothed_cross_entropy, trades_kl};
 use crate::method::{Method, StepInput, StepOutput, attack_from_start};
 
 /// TRADES with weight `beta` (6 in the paper).
@@ -47,8 +47,8 @@ impl<B: AutodiffBackend, M: Classifier<B>> Method<B, M> for Trades {
         } else {
             clean.clone()
         };
-        let loss =
-            cross_entropy(clean.clone(), input.labels.clone()) + trades_kl(target, adv.clone()).mul_scalar(self.beta);
+        let loss = smoothed_cross_entropy(clean.clone(), input.labels.clone(), input.label_smoothing)
+            + trades_kl(target, adv.clone()).mul_scalar(self.beta);
         StepOutput {
             loss,
             clean_logits: Some(clean),
