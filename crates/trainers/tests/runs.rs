@@ -180,11 +180,13 @@ fn an_averaged_run_keeps_saves_and_resumes_its_average_bit_identically() {
             .collect()
     };
     assert_eq!(robust(&second), robust(&resumed));
+    // Keeping an average does not change training: the raw weights equal those of a run without one.
     // A checkpoint without an average refuses `--weights ema`, and picks the raw weights by default.
     let plain = dir.path().join("plain");
-    let mut run = config(&data, 1).start_run::<B>(&plain, &device, false).unwrap();
+    let mut run = config(&data, 2).start_run::<B>(&plain, &device, false).unwrap();
     run.run_to_end(&mut Silent).unwrap();
     drop(run);
+    assert_eq!(load(&plain, Weights::Raw), load(&straight, Weights::Raw), "the average changed training");
     let plain_meta = read_checkpoint_meta(&plain.join("last")).unwrap();
     assert_eq!(Weights::resolve(None, &plain_meta, &plain).unwrap(), Weights::Raw);
     assert_eq!(Weights::resolve(None, &meta, &straight).unwrap(), Weights::Ema);
