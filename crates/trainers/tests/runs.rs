@@ -186,7 +186,11 @@ fn an_averaged_run_keeps_saves_and_resumes_its_average_bit_identically() {
     let mut run = config(&data, 2).start_run::<B>(&plain, &device, false).unwrap();
     run.run_to_end(&mut Silent).unwrap();
     drop(run);
-    assert_eq!(load(&plain, Weights::Raw), load(&straight, Weights::Raw), "the average changed training");
+    assert_eq!(
+        load(&plain, Weights::Raw),
+        load(&straight, Weights::Raw),
+        "the average changed training"
+    );
     let plain_meta = read_checkpoint_meta(&plain.join("last")).unwrap();
     assert_eq!(Weights::resolve(None, &plain_meta, &plain).unwrap(), Weights::Raw);
     assert_eq!(Weights::resolve(None, &meta, &straight).unwrap(), Weights::Ema);
