@@ -984,7 +984,7 @@ fn read_tensorboard_scalars(dir: &std::path::Path) -> Vec<(i64, String, f32)> {
     }
     fn masked(data: &[u8]) -> u32 {
         let crc = crc32c(data);
-        ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+        crc.rotate_right(15).wrapping_add(0xa282_ead8)
     }
     fn varint(bytes: &[u8], pos: &mut usize) -> u64 {
         let mut value = 0u64;
