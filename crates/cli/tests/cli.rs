@@ -1072,14 +1072,13 @@ fn tensorboard_events_hold_the_values_of_the_log() {
     let run_dir = dir.path().join("run");
     let config = config_path("cpu/natural-small.toml");
     let data = format!("data.data_dir={}", embedded());
-    let output = tailguard(&[
-        "train",
-        "--config",
-        &config,
-        "--set",
-        &data,
-        "--set",
-        "data.n_max=40",
+    let train = |rest: &[&str]| {
+        let mut args = vec!["train", "--config", &config, "--set", &data, "--set", "data.n_max=40"];
+        args.extend(rest);
+        let output = tailguard(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    train(&[
         "--set",
         "optim.epochs=2",
         "--set",
@@ -1091,7 +1090,6 @@ fn tensorboard_events_hold_the_values_of_the_log() {
         run_dir.to_str().unwrap(),
         "--tensorboard",
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let scalars = read_tensorboard_scalars(&run_dir.join("tensorboard"));
     let value = |step: i64, tag: &str| {
         scalars
@@ -1131,14 +1129,7 @@ fn tensorboard_events_hold_the_values_of_the_log() {
     assert!(manifest.contains("\"tensorboard\""), "{manifest}");
     // The configuration key does the same, for a run that another tailguard continues.
     let keyed = dir.path().join("keyed");
-    let output = tailguard(&[
-        "train",
-        "--config",
-        &config,
-        "--set",
-        &data,
-        "--set",
-        "data.n_max=40",
+    train(&[
         "--set",
         "optim.epochs=1",
         "--set",
@@ -1148,6 +1139,5 @@ fn tensorboard_events_hold_the_values_of_the_log() {
         "--out",
         keyed.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(!read_tensorboard_scalars(&keyed.join("tensorboard")).is_empty());
 }

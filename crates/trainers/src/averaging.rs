@@ -165,6 +165,14 @@ mod tests {
         norm: BatchNorm<B>,
     }
 
+    fn tiny() -> Tiny<AD> {
+        let device = Default::default();
+        Tiny {
+            linear: LinearConfig::new(3, 2).init(&device),
+            norm: BatchNormConfig::new(2).init(&device),
+        }
+    }
+
     fn with_weights(model: &Tiny<AD>, value: f32) -> Tiny<AD> {
         struct Fill(f32);
         impl ModuleMapper<AD> for Fill {
@@ -199,11 +207,7 @@ mod tests {
 
     #[test]
     fn three_updates_equal_the_hand_computed_average() {
-        let device = Default::default();
-        let model = Tiny::<AD> {
-            linear: LinearConfig::new(3, 2).init(&device),
-            norm: BatchNormConfig::new(2).init(&device),
-        };
+        let model = tiny();
         let start = with_weights(&model, 1.0);
         let mut average = WeightAverageConfig::new().with_decay(0.5).init::<AD, _>(&start);
         // Warm-up decays: min(0.5, 1/10) = 0.1, min(0.5, 2/11) = 2/11, min(0.5, 3/12) = 0.25.
@@ -226,11 +230,7 @@ mod tests {
 
     #[test]
     fn the_average_tracks_no_gradient() {
-        let device = Default::default();
-        let model = Tiny::<AD> {
-            linear: LinearConfig::new(3, 2).init(&device),
-            norm: BatchNormConfig::new(2).init(&device),
-        };
+        let model = tiny();
         let mut average = WeightAverageConfig::new().init::<AD, _>(&model);
         average.update(&model);
         assert!(!average.model().linear.weight.val().is_require_grad());
@@ -238,11 +238,7 @@ mod tests {
 
     #[test]
     fn the_average_keeps_running_statistics_of_its_own() {
-        let device = Default::default();
-        let model = Tiny::<AD> {
-            linear: LinearConfig::new(3, 2).init(&device),
-            norm: BatchNormConfig::new(2).init(&device),
-        };
+        let model = tiny();
         let live = with_weights(&model, 4.0);
         let average = WeightAverageConfig::new().init::<AD, _>(&live);
         // Training moves the live model's running statistics in place (a Burn running state is shared by clones).
