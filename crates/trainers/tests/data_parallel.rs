@@ -303,3 +303,23 @@ fn a_data_parallel_run_resumes_where_it_stopped() {
         2
     );
 }
+
+#[test]
+fn a_data_parallel_run_keeps_one_average_and_saves_it() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let mut config = config(&data, "name = \"pgd-at\"", 16);
+    config.ema = Some(tailguard_trainers::config::EmaSection {
+        decay: 0.9,
+        warmup: true,
+    });
+    let run = data_parallel(&config, &dir.path().join("dp"), 2).unwrap();
+    // Device 0 averages after every global step: as many updates as a run alone takes steps.
+    let steps = (run.trainer.steps_per_epoch() * run.trainer.epochs()) as u64;
+    let average = run.trainer.average().expect("device 0 keeps the average");
+    assert_eq!(average.updates(), steps);
+    let meta = tailguard_models::read_checkpoint_meta(&dir.path().join("dp/last")).unwrap();
+    assert_eq!(meta.average.map(|a| a.updates), Some(steps));
+    assert!(dir.path().join("dp/last/average.mpk").is_file());
+}
