@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Bool, ElementConversion, Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
 use tailguard_models::Classifier;
 
 use crate::apgd::ApgdConfig;
@@ -47,8 +47,11 @@ impl AutoAttackConfig {
     }
 }
 
+/// The stages of AutoAttack by the index [`AutoAttackStages::broken_at`] uses.
+pub const STAGE_NAMES: [&str; 5] = ["clean", "apgd-ce", "apgd-t", "fab-t", "square"];
+
 /// Points still robust after each stage, and the seconds each stage took.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct AutoAttackStages {
     /// Correct on clean images.
     pub clean: usize,
@@ -64,6 +67,10 @@ pub struct AutoAttackStages {
     pub square: Option<usize>,
     /// Seconds per stage, in the order above (clean first).
     pub seconds: StageSeconds,
+    /// For each image, in the order attacked (batches appended by [`AutoAttackStages::add`]): the stage that broke
+    /// it, as an index into [`STAGE_NAMES`] (0: misclassified clean), or `None` when it stayed robust.
+    #[serde(skip)]
+    pub broken_at: Vec<Option<u8>>,
 }
 
 /// Seconds spent in each stage of AutoAttack.
@@ -105,6 +112,21 @@ impl AutoAttackStages {
         s.apgd_t += o.apgd_t;
         s.fab_t = sum_f(s.fab_t, o.fab_t);
         s.square = sum_f(s.square, o.square);
+        self.broken_at.extend_from_slice(&other.broken_at);
+    }
+
+    /// Records the flags of the points still robust after stage `stage` (an index into [`STAGE_NAMES`]): a point
+    /// robust before and not now was broken by this stage. Returns how many are still robust.
+    fn record(&mut self, stage: u8, robust: &[bool]) -> usize {
+        if self.broken_at.is_empty() {
+            self.broken_at = vec![None; robust.len()];
+        }
+        for (broken, &still) in self.broken_at.iter_mut().zip(robust) {
+            if broken.is_none() && !still {
+                *broken = Some(stage);
+            }
+        }
+        robust.iter().filter(|&&r| r).count()
     }
 
     /// (stage name, robust points after it, seconds) for every stage that ran, clean first.
@@ -128,21 +150,30 @@ impl AutoAttackStages {
 type Images<B> = Tensor<Inner<B>, 4>;
 type Flags<B> = Tensor<Inner<B>, 1, Bool>;
 
-/// Runs `stage` on the current state and counts the points still robust (reading the flags waits for the device,
-/// so the time is the stage's).
+/// Runs `stage` on the current state and reads which points are still robust (reading the flags waits for the
+/// device, so the time is the stage's).
 fn timed<B: AutodiffBackend>(
     state: (Images<B>, Flags<B>),
     stage: impl FnOnce(Images<B>, Flags<B>) -> (Images<B>, Flags<B>),
-) -> ((Images<B>, Flags<B>), usize, f64) {
+) -> ((Images<B>, Flags<B>), Vec<bool>, f64) {
     let start = Instant::now();
     let (adversarial, robust) = stage(state.0, state.1);
-    let robust_points = count::<B>(&robust);
-    ((adversarial, robust), robust_points, start.elapsed().as_secs_f64())
+    let flags = host_flags::<B>(&robust);
+    ((adversarial, robust), flags, start.elapsed().as_secs_f64())
 }
 
-/// Number of flags set.
-fn count<B: AutodiffBackend>(flags: &Flags<B>) -> usize {
-    flags.clone().int().sum().into_scalar().elem::<i64>() as usize
+/// The flags on the host.
+fn host_flags<B: AutodiffBackend>(flags: &Flags<B>) -> Vec<bool> {
+    flags
+        .clone()
+        .int()
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| f != 0)
+        .collect()
 }
 
 /// The clean stage and the two APGD stages both versions share.
@@ -155,14 +186,15 @@ fn apgd_stages<B: AutodiffBackend, M: Classifier<B>>(
     let mut stages = AutoAttackStages::default();
     let start = Instant::now();
     let robust = model.correct(images.clone(), labels.clone());
-    (stages.clean, stages.seconds.clean) = (count::<B>(&robust), start.elapsed().as_secs_f64());
+    let clean = stages.record(0, &host_flags::<B>(&robust));
+    (stages.clean, stages.seconds.clean) = (clean, start.elapsed().as_secs_f64());
     let state = (images, robust);
-    let (state, n, t) = timed::<B>(state, |x, r| apgd.apgd_ce(model, x, labels.clone(), r));
-    (stages.apgd_ce, stages.seconds.apgd_ce) = (n, t);
+    let (state, flags, t) = timed::<B>(state, |x, r| apgd.apgd_ce(model, x, labels.clone(), r));
+    (stages.apgd_ce, stages.seconds.apgd_ce) = (stages.record(1, &flags), t);
     // Rows still robust after APGD-CE hold their clean image, so later stages start from clean images for exactly
     // the points they attack, while broken rows keep their example.
-    let (state, n, t) = timed::<B>(state, |x, r| apgd.apgd_t(model, x, labels.clone(), r));
-    (stages.apgd_t, stages.seconds.apgd_t) = (n, t);
+    let (state, flags, t) = timed::<B>(state, |x, r| apgd.apgd_t(model, x, labels.clone(), r));
+    (stages.apgd_t, stages.seconds.apgd_t) = (stages.record(2, &flags), t);
     (state, stages)
 }
 
@@ -190,10 +222,11 @@ impl AutoAttackConfig {
         labels: Tensor<Inner<B>, 1, Int>,
     ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>, AutoAttackStages) {
         let (state, mut stages) = apgd_stages(&self.apgd, model, images, &labels);
-        let (state, n, t) = timed::<B>(state, |x, r| self.fab.fab_t(model, x, labels.clone(), r));
-        (stages.fab_t, stages.seconds.fab_t) = (Some(n), Some(t));
-        let ((adversarial, robust), n, t) = timed::<B>(state, |x, r| self.square.square(model, x, labels.clone(), r));
-        (stages.square, stages.seconds.square) = (Some(n), Some(t));
+        let (state, flags, t) = timed::<B>(state, |x, r| self.fab.fab_t(model, x, labels.clone(), r));
+        (stages.fab_t, stages.seconds.fab_t) = (Some(stages.record(3, &flags)), Some(t));
+        let ((adversarial, robust), flags, t) =
+            timed::<B>(state, |x, r| self.square.square(model, x, labels.clone(), r));
+        (stages.square, stages.seconds.square) = (Some(stages.record(4, &flags)), Some(t));
         (adversarial, robust, stages)
     }
 }

@@ -41,7 +41,7 @@ pub mod square;
 pub mod subset;
 
 pub use apgd::{ApgdConfig, FirstComparison, checkpoints};
-pub use auto_attack::{AutoAttackConfig, AutoAttackLiteConfig, AutoAttackStages, StageSeconds};
+pub use auto_attack::{AutoAttackConfig, AutoAttackLiteConfig, AutoAttackStages, STAGE_NAMES, StageSeconds};
 pub use ball::{LinfBall, parse_eps};
 pub use error::AttackConfigError;
 pub use fab::FabConfig;

@@ -282,6 +282,33 @@ fn eval_writes_json_markdown_and_chart() {
     );
     let png = image::open(report_dir.join("per_class.png")).unwrap();
     assert!(png.width() >= 640 && png.height() == 480);
+    // Per image: a row per test image, a cell per attack; the cells agree with the counts of report.json.
+    let csv = std::fs::read_to_string(report_dir.join("per_image.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("image,label,clean,fgsm,pgd20,aa-lite"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 60);
+    for (column, attack) in attacks.iter().enumerate() {
+        let robust = rows.iter().filter(|r| r[2 + column] == "-").count();
+        let correct: u64 = attack["correct"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(robust as u64, correct, "{}", attack["attack"]);
+    }
+    // AA-lite names the stage that broke each image; the stages' counts follow.
+    let broken_by = |stage: &str| rows.iter().filter(|r| r[5] == stage).count() as u64;
+    let count = |key: &str| stages[key].as_u64().unwrap();
+    assert_eq!(broken_by("clean"), 60 - count("clean"));
+    assert_eq!(broken_by("apgd-ce"), count("clean") - count("apgd_ce"));
+    assert_eq!(broken_by("apgd-t"), count("apgd_ce") - count("apgd_t"));
+    // AutoAttack counts a clean miss as broken at its clean stage, and only those.
+    for row in &rows {
+        assert_eq!(row[2] == "x", row[5] == "clean", "{row:?}");
+        assert!(row[1].parse::<usize>().unwrap() < 10);
+    }
 
     // Two runs side by side.
     let compare_dir = dir.path().join("compare");

@@ -86,8 +86,10 @@ pub struct AttackResult {
     pub name: String,
     /// Robust (for "clean": correct) points per class.
     pub tally: ClassTally,
-    /// AutoAttack's robust points after each stage, summed over batches.
+    /// AutoAttack's robust points after each stage, summed over batches, and the stage that broke each image.
     pub stages: Option<AutoAttackStages>,
+    /// Whether each image, in the loader's order, stayed correctly classified (robust; for "clean": correct).
+    pub robust: Vec<bool>,
     /// Wall time of the attack.
     pub seconds: f64,
 }
@@ -121,10 +123,13 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
         let mut tally = ClassTally::new(classes);
         let mut stages: Option<AutoAttackStages> = None;
         let mut done = 0;
+        let mut robust = Vec::with_capacity(total);
         for batch in loader.batches::<Inner<B>>(0, device) {
             let batch = batch?;
             done += batch.labels.dims()[0];
             let outcome = attack.attack(&frozen, batch.images, batch.labels.clone());
+            let flags = outcome.robust.clone().int().into_data().convert::<i64>();
+            robust.extend(flags.to_vec::<i64>().unwrap_or_default().into_iter().map(|f| f != 0));
             tally.add_batch(batch.labels, outcome.robust);
             if let Some(s) = outcome.stages {
                 stages.get_or_insert_default().add(&s);
@@ -135,6 +140,7 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
             name,
             tally,
             stages,
+            robust,
             seconds: start.elapsed().as_secs_f64(),
         });
     }

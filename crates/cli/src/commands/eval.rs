@@ -147,7 +147,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// The files an evaluation writes into its report folder.
-const REPORT_FILES: &[&str] = &["report.json", "report.md", "per_class.png"];
+const REPORT_FILES: &[&str] = &["report.json", "report.md", "per_class.png", "per_image.csv"];
 
 /// A progress bar per attack, with the running accuracy.
 struct AttackProgress {
@@ -256,6 +256,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
             result.tally,
             result.seconds,
             result.stages,
+            result.robust,
         ));
     }
 
@@ -283,6 +284,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         }),
         groups,
         head_to_tail: order,
+        image_labels: test.labels().to_vec(),
         attacks: reports,
         training_curves: training_curves(&request.checkpoint, &request.report),
     };

@@ -1,9 +1,9 @@
-//! The evaluation report: report.json, report.md and per_class.png.
+//! The evaluation report: report.json, report.md, per_class.png and per_image.csv.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tailguard_attacks::{AttackPreset, AutoAttackStages};
+use tailguard_attacks::{AttackPreset, AutoAttackStages, STAGE_NAMES};
 use tailguard_longtail::{AccuracySummary, ClassGroups, ClassTally};
 
 use super::chart::{Series, grouped_bars};
@@ -21,6 +21,9 @@ pub struct AttackReport {
     pub images_per_second: f64,
     /// AA-lite: robust points after the clean pass, APGD-CE and APGD-T.
     pub stages: Option<AutoAttackStages>,
+    /// Whether each image, in evaluation order, stayed correct (written to per_image.csv, not report.json).
+    #[serde(skip)]
+    pub robust: Vec<bool>,
 }
 
 impl AttackReport {
@@ -30,8 +33,10 @@ impl AttackReport {
         tally: ClassTally,
         seconds: f64,
         stages: Option<AutoAttackStages>,
+        robust: Vec<bool>,
     ) -> Self {
         Self {
+            robust,
             attack: preset.name().to_string(),
             summary,
             images_per_second: tally.total() as f64 / seconds.max(1e-9),
@@ -69,6 +74,9 @@ pub struct EvalReport {
     pub groups: Option<ClassGroups>,
     /// Class indices from the most to the least frequent training class.
     pub head_to_tail: Vec<usize>,
+    /// The label of each test image, in evaluation order (for per_image.csv).
+    #[serde(skip)]
+    pub image_labels: Vec<usize>,
     pub attacks: Vec<AttackReport>,
     /// Training curves of the run that produced the checkpoint, relative to the report folder.
     pub training_curves: Vec<String>,
@@ -82,7 +90,7 @@ pub struct LogitAdjustmentReport {
 }
 
 impl EvalReport {
-    /// Writes report.json, per_class.png and report.md into `dir` as one unit: all three replace the previous
+    /// Writes report.json, per_class.png, per_image.csv and report.md into `dir` as one unit: all replace the previous
     /// report, or none does (a disk that fills midway keeps the old report whole).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let categories: Vec<String> = self.head_to_tail.iter().map(|&c| self.classes[c].clone()).collect();
@@ -106,9 +114,40 @@ impl EvalReport {
         report
             .add("report.json", serde_json::to_vec_pretty(self)?)
             .add("per_class.png", chart)
+            .add("per_image.csv", self.per_image_csv().into_bytes())
             .add("report.md", self.markdown().into_bytes());
         report.commit()?;
         Ok(())
+    }
+
+    /// One row per test image in evaluation order (`image,label,` then one cell per attack): `-` where the image
+    /// stayed correct, else what broke it: AutoAttack's stage (`clean` when it was misclassified already,
+    /// `apgd-ce`, `apgd-t`, `fab-t`, `square`), `x` for any other attack. Defences evaluated with the same seed and
+    /// split list the same images in the same order, so their files compare line by line.
+    pub fn per_image_csv(&self) -> String {
+        let mut csv = String::from("image,label");
+        for attack in &self.attacks {
+            csv.push(',');
+            csv.push_str(&attack.attack);
+        }
+        csv.push('\n');
+        for (image, label) in self.image_labels.iter().enumerate() {
+            let _ = write!(csv, "{image},{label}");
+            for attack in &self.attacks {
+                let cell = match attack.robust.get(image) {
+                    Some(true) => "-",
+                    _ => attack
+                        .stages
+                        .as_ref()
+                        .and_then(|s| s.broken_at.get(image).copied().flatten())
+                        .map_or("x", |stage| STAGE_NAMES[stage as usize]),
+                };
+                csv.push(',');
+                csv.push_str(cell);
+            }
+            csv.push('\n');
+        }
+        csv
     }
 
     /// The strongest attack evaluated: lowest balanced accuracy, not counting clean; on ties the one listed last
@@ -210,7 +249,7 @@ impl EvalReport {
             );
         }
         for a in &self.attacks {
-            if let Some(s) = a.stages {
+            if let Some(s) = &a.stages {
                 let n = self.test_images.max(1) as f64;
                 let steps: Vec<String> = s
                     .rows()
@@ -229,6 +268,11 @@ impl EvalReport {
             }
         }
         let _ = writeln!(md, "\n![Per-class accuracy, head to tail](per_class.png)\n");
+        let _ = writeln!(
+            md,
+            "Per image: `per_image.csv` (`-` where an image stayed correct, else the attack or AutoAttack stage that \
+             broke it).\n"
+        );
         if !self.training_curves.is_empty() {
             let _ = writeln!(md, "## Training\n");
             for curve in &self.training_curves {
