@@ -1168,3 +1168,69 @@ fn tensorboard_events_hold_the_values_of_the_log() {
     ]);
     assert!(!read_tensorboard_scalars(&keyed.join("tensorboard")).is_empty());
 }
+
+#[test]
+fn evaluation_split_across_devices_counts_as_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = small_checkpoint(dir.path());
+    let embedded_path = embedded();
+    let eval = |extra: &[&str], report: &str| {
+        let report = dir.path().join(report);
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &embedded_path,
+            "--limit",
+            "75",
+            "--batch-size",
+            "16",
+            "--report",
+            report.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(extra);
+        (
+            stdout_json(&tailguard(&args)),
+            std::fs::read_to_string(report.join("per_image.csv")).unwrap(),
+        )
+    };
+    let (one, one_images) = eval(&["--attacks", "clean,fgsm"], "one");
+    let (two, two_images) = eval(&["--attacks", "clean,fgsm", "--devices", "cpu:0,cpu:1"], "two");
+    assert_eq!(one["attacks"][0]["correct"], two["attacks"][0]["correct"]);
+    assert_eq!(one["attacks"][1]["correct"], two["attacks"][1]["correct"]);
+    assert_eq!(
+        one_images, two_images,
+        "the same images, in the same order, with the same outcomes"
+    );
+    // A random-start attack runs on every image too (its starts, not its validity, differ between devices).
+    let (aa, aa_images) = eval(&["--attacks", "clean,aa-lite", "--devices", "cpu:0,cpu:1"], "aa");
+    assert_eq!(aa["test_images"], 75);
+    assert_eq!(aa_images.lines().count(), 76);
+    let stages = &aa["attacks"][1]["stages"];
+    assert_eq!(
+        stages["clean"].as_u64(),
+        aa["attacks"][0]["correct"]
+            .as_array()
+            .map(|c| c.iter().map(|v| v.as_u64().unwrap()).sum())
+    );
+    assert_clean_failure(
+        &tailguard(&[
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &embedded_path,
+            "--report",
+            dir.path().join("bad").to_str().unwrap(),
+            "--devices",
+            "cpu:0,,cpu:1",
+        ]),
+        "empty entry",
+    );
+}

@@ -146,3 +146,89 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
     }
     Ok(results)
 }
+
+/// [`evaluate`] with the images of `loader` split across `devices`: contiguous, near-equal shares in order, one
+/// thread per device, each with its own copy of `model`; the results are combined as if one device had run them
+/// (tallies summed, AutoAttack's stage counts summed and its per-image stages and every per-image flag concatenated in
+/// the images' order, the seconds of the slowest device). Inference mode treats every image alone, so a deterministic
+/// attack (clean, FGSM) gives exactly one device's counts. Attacks with random starts draw from the backend's
+/// generator, which burn 0.21 keeps per process: each device seeds it with `seed` before its share, but the devices'
+/// draws interleave, so their starts (not their validity) differ from one device's run to run. With one device this
+/// is [`evaluate`] without progress.
+pub fn evaluate_on_devices<B, M, A>(
+    model: &M,
+    loader: &BatchLoader,
+    attacks: &[A],
+    seed: u64,
+    devices: &[B::Device],
+) -> Result<Vec<AttackResult>, DataError>
+where
+    B: AutodiffBackend,
+    M: Classifier<B>,
+    A: EvaluationAttack<B, M> + Sync,
+{
+    let dataset = loader.dataset();
+    let total = dataset.len();
+    let batch_size = loader.config().batch_size;
+    let refs: Vec<&dyn EvaluationAttack<B, M>> = attacks.iter().map(|a| a as _).collect();
+    if devices.len() <= 1 {
+        let device = devices.first().cloned().unwrap_or_default();
+        return evaluate(
+            &model.clone().fork(&device),
+            loader,
+            &refs,
+            seed,
+            &device,
+            &mut crate::observer::Silent,
+        );
+    }
+    let shares: Vec<Vec<usize>> = (0..devices.len())
+        .map(|k| (k * total / devices.len()..(k + 1) * total / devices.len()).collect())
+        .collect();
+    let per_device: Vec<Result<Vec<AttackResult>, DataError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .iter()
+            .zip(&shares)
+            .map(|(device, share)| {
+                let model = model.clone();
+                scope.spawn(move || {
+                    let part = std::sync::Arc::new(dataset.subset(share)?);
+                    let loader = BatchLoader::new(part, tailguard_longtail::BatchLoaderConfig::evaluation(batch_size))?;
+                    let model = model.fork(device);
+                    let refs: Vec<&dyn EvaluationAttack<B, M>> = attacks.iter().map(|a| a as _).collect();
+                    evaluate(&model, &loader, &refs, seed, device, &mut crate::observer::Silent)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DataError::Invalid("an evaluation device failed".into())))
+            })
+            .collect()
+    });
+    let mut combined: Option<Vec<AttackResult>> = None;
+    for results in per_device {
+        let results = results?;
+        match &mut combined {
+            None => combined = Some(results),
+            Some(sum) => {
+                for (into, part) in sum.iter_mut().zip(results) {
+                    for (a, b) in into.tally.support.iter_mut().zip(&part.tally.support) {
+                        *a += b;
+                    }
+                    for (a, b) in into.tally.correct.iter_mut().zip(&part.tally.correct) {
+                        *a += b;
+                    }
+                    if let Some(stages) = &part.stages {
+                        into.stages.get_or_insert_default().add(stages);
+                    }
+                    into.robust.extend(part.robust);
+                    into.seconds = into.seconds.max(part.seconds);
+                }
+            }
+        }
+    }
+    Ok(combined.unwrap_or_default())
+}

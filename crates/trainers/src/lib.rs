@@ -58,7 +58,7 @@ pub use data::TrainData;
 pub use epoch::{EpochRecord, EpochTally, StepFigures};
 pub use error::ConfigError;
 pub use error::{InvalidSetting, MethodStateError, OptimizerStateError, TrainError, chain};
-pub use evaluation::{AttackResult, EvaluationAttack, PresetAttack, evaluate};
+pub use evaluation::{AttackResult, EvaluationAttack, PresetAttack, evaluate, evaluate_on_devices};
 pub use method::{ExtraCleanForward, Method, StepInput, StepOutput, attack_from_start, pgd_examples};
 pub use observer::{EvaluationObserver, Silent, TrainObserver};
 pub use optimizer::{GroupedSgd, SgdSettings};

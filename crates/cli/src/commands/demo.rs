@@ -156,6 +156,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             logit_adjustment: None,
             device: args.device.device.clone(),
             weights: None,
+            devices: None,
         };
         let report = evaluate_checkpoint(&request, false).with_context(|| format!("evaluating {name}"))?;
         reports.push((name, label, report));

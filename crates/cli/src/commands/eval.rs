@@ -14,7 +14,9 @@ use tailguard_longtail::{
 use tailguard_models::{
     CheckpointMeta, Classifier, LogitAdjustmentConfig, Weights, load_checkpoint_weights, read_checkpoint_meta,
 };
-use tailguard_trainers::{AttackResult, EvaluationAttack, EvaluationObserver, PresetAttack, evaluate};
+use tailguard_trainers::{
+    AttackResult, EvaluationAttack, EvaluationObserver, PresetAttack, evaluate, evaluate_on_devices,
+};
 
 use crate::args::{Counts, parse_counts, parse_eps, parse_weights};
 use crate::backend;
@@ -85,6 +87,11 @@ pub struct EvalArgs {
     weights: Option<Weights>,
     #[command(flatten)]
     device: crate::backend::DeviceArg,
+    /// Split the test images across these devices, comma-separated (`cuda:0,cuda:1`; `cpu:0,cpu:1` on the CPU):
+    /// one thread per device, results combined in the images' order. Deterministic attacks (clean, FGSM) count as on
+    /// one device; attacks with random starts draw from one generator per process, so their starts differ.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    devices: Option<String>,
 }
 
 /// What to evaluate, apart from how the command line spells it (the demo builds one too).
@@ -108,6 +115,8 @@ pub struct EvalRequest {
     pub device: Option<String>,
     /// Which weights (the average when the checkpoint has one, if `None`).
     pub weights: Option<Weights>,
+    /// `--devices` (one device when `None`).
+    pub devices: Option<String>,
 }
 
 impl EvalArgs {
@@ -132,6 +141,7 @@ impl EvalArgs {
             },
             device: self.device.device.clone(),
             weights: self.weights,
+            devices: self.devices.clone(),
         }
     }
 }
@@ -184,7 +194,11 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     }
     // Claimed before the attacks run, so a refused folder costs nothing.
     tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
-    let device = backend::device(request.device.as_deref())?;
+    let devices = match &request.devices {
+        Some(list) => backend::devices(list)?,
+        None => vec![backend::device(request.device.as_deref())?],
+    };
+    let device = devices[0].clone();
     let weights = Weights::resolve(
         request.weights,
         &read_checkpoint_meta(&request.checkpoint)?,
@@ -223,7 +237,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         bar: None,
     };
     let results = match &request.logit_adjustment {
-        None => attack_all(&model, &loader, &presets, request.seed, &device, &mut observer)?,
+        None => attack_all(&model, &loader, &presets, request.seed, &devices, &mut observer)?,
         Some(adjustment) => {
             let Some(counts) = &train_counts else {
                 bail!(
@@ -232,7 +246,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
                 );
             };
             let adjusted = adjustment.init(model, counts, &device)?;
-            attack_all(&adjusted, &loader, &presets, request.seed, &device, &mut observer)?
+            attack_all(&adjusted, &loader, &presets, request.seed, &devices, &mut observer)?
         }
     };
     if let Some((_, bar)) = observer.bar.take() {
@@ -292,17 +306,25 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     Ok(report)
 }
 
-/// Runs every attack on `model` (the checkpoint's model, or it with adjusted logits).
+/// Runs every attack on `model` (the checkpoint's model, or it with adjusted logits), on one device with progress, or
+/// split across several.
 fn attack_all<M: Classifier<backend::Train>>(
     model: &M,
     loader: &BatchLoader,
     presets: &[PresetAttack],
     seed: u64,
-    device: &backend::ComputeDevice,
+    devices: &[backend::ComputeDevice],
     observer: &mut AttackProgress,
 ) -> anyhow::Result<Vec<AttackResult>> {
+    if devices.len() > 1 {
+        eprintln!(
+            "evaluating on {} devices, the test images split between them",
+            devices.len()
+        );
+        return Ok(evaluate_on_devices(model, loader, presets, seed, devices)?);
+    }
     let attacks: Vec<&dyn EvaluationAttack<backend::Train, M>> = presets.iter().map(|p| p as _).collect();
-    Ok(evaluate(model, loader, &attacks, seed, device, observer)?)
+    Ok(evaluate(model, loader, &attacks, seed, &devices[0], observer)?)
 }
 
 /// The test images: the whole test split (of the checkpoint's classes, which may be the dataset's first K, as in
