@@ -198,6 +198,8 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         Some(list) => backend::devices(list)?,
         None => vec![backend::device(request.device.as_deref())?],
     };
+    // Copy on the CPU backend, not on the GPU ones.
+    #[allow(clippy::clone_on_copy)]
     let device = devices[0].clone();
     let weights = Weights::resolve(
         request.weights,
