@@ -1045,6 +1045,17 @@ const CASES: &[(&str, &str)] = &[
         "{FSIZE=4000} data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/exports/split.tar.gz",
         "split.tar.gz",
     ),
+    // A RobustBench entry needs what the leaderboard reports, and never replaces a user's file.
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --attacks clean,fgsm --report {W}/r_rb \
+         --robustbench-json {W}/rb.json",
+        "needs clean and aa (or aa-lite)",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --attacks clean,aa-lite --report {W}/r_rb \
+         --robustbench-json {W}/notes.txt",
+        "notes.txt",
+    ),
     // Class 2: two outputs of one command on one path.
     (
         "data --dataset cifar10 --imbalance 10 --data-dir {D} --save-split {W}/same.tar.gz --export {W}/same.tar.gz",

@@ -253,6 +253,8 @@ fn eval_writes_json_markdown_and_chart() {
         "--report",
         report_dir.to_str().unwrap(),
         "--json",
+        "--robustbench-json",
+        dir.path().join("entry.json").to_str().unwrap(),
     ]);
     let report = stdout_json(&output);
     assert_eq!(report["test_images"], 60);
@@ -308,6 +310,34 @@ fn eval_writes_json_markdown_and_chart() {
     for row in &rows {
         assert_eq!(row[2] == "x", row[5] == "clean", "{row:?}");
         assert!(row[1].parse::<usize>().unwrap() < 10);
+    }
+
+    // The RobustBench entry: the leaderboard's fields, as its model_info files write them, and the long-tail ones.
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("entry.json")).unwrap()).unwrap();
+    assert_eq!(entry["eps"], "8/255");
+    assert_eq!(entry["dataset"], "cifar10");
+    assert_eq!(entry["architecture"], "small-cnn-4");
+    assert_eq!(entry["clean_acc"], format!("{:.2}", 100.0 * accuracy(0)));
+    assert_eq!(entry["autoattack_acc"], format!("{:.2}", 100.0 * accuracy(3)));
+    assert_eq!(entry["number_forward_passes"], 1);
+    assert_eq!(entry["tailguard"]["autoattack"], "lite");
+    assert_eq!(
+        entry["tailguard"]["balanced_autoattack_acc"],
+        attacks[3]["balanced_accuracy"]
+    );
+    assert_eq!(entry["tailguard"]["per_class_autoattack_acc"], attacks[3]["per_class"]);
+    assert!(entry["footnote"].as_str().unwrap().contains("60 images"), "{entry}");
+    for key in [
+        "link",
+        "name",
+        "authors",
+        "additional_data",
+        "venue",
+        "reported",
+        "unreliable",
+    ] {
+        assert!(entry.get(key).is_some(), "{key}");
     }
 
     // Two runs side by side.

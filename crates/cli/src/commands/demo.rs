@@ -157,6 +157,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             device: args.device.device.clone(),
             weights: None,
             devices: None,
+            robustbench_json: None,
         };
         let report = evaluate_checkpoint(&request, false).with_context(|| format!("evaluating {name}"))?;
         reports.push((name, label, report));

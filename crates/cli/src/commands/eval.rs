@@ -22,6 +22,7 @@ use crate::args::{Counts, parse_counts, parse_eps, parse_weights};
 use crate::backend;
 use crate::progress;
 use crate::report::eval_report::{AttackReport, EvalReport, LogitAdjustmentReport};
+use crate::report::robustbench::RobustBenchEntry;
 
 /// Evaluate a checkpoint under attack: accuracy, balanced accuracy and robustness, per class.
 #[derive(Debug, Args)]
@@ -92,6 +93,10 @@ pub struct EvalArgs {
     /// one device; attacks with random starts draw from one generator per process, so their starts differ.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     devices: Option<String>,
+    /// Also write the result as a RobustBench leaderboard entry (the fields of its `model_info` files, plus
+    /// tailguard's balanced and per-class figures); needs clean and aa (or aa-lite) in --attacks.
+    #[arg(long, value_name = "FILE")]
+    robustbench_json: Option<PathBuf>,
 }
 
 /// What to evaluate, apart from how the command line spells it (the demo builds one too).
@@ -117,6 +122,8 @@ pub struct EvalRequest {
     pub weights: Option<Weights>,
     /// `--devices` (one device when `None`).
     pub devices: Option<String>,
+    /// `--robustbench-json`: where to write the leaderboard entry.
+    pub robustbench_json: Option<PathBuf>,
 }
 
 impl EvalArgs {
@@ -142,6 +149,7 @@ impl EvalArgs {
             device: self.device.device.clone(),
             weights: self.weights,
             devices: self.devices.clone(),
+            robustbench_json: self.robustbench_json.clone(),
         }
     }
 }
@@ -194,6 +202,13 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     }
     // Claimed before the attacks run, so a refused folder costs nothing.
     tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
+    if let Some(path) = &request.robustbench_json {
+        let has = |attack: AttackPreset| request.attacks.contains(&attack);
+        if !has(AttackPreset::Clean) || !(has(AttackPreset::Aa) || has(AttackPreset::AaLite)) {
+            bail!("--robustbench-json needs clean and aa (or aa-lite) in --attacks");
+        }
+        tailguard_output::prepare_file(path, request.force)?;
+    }
     let devices = match &request.devices {
         Some(list) => backend::devices(list)?,
         None => vec![backend::device(request.device.as_deref())?],
@@ -305,7 +320,33 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         training_curves: training_curves(&request.checkpoint, &request.report),
     };
     report.write(&request.report)?;
+    if let Some(path) = &request.robustbench_json {
+        let entry = RobustBenchEntry::from_report(&report, &checkpoint_name(&request.checkpoint))?;
+        tailguard_output::write_owned(path, &entry.to_json()?)?;
+        if !quiet {
+            eprintln!(
+                "wrote {} (RobustBench's model_info fields; fill in link, name, authors, venue)",
+                path.display()
+            );
+        }
+    }
     Ok(report)
+}
+
+/// The name of a checkpoint for a leaderboard: its run folder's for `RUN/last` and `RUN/best`, else its own.
+fn checkpoint_name(checkpoint: &std::path::Path) -> String {
+    let own = checkpoint
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match own.as_str() {
+        "last" | "best" => checkpoint
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or(own),
+        _ => own,
+    }
 }
 
 /// Runs every attack on `model` (the checkpoint's model, or it with adjusted logits), on one device with progress, or

@@ -3,6 +3,7 @@
 pub mod chart;
 pub mod curves;
 pub mod eval_report;
+pub mod robustbench;
 
 use std::path::Path;
 
