@@ -115,3 +115,120 @@ fn aa_lite_is_at_least_as_strong_as_pgd20() {
     );
     assert_eq!(stages.apgd_t as f64 / 96.0, aa);
 }
+
+/// The trained model with every logit multiplied by `scale` (a loss that rescales logits, taken to the extreme).
+#[derive(burn::module::Module, Debug)]
+struct Scaled<B: burn::tensor::backend::Backend> {
+    inner: Model<B>,
+    scale: f64,
+}
+
+impl<B: burn::tensor::backend::Backend> Classifier<B> for Scaled<B> {
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        self.inner.forward(images, mode).mul_scalar(self.scale)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+}
+
+/// The trained model answering probabilities (softmax of its logits).
+#[derive(burn::module::Module, Debug)]
+struct Softmaxed<B: burn::tensor::backend::Backend> {
+    inner: Model<B>,
+}
+
+impl<B: burn::tensor::backend::Backend> Classifier<B> for Softmaxed<B> {
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        burn::tensor::activation::softmax(self.inner.forward(images, mode), 1)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+}
+
+/// The trained model seeing its images through Gaussian noise, at test time too (a randomised defence).
+#[derive(burn::module::Module, Debug)]
+struct Noisy<B: burn::tensor::backend::Backend> {
+    inner: Model<B>,
+    std: f64,
+}
+
+impl<B: burn::tensor::backend::Backend> Classifier<B> for Noisy<B> {
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let noise = images.random_like(burn::tensor::Distribution::Normal(0.0, self.std));
+        self.inner.forward(images + noise, mode)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+}
+
+/// The trained model on its input quantised to four levels: the gradient through the quantisation is zero.
+#[derive(burn::module::Module, Debug)]
+struct Quantized<B: burn::tensor::backend::Backend> {
+    inner: Model<B>,
+}
+
+impl<B: burn::tensor::backend::Backend> Classifier<B> for Quantized<B> {
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let levels = images.clone().mul_scalar(4.0).round().div_scalar(4.0).detach();
+        self.inner.forward(images.mul_scalar(0.0) + levels, mode)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+}
+
+#[test]
+fn masking_checks_trip_on_models_built_to_trip_them_and_not_on_a_plain_one() {
+    use tailguard_attacks::{AttackPreset, check_model, check_stages};
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
+    let model = trained_model();
+    let (x, y) = batch(64, 20_000);
+    // A budget at which PGD-20 breaks part of the batch (this synthetic task resists 8/255 entirely).
+    let eps = 16.0 / 255.0;
+    let checks = |warnings: Vec<tailguard_attacks::MaskingWarning>| -> Vec<&'static str> {
+        for w in &warnings {
+            eprintln!("{}: {} ({})", w.check, w.finding, w.advice);
+        }
+        warnings.iter().map(|w| w.check).collect()
+    };
+    let plain = checks(check_model(&FrozenModel::new(&model), x.clone(), y.clone(), eps));
+    assert!(plain.is_empty(), "a plain model trips {plain:?}");
+    let noisy = Noisy {
+        inner: model.clone(),
+        std: 0.05,
+    };
+    assert!(checks(check_model(&FrozenModel::new(&noisy), x.clone(), y.clone(), eps)).contains(&"randomness"));
+    let softmaxed = Softmaxed { inner: model.clone() };
+    assert!(checks(check_model(&FrozenModel::new(&softmaxed), x.clone(), y.clone(), eps)).contains(&"probabilities"));
+    let scaled = Scaled {
+        inner: model.clone(),
+        scale: 1e4,
+    };
+    let tripped = checks(check_model(&FrozenModel::new(&scaled), x.clone(), y.clone(), eps));
+    assert!(
+        tripped.contains(&"zero-gradients") && tripped.contains(&"logit-scale"),
+        "{tripped:?}"
+    );
+    // The stage check: a model that quantises its input gives every gradient attack a zero gradient, and Square,
+    // which needs none, finds what they missed.
+    let quantized = Quantized { inner: model.clone() };
+    let outcome = AttackPreset::Aa.run(&FrozenModel::new(&quantized), x.clone(), y.clone(), eps);
+    let stages = outcome.stages.unwrap();
+    eprintln!(
+        "{:?}",
+        (stages.clean, stages.apgd_ce, stages.apgd_t, stages.fab_t, stages.square)
+    );
+    let plain_stages = AttackPreset::Aa
+        .run(&FrozenModel::new(&model), x, y, eps)
+        .stages
+        .unwrap();
+    assert!(check_stages(&plain_stages, 64).is_none(), "{plain_stages:?}");
+    assert!(check_stages(&stages, 64).is_some(), "{stages:?}");
+}

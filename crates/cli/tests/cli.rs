@@ -312,6 +312,17 @@ fn eval_writes_json_markdown_and_chart() {
         assert!(row[1].parse::<usize>().unwrap() < 10);
     }
 
+    // An evaluation with AutoAttack runs the gradient-masking checks and says what they found.
+    let checks = report["masking_checks"]
+        .as_array()
+        .expect("masking checks with AutoAttack");
+    for warning in checks {
+        assert!(
+            warning["check"].is_string() && warning["advice"].is_string(),
+            "{warning}"
+        );
+    }
+    assert!(md.contains("Gradient-masking"), "{md}");
     // The RobustBench entry: the leaderboard's fields, as its model_info files write them, and the long-tail ones.
     let entry: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("entry.json")).unwrap()).unwrap();

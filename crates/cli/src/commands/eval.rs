@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tailguard_attacks::AttackPreset;
+use tailguard_attacks::{AttackPreset, FrozenModel, Inner, MaskingWarning, check_model, check_stages};
 use tailguard_longtail::{
     BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LoadOptions, LongTailSpec,
     SeedStream, Split,
@@ -253,8 +253,15 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         total: test.len() as u64,
         bar: None,
     };
-    let results = match &request.logit_adjustment {
-        None => attack_all(&model, &loader, &presets, request.seed, &devices, &mut observer)?,
+    let autoattack = request
+        .attacks
+        .iter()
+        .any(|a| matches!(a, AttackPreset::Aa | AttackPreset::AaLite));
+    let (results, mut warnings) = match &request.logit_adjustment {
+        None => (
+            attack_all(&model, &loader, &presets, request.seed, &devices, &mut observer)?,
+            model_checks(&model, &loader, request, autoattack, &device)?,
+        ),
         Some(adjustment) => {
             let Some(counts) = &train_counts else {
                 bail!(
@@ -263,9 +270,24 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
                 );
             };
             let adjusted = adjustment.init(model, counts, &device)?;
-            attack_all(&adjusted, &loader, &presets, request.seed, &devices, &mut observer)?
+            (
+                attack_all(&adjusted, &loader, &presets, request.seed, &devices, &mut observer)?,
+                model_checks(&adjusted, &loader, request, autoattack, &device)?,
+            )
         }
     };
+    let n = test.len();
+    warnings.extend(
+        results
+            .iter()
+            .filter_map(|r| r.stages.as_ref())
+            .filter_map(|s| check_stages(s, n)),
+    );
+    if !quiet {
+        for w in &warnings {
+            eprintln!("warning: gradient masking? {} ({}): {}", w.finding, w.check, w.advice);
+        }
+    }
     if let Some((_, bar)) = observer.bar.take() {
         bar.finish_and_clear();
     }
@@ -316,6 +338,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         groups,
         head_to_tail: order,
         image_labels: test.labels().to_vec(),
+        masking_checks: autoattack.then_some(warnings),
         attacks: reports,
         training_curves: training_curves(&request.checkpoint, &request.report),
     };
@@ -331,6 +354,31 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         }
     }
     Ok(report)
+}
+
+/// AutoAttack's model checks and the logit-scale check on the first batch of the test set, for an evaluation that runs
+/// AutoAttack (none otherwise): a few forward passes, one gradient and two PGD-20 runs.
+fn model_checks<M: Classifier<backend::Train>>(
+    model: &M,
+    loader: &BatchLoader,
+    request: &EvalRequest,
+    autoattack: bool,
+    device: &backend::ComputeDevice,
+) -> anyhow::Result<Vec<MaskingWarning>> {
+    if !autoattack {
+        return Ok(Vec::new());
+    }
+    let Some(batch) = loader.batches::<Inner<backend::Train>>(0, device).next() else {
+        return Ok(Vec::new());
+    };
+    let batch = batch?;
+    <Inner<backend::Train> as burn::tensor::backend::Backend>::seed(device, request.seed);
+    Ok(check_model(
+        &FrozenModel::new(model),
+        batch.images,
+        batch.labels,
+        request.eps,
+    ))
 }
 
 /// The name of a checkpoint for a leaderboard: its run folder's for `RUN/last` and `RUN/best`, else its own.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tailguard_attacks::{AttackPreset, AutoAttackStages, STAGE_NAMES};
+use tailguard_attacks::{AttackPreset, AutoAttackStages, MaskingWarning, STAGE_NAMES};
 use tailguard_longtail::{AccuracySummary, ClassGroups, ClassTally};
 
 use super::chart::{Series, grouped_bars};
@@ -74,6 +74,9 @@ pub struct EvalReport {
     pub groups: Option<ClassGroups>,
     /// Class indices from the most to the least frequent training class.
     pub head_to_tail: Vec<usize>,
+    /// The gradient-masking checks of an evaluation that ran AutoAttack: the warnings of the checks that tripped
+    /// (empty: none did); `None` when no AutoAttack ran.
+    pub masking_checks: Option<Vec<MaskingWarning>>,
     /// The label of each test image, in evaluation order (for per_image.csv).
     #[serde(skip)]
     pub image_labels: Vec<usize>,
@@ -268,6 +271,23 @@ impl EvalReport {
             }
         }
         let _ = writeln!(md, "\n![Per-class accuracy, head to tail](per_class.png)\n");
+        match &self.masking_checks {
+            Some(warnings) if warnings.is_empty() => {
+                let _ = writeln!(
+                    md,
+                    "Gradient-masking checks (randomness, probabilities, zero gradients, logit scale, black-box \
+                     stages): none tripped.\n"
+                );
+            }
+            Some(warnings) => {
+                let _ = writeln!(md, "## Gradient-masking warnings\n");
+                for w in warnings {
+                    let _ = writeln!(md, "- **{}**: {}. {}.", w.check, w.finding, w.advice);
+                }
+                let _ = writeln!(md);
+            }
+            None => {}
+        }
         let _ = writeln!(
             md,
             "Per image: `per_image.csv` (`-` where an image stayed correct, else the attack or AutoAttack stage that \

@@ -1,0 +1,142 @@
+//! Gradient-masking checks: signs that a robustness figure measures a blunted attack rather than a robust model.
+//! AutoAttack's own checks (its `checks.py`: outputs that change between forward passes, outputs that are
+//! probabilities, points with zero input gradient, Square lowering the robust accuracy left by the gradient attacks)
+//! and one for long-tail losses, which rescale or adjust logits: a cross-entropy attack that finds clearly fewer
+//! adversarial points than the same attack on the scale-free margin loss.
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor};
+use tailguard_models::Classifier;
+
+use crate::auto_attack::AutoAttackStages;
+use crate::loss::AttackLoss;
+use crate::pgd::PgdConfig;
+use crate::probe::{FrozenModel, Inner};
+
+/// One tripped check: which, what was found and what to do about it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MaskingWarning {
+    /// `randomness`, `probabilities`, `zero-gradients`, `black-box` or `logit-scale`.
+    pub check: &'static str,
+    /// What was measured.
+    pub finding: String,
+    /// What to do.
+    pub advice: &'static str,
+}
+
+/// Two forward passes whose logits differ by more than this (relative to the largest logit) mean a randomised model.
+const RANDOMNESS_TOLERANCE: f32 = 1e-4;
+/// The CW margin breaking this fraction of the batch more than the cross-entropy means a blunted cross-entropy.
+const LOGIT_SCALE_GAP: f64 = 0.1;
+/// AutoAttack's threshold for Square: robust accuracy lowered by more than 0.2 points after the gradient attacks.
+const BLACK_BOX_ALPHA: f64 = 0.002;
+
+/// The checks that look at a model on a batch of test images (N, C, H, W) with their labels (N): randomness,
+/// probabilities, zero gradients (AutoAttack's) and logit scale (PGD-20 on cross-entropy against PGD-20 on the CW
+/// margin at `eps`). Meant for the first batch of an evaluation: a few forward passes and two PGD-20 runs.
+pub fn check_model<B: AutodiffBackend, M: Classifier<B>>(
+    model: &FrozenModel<B, M>,
+    images: Tensor<Inner<B>, 4>,
+    labels: Tensor<Inner<B>, 1, Int>,
+    eps: f64,
+) -> Vec<MaskingWarning> {
+    let n = labels.dims()[0];
+    let mut warnings = Vec::new();
+    let logits = model.logits(images.clone());
+    let first: Vec<f32> = host(logits.clone());
+    let scale = first.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let differs = (0..2).any(|_| {
+        let again = host(model.logits(images.clone()));
+        first
+            .iter()
+            .zip(&again)
+            .any(|(a, b)| (a - b).abs() > RANDOMNESS_TOLERANCE * scale)
+    });
+    if differs {
+        warnings.push(MaskingWarning {
+            check: "randomness",
+            finding: "the model's outputs change between forward passes of the same images".into(),
+            advice: "a randomised defence: evaluate it with expectation over transformation (AutoAttack's rand \
+                     version), not a single draw",
+        });
+    }
+    let classes = logits.dims()[1];
+    let in_unit = first.iter().all(|&v| (0.0..=1.0).contains(&v));
+    let sums_to_one = first
+        .chunks(classes.max(1))
+        .all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+    if in_unit && sums_to_one {
+        warnings.push(MaskingWarning {
+            check: "probabilities",
+            finding: "the outputs lie in [0, 1] and sum to 1: probabilities, not logits".into(),
+            advice: "give the attacks the logits (before softmax): a cross-entropy of probabilities saturates",
+        });
+    }
+    let gradient = model
+        .probe(images.clone(), AttackLoss::CrossEntropy, labels.clone(), None)
+        .gradient;
+    let largest: Vec<f32> = host(gradient.abs().flatten::<2>(1, 3).max_dim(1).squeeze_dim::<1>(1));
+    let zero = largest.iter().filter(|&&g| g == 0.0).count();
+    if zero > 0 {
+        warnings.push(MaskingWarning {
+            check: "zero-gradients",
+            finding: format!("{zero} of {n} points have a zero input gradient of the cross-entropy"),
+            advice: "gradient-based attacks cannot move these points: check for saturating or scaled logits and \
+                     compare with margin-loss, black-box (Square) or adaptive attacks",
+        });
+    }
+    let pgd = PgdConfig::new()
+        .with_eps(eps)
+        .with_step_size(2.0 / 255.0)
+        .with_steps(20);
+    let robust = |config: &PgdConfig| -> usize {
+        host_count::<B>(config.outcome(model, images.clone(), labels.clone()).robust.int())
+    };
+    let under_ce = robust(&pgd);
+    let under_margin = robust(&pgd.clone().with_loss(AttackLoss::CW));
+    let gap = under_ce.saturating_sub(under_margin);
+    // A few points either way are the two losses' usual difference; a tenth of the batch is not.
+    if gap > 1 && gap as f64 > LOGIT_SCALE_GAP * n as f64 {
+        warnings.push(MaskingWarning {
+            check: "logit-scale",
+            finding: format!(
+                "PGD-20 on the cross-entropy leaves {under_ce} of {n} points robust, on the CW margin {under_margin}"
+            ),
+            advice: "the cross-entropy is blunted by the logits' scale (common with losses that rescale or adjust \
+                     logits): report robustness under margin or DLR losses (cw20, AutoAttack's APGD-T)",
+        });
+    }
+    warnings
+}
+
+/// AutoAttack's Square check, extended to FAB-T: the black-box and minimum-norm stages after APGD lowered the robust
+/// accuracy by more than 0.2 points of `n` (standard AutoAttack only; `None` for AA-lite or when it did not trip).
+pub fn check_stages(stages: &AutoAttackStages, n: usize) -> Option<MaskingWarning> {
+    let last = stages.square.or(stages.fab_t)?;
+    let broken = stages.apgd_t.saturating_sub(last);
+    (broken as f64 > BLACK_BOX_ALPHA * n as f64).then(|| MaskingWarning {
+        check: "black-box",
+        finding: format!(
+            "FAB-T and Square broke {broken} of {n} points that APGD-CE and APGD-T left robust ({:.2} points of \
+             robust accuracy)",
+            100.0 * broken as f64 / n.max(1) as f64
+        ),
+        advice: "the gradient attacks miss points other attacks find: run Square with more queries and restarts, \
+                 or an adaptive attack, before trusting the figure",
+    })
+}
+
+fn host<B: burn::tensor::backend::Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
+}
+
+fn host_count<B: AutodiffBackend>(flags: Tensor<Inner<B>, 1, Int>) -> usize {
+    flags
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap_or_default()
+        .iter()
+        .filter(|&&f| f != 0)
+        .count()
+}
