@@ -964,6 +964,25 @@ fn list_file_datasets_split_train_and_evaluate_at_the_configured_size() {
     assert_eq!(report["classes"], serde_json::json!(["0", "1", "2"]));
 }
 
+/// `tailguard eval` of `checkpoint` on the embedded dataset into `report` with `--json`, and `extra` arguments.
+fn eval_embedded(checkpoint: &std::path::Path, report: &std::path::Path, extra: &[&str]) -> Output {
+    let data = embedded();
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &data,
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend(extra);
+    tailguard(&args)
+}
+
 #[test]
 fn averaged_weights_are_evaluated_exported_and_compared_by_choice() {
     let dir = tempfile::tempdir().unwrap();
@@ -971,28 +990,10 @@ fn averaged_weights_are_evaluated_exported_and_compared_by_choice() {
     let data = format!("data.data_dir={}", embedded());
     train_one_natural_epoch(&[&data, "data.n_max=40", "ema.decay=0.9"], &run_dir);
     train_one_natural_epoch(&[&data, "data.n_max=40"], &plain);
-    let embedded_path = embedded();
     let eval = |run: &std::path::Path, weights: &[&str], report: &str| {
-        let checkpoint = run.join("last");
-        let report = dir.path().join(report);
-        let mut args = vec![
-            "eval",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--dataset",
-            "cifar10",
-            "--data-dir",
-            &embedded_path,
-            "--attacks",
-            "clean",
-            "--limit",
-            "60",
-            "--report",
-            report.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend(weights);
-        tailguard(&args)
+        let mut extra = vec!["--attacks", "clean", "--limit", "60"];
+        extra.extend(weights);
+        eval_embedded(&run.join("last"), &dir.path().join(report), &extra)
     };
     // The average is the default where there is one; raw is chosen explicitly.
     let ema = stdout_json(&eval(&run_dir, &[], "ema"));
@@ -1214,28 +1215,13 @@ fn tensorboard_events_hold_the_values_of_the_log() {
 fn evaluation_split_across_devices_counts_as_one_device() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = small_checkpoint(dir.path());
-    let embedded_path = embedded();
     let eval = |extra: &[&str], report: &str| {
-        let report = dir.path().join(report);
-        let mut args = vec![
-            "eval",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--dataset",
-            "cifar10",
-            "--data-dir",
-            &embedded_path,
-            "--limit",
-            "75",
-            "--batch-size",
-            "16",
-            "--report",
-            report.to_str().unwrap(),
-            "--json",
-        ];
+        let mut args = vec!["--limit", "75", "--batch-size", "16"];
         args.extend(extra);
+        let report = dir.path().join(report);
+        let output = eval_embedded(&checkpoint, &report, &args);
         (
-            stdout_json(&tailguard(&args)),
+            stdout_json(&output),
             std::fs::read_to_string(report.join("per_image.csv")).unwrap(),
         )
     };
@@ -1259,19 +1245,7 @@ fn evaluation_split_across_devices_counts_as_one_device() {
             .map(|c| c.iter().map(|v| v.as_u64().unwrap()).sum())
     );
     assert_clean_failure(
-        &tailguard(&[
-            "eval",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--dataset",
-            "cifar10",
-            "--data-dir",
-            &embedded_path,
-            "--report",
-            dir.path().join("bad").to_str().unwrap(),
-            "--devices",
-            "cpu:0,,cpu:1",
-        ]),
+        &eval_embedded(&checkpoint, &dir.path().join("bad"), &["--devices", "cpu:0,,cpu:1"]),
         "empty entry",
     );
 }
