@@ -12,7 +12,7 @@ use tailguard_models::Classifier;
 
 use crate::apgd::ApgdConfig;
 use crate::fab::FabConfig;
-use crate::probe::{FrozenModel, Inner};
+use crate::probe::{FrozenModel, Inner, host_flags};
 use crate::square::SquareConfig;
 
 /// Configuration of AutoAttack-lite; both stages share the APGD settings (100 iterations, 1 restart, 9 targets).
@@ -158,22 +158,8 @@ fn timed<B: AutodiffBackend>(
 ) -> ((Images<B>, Flags<B>), Vec<bool>, f64) {
     let start = Instant::now();
     let (adversarial, robust) = stage(state.0, state.1);
-    let flags = host_flags::<B>(&robust);
+    let flags = host_flags::<B>(robust.clone());
     ((adversarial, robust), flags, start.elapsed().as_secs_f64())
-}
-
-/// The flags on the host.
-fn host_flags<B: AutodiffBackend>(flags: &Flags<B>) -> Vec<bool> {
-    flags
-        .clone()
-        .int()
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|f| f != 0)
-        .collect()
 }
 
 /// The clean stage and the two APGD stages both versions share.
@@ -186,7 +172,7 @@ fn apgd_stages<B: AutodiffBackend, M: Classifier<B>>(
     let mut stages = AutoAttackStages::default();
     let start = Instant::now();
     let robust = model.correct(images.clone(), labels.clone());
-    let clean = stages.record(0, &host_flags::<B>(&robust));
+    let clean = stages.record(0, &host_flags::<B>(robust.clone()));
     (stages.clean, stages.seconds.clean) = (clean, start.elapsed().as_secs_f64());
     let state = (images, robust);
     let (state, flags, t) = timed::<B>(state, |x, r| apgd.apgd_ce(model, x, labels.clone(), r));

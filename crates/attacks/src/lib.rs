@@ -50,5 +50,5 @@ pub use loss::AttackLoss;
 pub use masking::{MaskingWarning, check_model, check_stages};
 pub use pgd::{PgdConfig, RandomStart, StartClip, StartRadius};
 pub use presets::{AttackOutcome, AttackPreset};
-pub use probe::{FrozenModel, Inner, predictions};
+pub use probe::{FrozenModel, Inner, host_flags, predictions};
 pub use square::SquareConfig;

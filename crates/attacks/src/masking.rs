@@ -11,7 +11,7 @@ use tailguard_models::Classifier;
 use crate::auto_attack::AutoAttackStages;
 use crate::loss::AttackLoss;
 use crate::pgd::PgdConfig;
-use crate::probe::{FrozenModel, Inner};
+use crate::probe::{FrozenModel, Inner, host_flags};
 
 /// One tripped check: which, what was found and what to do about it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -90,7 +90,8 @@ pub fn check_model<B: AutodiffBackend, M: Classifier<B>>(
         .with_step_size(2.0 / 255.0)
         .with_steps(20);
     let robust = |config: &PgdConfig| -> usize {
-        host_count::<B>(config.outcome(model, images.clone(), labels.clone()).robust.int())
+        let flags = host_flags::<B>(config.outcome(model, images.clone(), labels.clone()).robust);
+        flags.iter().filter(|&&f| f).count()
     };
     let under_ce = robust(&pgd);
     let under_margin = robust(&pgd.clone().with_loss(AttackLoss::CW));
@@ -128,15 +129,4 @@ pub fn check_stages(stages: &AutoAttackStages, n: usize) -> Option<MaskingWarnin
 
 fn host<B: burn::tensor::backend::Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
-}
-
-fn host_count<B: AutodiffBackend>(flags: Tensor<Inner<B>, 1, Int>) -> usize {
-    flags
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .unwrap_or_default()
-        .iter()
-        .filter(|&&f| f != 0)
-        .count()
 }

@@ -105,6 +105,17 @@ impl<B: AutodiffBackend, M: Classifier<B>> FrozenModel<B, M> {
     }
 }
 
+/// Boolean flags (N) read to the host (which waits for the device).
+pub fn host_flags<B: AutodiffBackend>(flags: Tensor<Inner<B>, 1, Bool>) -> Vec<bool> {
+    let values = flags
+        .int()
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap_or_default();
+    values.into_iter().map(|f| f != 0).collect()
+}
+
 /// Predicted class per sample, (N).
 pub fn predictions<B: burn::tensor::backend::Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1, Int> {
     let n = logits.dims()[0];

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
-use tailguard_attacks::{AttackOutcome, AttackPreset, AutoAttackStages, FrozenModel, Inner, PgdConfig};
+use tailguard_attacks::{AttackOutcome, AttackPreset, AutoAttackStages, FrozenModel, Inner, PgdConfig, host_flags};
 use tailguard_longtail::{BatchLoader, ClassTally, DataError};
 use tailguard_models::Classifier;
 
@@ -128,9 +128,19 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
             let batch = batch?;
             done += batch.labels.dims()[0];
             let outcome = attack.attack(&frozen, batch.images, batch.labels.clone());
-            let flags = outcome.robust.clone().int().into_data().convert::<i64>();
-            robust.extend(flags.to_vec::<i64>().unwrap_or_default().into_iter().map(|f| f != 0));
-            tally.add_batch(batch.labels, outcome.robust);
+            // One read of the flags and labels serves the tally and the per-image record.
+            let flags = host_flags::<B>(outcome.robust);
+            let labels: Vec<usize> = batch
+                .labels
+                .into_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| l as usize)
+                .collect();
+            tally.add(&labels, &flags);
+            robust.extend(flags);
             if let Some(s) = outcome.stages {
                 stages.get_or_insert_default().add(&s);
             }

@@ -357,9 +357,12 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         let model = self.average.as_ref().map_or(&self.model, WeightAverage::model);
         let results = evaluate(model, loader, &[&clean, &robust], seed, &self.device, &mut Silent)?;
         let groups = ClassGroups::default();
-        let balanced = |i: usize| Some(results[i].tally.summary(&groups).balanced_accuracy);
-        let per_class = results[1].tally.summary(&groups).per_class;
-        Ok((balanced(0), balanced(1), Some(per_class)))
+        let (clean, robust) = (results[0].tally.summary(&groups), results[1].tally.summary(&groups));
+        Ok((
+            Some(clean.balanced_accuracy),
+            Some(robust.balanced_accuracy),
+            Some(robust.per_class),
+        ))
     }
 
     /// The method's state (saved with checkpoints).
