@@ -78,7 +78,7 @@ impl Weights {
         match (requested, meta.average.is_some()) {
             (Some(Weights::Ema), false) => Err(CheckpointError::Invalid {
                 path: dir.to_path_buf(),
-                reason: "it holds no weight average (train with [ema] to keep one); use the raw weights".into(),
+                reason: "it holds no weight average (its training kept none); use the raw weights".into(),
             }),
             (Some(weights), _) => Ok(weights),
             (None, true) => Ok(Weights::Ema),

@@ -32,7 +32,7 @@ impl WeightAverageConfig {
     /// Rejects a decay outside [0, 1).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !(0.0..1.0).contains(&self.decay) {
-            return Err(InvalidSetting::new("ema.decay", "must lie in [0, 1)", self.decay));
+            return Err(InvalidSetting::new("decay", "must lie in [0, 1)", self.decay));
         }
         Ok(())
     }

@@ -122,7 +122,7 @@ impl TrainerConfig {
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(InvalidSetting::new(
-                "method.label_smoothing",
+                "label_smoothing",
                 "must lie in [0, 1)",
                 self.label_smoothing,
             ));
