@@ -50,6 +50,15 @@ fn batch(n: usize, seed: u64) -> (Tensor<Flex, 4>, Tensor<Flex, 1, Int>) {
     )
 }
 
+/// Burn 0.21 keeps one random generator per process, shared by every thread: two tests drawing from it at once
+/// would interleave their draws (initial weights, random starts) and each would see the other's timing. The tests of
+/// this file take this lock for their whole run, so each sees the same draws on every run and on every machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn trained_model() -> Model<B> {
     let device = Default::default();
     let mut model = ModelConfig::new(Architecture::SmallCnn { width: 8 }, 4)
@@ -79,6 +88,7 @@ fn accuracy(flags: Tensor<Flex, 1, burn::tensor::Bool>) -> f64 {
 
 #[test]
 fn aa_lite_is_at_least_as_strong_as_pgd20() {
+    let _serial = serial();
     // Seeded: the initial weights and the attacks' random starts are the same on every run.
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
     let model = trained_model();
@@ -187,6 +197,7 @@ impl<B: burn::tensor::backend::Backend> Classifier<B> for Quantized<B> {
 #[test]
 fn masking_checks_trip_on_models_built_to_trip_them_and_not_on_a_plain_one() {
     use tailguard_attacks::{AttackPreset, check_model, check_stages};
+    let _serial = serial();
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
     let model = trained_model();
     let (x, y) = batch(64, 20_000);
