@@ -4,7 +4,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::bottleneck_resnet::{BottleneckResNet, BottleneckResNetConfig};
 use crate::classifier::Classifier;
+use crate::dm_wide_resnet::{Activation, DmWideResNet, DmWideResNetConfig};
 use crate::error::ModelConfigError;
 use crate::head::HeadKind;
 use crate::linear_classifier::{LinearClassifier, LinearClassifierConfig};
@@ -40,6 +42,23 @@ pub enum Architecture {
     },
     /// Linear classifier on pixels.
     Linear,
+    /// Wong et al. (2020)'s pre-activation ResNet-18 (RobustBench's `PreActResNet18`): projection shortcuts from the
+    /// block's raw input, no final BN-ReLU.
+    #[serde(rename = "preact-resnet18-wong")]
+    PreActResNet18Wong,
+    /// CIFAR ResNet-50 (bottleneck blocks).
+    #[serde(rename = "resnet50")]
+    ResNet50,
+    /// DeepMind's WideResNet-depth-width (`SAME` padding, ReLU or SiLU).
+    #[serde(rename = "dm-wrn")]
+    DmWideResNet {
+        /// Depth, 6n + 4.
+        depth: usize,
+        /// Widening factor.
+        width: usize,
+        /// The blocks' activation.
+        activation: Activation,
+    },
 }
 
 impl std::fmt::Display for Architecture {
@@ -51,6 +70,18 @@ impl std::fmt::Display for Architecture {
             Architecture::SmallCnn { width: 16 } => write!(f, "small-cnn"),
             Architecture::SmallCnn { width } => write!(f, "small-cnn-{width}"),
             Architecture::Linear => write!(f, "linear"),
+            Architecture::PreActResNet18Wong => write!(f, "preact-resnet18-wong"),
+            Architecture::ResNet50 => write!(f, "resnet50"),
+            Architecture::DmWideResNet {
+                depth,
+                width,
+                activation: Activation::Relu,
+            } => write!(f, "dm-wrn-{depth}-{width}"),
+            Architecture::DmWideResNet {
+                depth,
+                width,
+                activation: Activation::Silu,
+            } => write!(f, "dm-wrn-{depth}-{width}-silu"),
         }
     }
 }
@@ -58,7 +89,8 @@ impl std::fmt::Display for Architecture {
 impl std::str::FromStr for Architecture {
     type Err = ModelConfigError;
 
-    /// `resnet18`, `preact-resnet18`, `wrn-28-10`, `wrn-34-10` (any `wrn-D-K`), `small-cnn[-W]`, `linear`.
+    /// `resnet18`, `preact-resnet18`, `wrn-28-10`, `wrn-34-10` (any `wrn-D-K`), `small-cnn[-W]`, `linear`,
+    /// `preact-resnet18-wong`, `resnet50`, `dm-wrn-D-K` and `dm-wrn-D-K-silu`.
     fn from_str(s: &str) -> Result<Self, ModelConfigError> {
         let unknown = || ModelConfigError::UnknownArchitecture(s.to_string());
         match s {
@@ -66,9 +98,22 @@ impl std::str::FromStr for Architecture {
             "preact-resnet18" | "preact-resnet-18" => return Ok(Architecture::PreActResNet18),
             "small-cnn" => return Ok(Architecture::SmallCnn { width: 16 }),
             "linear" => return Ok(Architecture::Linear),
+            "preact-resnet18-wong" | "preact-resnet-18-wong" => return Ok(Architecture::PreActResNet18Wong),
+            "resnet50" | "resnet-50" => return Ok(Architecture::ResNet50),
             _ => {}
         }
-        let arch = if let Some(rest) = s.strip_prefix("wrn-") {
+        let arch = if let Some(rest) = s.strip_prefix("dm-wrn-") {
+            let (rest, activation) = match rest.strip_suffix("-silu") {
+                Some(rest) => (rest, Activation::Silu),
+                None => (rest, Activation::Relu),
+            };
+            let (depth, width) = rest.split_once('-').ok_or_else(unknown)?;
+            Architecture::DmWideResNet {
+                depth: depth.parse().map_err(|_| unknown())?,
+                width: width.parse().map_err(|_| unknown())?,
+                activation,
+            }
+        } else if let Some(rest) = s.strip_prefix("wrn-") {
             let (depth, widen) = rest.split_once('-').ok_or_else(unknown)?;
             Architecture::WideResNet {
                 depth: depth.parse().map_err(|_| unknown())?,
@@ -90,9 +135,10 @@ impl Architecture {
     /// Checks sizes that would make the network impossible.
     pub fn validate(&self) -> Result<(), ModelConfigError> {
         match *self {
-            Architecture::WideResNet { depth, widen } => {
-                WideResNetConfig::new(10).with_depth(depth).with_widen(widen).validate()
-            }
+            Architecture::WideResNet { depth, widen }
+            | Architecture::DmWideResNet {
+                depth, width: widen, ..
+            } => WideResNetConfig::new(10).with_depth(depth).with_widen(widen).validate(),
             Architecture::SmallCnn { width: 0 } => Err(ModelConfigError::ZeroWidth("small-cnn width")),
             _ => Ok(()),
         }
@@ -205,8 +251,31 @@ impl ModelConfig {
             total.saturating_add(c_in.saturating_mul(classes))
         };
         match self.arch {
-            Architecture::ResNet18 | Architecture::PreActResNet18 => residual(64, &[64, 128, 256, 512], 2),
-            Architecture::WideResNet { depth, widen } => {
+            Architecture::ResNet18 | Architecture::PreActResNet18 | Architecture::PreActResNet18Wong => {
+                residual(64, &[64, 128, 256, 512], 2)
+            }
+            Architecture::ResNet50 => {
+                // Bottlenecks: 1x1 in, 3x3 inner, 1x1 out (x4), a projection on the first block of each stage.
+                let mut total = conv(channels, 64, 3);
+                let mut c_in = 64u128;
+                for (planes, blocks) in [(64u128, 3u128), (128, 4), (256, 6), (512, 3)] {
+                    let block = |c_in: u128| {
+                        conv(c_in, planes, 1)
+                            .saturating_add(conv(planes, planes, 3))
+                            .saturating_add(conv(planes, 4 * planes, 1))
+                    };
+                    total = total
+                        .saturating_add(block(c_in))
+                        .saturating_add(conv(c_in, 4 * planes, 1))
+                        .saturating_add(block(4 * planes).saturating_mul(blocks - 1));
+                    c_in = 4 * planes;
+                }
+                total.saturating_add(c_in.saturating_mul(classes))
+            }
+            Architecture::WideResNet { depth, widen }
+            | Architecture::DmWideResNet {
+                depth, width: widen, ..
+            } => {
                 let k = widen as u128;
                 let blocks = (depth.saturating_sub(4) / 6) as u128;
                 residual(16, &[16 * k, 32 * k, 64 * k], blocks)
@@ -237,8 +306,28 @@ impl ModelConfig {
                     .with_head(self.head)
                     .init(device),
             ),
-            Architecture::PreActResNet18 => Network::PreActResNet(
+            Architecture::PreActResNet18 | Architecture::PreActResNet18Wong => Network::PreActResNet(
                 PreActResNetConfig::new(classes)
+                    .with_in_channels(channels)
+                    .with_head(self.head)
+                    .with_wong_variant(self.arch == Architecture::PreActResNet18Wong)
+                    .init(device),
+            ),
+            Architecture::ResNet50 => Network::BottleneckResNet(
+                BottleneckResNetConfig::new(classes)
+                    .with_in_channels(channels)
+                    .with_head(self.head)
+                    .init(device),
+            ),
+            Architecture::DmWideResNet {
+                depth,
+                width,
+                activation,
+            } => Network::DmWideResNet(
+                DmWideResNetConfig::new(classes)
+                    .with_depth(depth)
+                    .with_width(width)
+                    .with_activation(activation)
                     .with_in_channels(channels)
                     .with_head(self.head)
                     .init(device),
@@ -290,6 +379,10 @@ pub enum Network<B: Backend> {
     SmallCnn(SmallCnn<B>),
     /// The linear classifier.
     Linear(LinearClassifier<B>),
+    /// CIFAR ResNet-50.
+    BottleneckResNet(BottleneckResNet<B>),
+    /// DeepMind's WideResNet.
+    DmWideResNet(DmWideResNet<B>),
 }
 
 /// Any of tailguard's architectures, with optional input normalisation in front.
@@ -316,6 +409,8 @@ impl<B: Backend> Classifier<B> for Model<B> {
             Network::WideResNet(net) => net.forward(x, mode),
             Network::SmallCnn(net) => net.forward(x, mode),
             Network::Linear(net) => net.forward(x),
+            Network::BottleneckResNet(net) => net.forward(x, mode),
+            Network::DmWideResNet(net) => net.forward(x, mode),
         }
     }
 
@@ -333,6 +428,8 @@ impl<B: Backend> Classifier<B> for Model<B> {
             Network::PreActResNet(net) => (net.features(x, mode), &net.head),
             Network::WideResNet(net) => (net.features(x, mode), &net.head),
             Network::SmallCnn(net) => (net.features(x, mode), &net.head),
+            Network::BottleneckResNet(net) => (net.features(x, mode), &net.head),
+            Network::DmWideResNet(net) => (net.features(x, mode), &net.head),
             Network::Linear(_) => return None,
         };
         let logits = head.forward(features.clone());

@@ -28,10 +28,31 @@ pub fn forward_multiply_adds(config: &ModelConfig) -> u64 {
         total + features * classes
     };
     match config.arch {
-        Architecture::ResNet18 | Architecture::PreActResNet18 => {
+        Architecture::ResNet18 | Architecture::PreActResNet18 | Architecture::PreActResNet18Wong => {
             residual(64, &stage_plan(64, &[64, 128, 256, 512], &[2, 2, 2, 2]))
         }
-        Architecture::WideResNet { depth, widen } => {
+        Architecture::ResNet50 => {
+            // Bottlenecks: 1x1 in at the input resolution, 3x3 (the stride) and 1x1 out (x4) at the output's.
+            let mut pixels = height * width;
+            let mut total = conv(channels, 64, 3, pixels);
+            let mut c_in = 64;
+            for block in stage_plan(64, &[64, 128, 256, 512], &[3, 4, 6, 3]) {
+                let planes = block.out_channels as u64;
+                let input_pixels = pixels;
+                pixels /= (block.stride * block.stride) as u64;
+                total += conv(c_in, planes, 1, input_pixels) + conv(planes, planes, 3, pixels);
+                total += conv(planes, 4 * planes, 1, pixels);
+                if block.stride != 1 || c_in != 4 * planes {
+                    total += conv(c_in, 4 * planes, 1, pixels);
+                }
+                c_in = 4 * planes;
+            }
+            total + c_in * classes
+        }
+        Architecture::WideResNet { depth, widen }
+        | Architecture::DmWideResNet {
+            depth, width: widen, ..
+        } => {
             let per_stage = depth.saturating_sub(4) / 6;
             residual(
                 16,

@@ -76,34 +76,50 @@ pub fn torch_name(arch: Architecture, path: &[String]) -> (String, bool) {
             transposed,
         )
     };
-    // Block k of stage plan [2, 2, 2, 2] (ResNet-18) or [n, n, n] (WRN).
-    let per_stage = match arch {
-        Architecture::WideResNet { depth, .. } => (depth - 4) / 6,
-        _ => 2,
+    // Block k of stage plan [2, 2, 2, 2] (ResNet-18), [3, 4, 6, 3] (ResNet-50) or [n, n, n] (WRN): (stage from 1,
+    // block within it).
+    let stages: Vec<usize> = match arch {
+        Architecture::WideResNet { depth, .. } | Architecture::DmWideResNet { depth, .. } => vec![(depth - 4) / 6; 3],
+        Architecture::ResNet50 => vec![3, 4, 6, 3],
+        _ => vec![2; 4],
     };
     let block = |k: &str| -> (usize, usize) {
-        let k: usize = k.parse().unwrap_or(0);
-        (k / per_stage + 1, k % per_stage)
+        let mut k: usize = k.parse().unwrap_or(0);
+        for (stage, &count) in stages.iter().enumerate() {
+            if k < count {
+                return (stage + 1, k);
+            }
+            k -= count;
+        }
+        (stages.len() + 1, k)
     };
+    use Architecture::{PreActResNet18 as PreAct, PreActResNet18Wong as Wong, ResNet18, ResNet50};
     match (arch, p.as_slice()) {
-        (Architecture::ResNet18, ["stem", rest @ ..]) => (format!("conv1.{}", leaf(rest[rest.len() - 1])), false),
-        (Architecture::ResNet18, ["stem_bn", rest @ ..]) => (format!("bn1.{}", leaf(rest[rest.len() - 1])), false),
-        (Architecture::ResNet18, ["stages", k, "shortcut", part, .., last]) => {
+        (ResNet18 | ResNet50, ["stem", rest @ ..]) => (format!("conv1.{}", leaf(rest[rest.len() - 1])), false),
+        (ResNet18 | ResNet50, ["stem_bn", rest @ ..]) => (format!("bn1.{}", leaf(rest[rest.len() - 1])), false),
+        (ResNet18 | ResNet50, ["stages", k, "shortcut", part, .., last]) => {
             let (s, b) = block(k);
             let index = if *part == "conv" { 0 } else { 1 };
             (format!("layer{s}.{b}.shortcut.{index}.{}", leaf(last)), false)
         }
-        (Architecture::PreActResNet18, ["stages", k, "shortcut", .., last]) => {
+        (PreAct | Wong, ["stages", k, "shortcut", .., last]) => {
             let (s, b) = block(k);
             (format!("layer{s}.{b}.shortcut.0.{}", leaf(last)), false)
         }
-        (Architecture::ResNet18 | Architecture::PreActResNet18, ["stages", k, layer, .., last]) => {
+        (ResNet18 | ResNet50 | PreAct | Wong, ["stages", k, layer, .., last]) => {
             let (s, b) = block(k);
             (format!("layer{s}.{b}.{layer}.{}", leaf(last)), false)
         }
-        (Architecture::ResNet18 | Architecture::PreActResNet18, ["head", rest @ ..]) => head(rest, "linear"),
-        (Architecture::PreActResNet18, ["stem", .., last]) => (format!("conv1.{}", leaf(last)), false),
-        (Architecture::PreActResNet18, ["final_bn", .., last]) => (format!("bn.{}", leaf(last)), false),
+        (ResNet18 | ResNet50 | PreAct | Wong, ["head", rest @ ..]) => head(rest, "linear"),
+        (PreAct | Wong, ["stem", .., last]) => (format!("conv1.{}", leaf(last)), false),
+        (PreAct, ["final_bn", .., last]) => (format!("bn.{}", leaf(last)), false),
+        (Architecture::DmWideResNet { .. }, ["init_conv", .., last]) => (format!("init_conv.{}", leaf(last)), false),
+        (Architecture::DmWideResNet { .. }, ["blocks", k, layer, .., last]) => {
+            let (s, b) = block(k);
+            (format!("layer.{}.block.{b}.{layer}.{}", s - 1, leaf(last)), false)
+        }
+        (Architecture::DmWideResNet { .. }, ["batchnorm", .., last]) => (format!("batchnorm.{}", leaf(last)), false),
+        (Architecture::DmWideResNet { .. }, ["head", rest @ ..]) => head(rest, "logits"),
         (Architecture::WideResNet { .. }, ["stem", .., last]) => (format!("conv1.{}", leaf(last)), false),
         (Architecture::WideResNet { .. }, ["stages", k, "shortcut", .., last]) => {
             let (s, b) = block(k);
@@ -248,6 +264,15 @@ pub fn read_weights_file(path: &Path) -> Result<WeightsFile, InteropError> {
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect(),
+            // Half precision is widened (exact in f32).
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             other => {
                 file.others.insert(name, format!("{other:?}"));
                 continue;
@@ -294,13 +319,16 @@ pub fn import_weights<B: Backend, M: Module<B>>(
     path: &Path,
     options: ImportOptions,
 ) -> Result<M, InteropError> {
-    let pickled = path.extension().is_some_and(|e| e == "pt" || e == "pth");
-    let tensors = if pickled {
-        crate::torch_file::read_torch_file(path)?
+    load_tensors(model, names, read_any_weights_file(path)?, path, options)
+}
+
+/// Reads a `torch.save`d state dict (`.pt`, `.pth`) or, for any other name, a safetensors file.
+pub fn read_any_weights_file(path: &Path) -> Result<WeightsFile, InteropError> {
+    if path.extension().is_some_and(|e| e == "pt" || e == "pth") {
+        crate::torch_file::read_torch_file(path)
     } else {
-        read_weights_file(path)?
-    };
-    load_tensors(model, names, tensors, path, options)
+        read_weights_file(path)
+    }
 }
 
 /// Loads the weights of a safetensors file (see [`import_weights`]).
@@ -312,7 +340,8 @@ pub fn import_safetensors<B: Backend, M: Module<B>>(
     load_tensors(model, names, read_weights_file(path)?, path, ImportOptions::default())
 }
 
-fn load_tensors<B: Backend, M: Module<B>, N: ParameterNames>(
+/// Loads the tensors of a weights file already read (see [`import_weights`]); `path` names it in messages.
+pub fn load_tensors<B: Backend, M: Module<B>, N: ParameterNames>(
     model: M,
     names: N,
     file: WeightsFile,
@@ -372,7 +401,9 @@ fn load_tensors<B: Backend, M: Module<B>, N: ParameterNames>(
                 }
                 None => {
                     self.errors.push(match self.others.remove(&name) {
-                        Some(dtype) => format!("{name} has dtype {dtype}, tailguard reads F32 or F64 tensors"),
+                        Some(dtype) => {
+                            format!("{name} has dtype {dtype}, tailguard reads F32, F64, F16 and BF16 tensors")
+                        }
                         None => format!("{name} is missing"),
                     });
                     Param::from_mapped_value(id, tensor, mapper)

@@ -30,8 +30,10 @@ pub use tailguard_flex::Flex;
 
 pub mod architecture;
 pub mod batch_norm;
+pub mod bottleneck_resnet;
 pub mod checkpoint;
 pub mod classifier;
+pub mod dm_wide_resnet;
 pub mod error;
 pub mod flops;
 pub mod head;
@@ -44,6 +46,7 @@ pub mod normalization;
 pub mod parameters;
 pub mod preact_resnet;
 pub mod resnet;
+pub mod robustbench;
 pub mod size;
 pub mod small_cnn;
 pub mod testing;

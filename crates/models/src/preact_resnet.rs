@@ -13,8 +13,8 @@ use crate::layers::{BlockPlan, conv1x1, conv3x3, stage_plan};
 use crate::mode::Mode;
 use crate::resnet::global_average_pool;
 
-/// BN-ReLU-conv-BN-ReLU-conv; a projection shortcut (bare 1x1 convolution) takes the pre-activated input.
-/// WideResNet's block is the same block.
+/// BN-ReLU-conv-BN-ReLU-conv; a projection shortcut (bare 1x1 convolution) takes the pre-activated input (or, in
+/// Wong et al.'s variant, the block's raw input). WideResNet's block is the same block.
 #[derive(Module, Debug)]
 pub struct PreActBlock<B: Backend> {
     bn1: ModalBatchNorm<B>,
@@ -23,17 +23,25 @@ pub struct PreActBlock<B: Backend> {
     conv2: Conv2d<B>,
     shortcut: Option<Conv2d<B>>,
     relu: Relu,
+    /// The projection reads the raw input instead of the pre-activated one.
+    shortcut_from_input: bool,
 }
 
 impl<B: Backend> PreActBlock<B> {
     /// The blocks of a stage plan.
-    pub(crate) fn stack(plan: &[BlockPlan], device: &B::Device) -> Vec<Self> {
+    pub(crate) fn stack(plan: &[BlockPlan], shortcut_from_input: bool, device: &B::Device) -> Vec<Self> {
         plan.iter()
-            .map(|b| Self::new(b.in_channels, b.out_channels, b.stride, device))
+            .map(|b| Self::new(b.in_channels, b.out_channels, b.stride, shortcut_from_input, device))
             .collect()
     }
 
-    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
+    fn new(
+        in_channels: usize,
+        out_channels: usize,
+        stride: usize,
+        shortcut_from_input: bool,
+        device: &B::Device,
+    ) -> Self {
         let needs_projection = stride != 1 || in_channels != out_channels;
         Self {
             bn1: ModalBatchNormConfig::new(in_channels).init(device),
@@ -42,6 +50,7 @@ impl<B: Backend> PreActBlock<B> {
             conv2: conv3x3(out_channels, out_channels, 1).init(device),
             shortcut: needs_projection.then(|| conv1x1(in_channels, out_channels, stride).init(device)),
             relu: Relu::new(),
+            shortcut_from_input,
         }
     }
 
@@ -49,6 +58,7 @@ impl<B: Backend> PreActBlock<B> {
     pub(crate) fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let pre = self.relu.forward(self.bn1.forward(x.clone(), mode));
         let identity = match &self.shortcut {
+            Some(conv) if self.shortcut_from_input => conv.forward(x),
             Some(conv) => conv.forward(pre.clone()),
             None => x,
         };
@@ -75,14 +85,19 @@ pub struct PreActResNetConfig {
     /// Last layer: linear, or RoBal's cosine classifier.
     #[config(default = "HeadKind::Linear")]
     pub head: HeadKind,
+    /// Wong et al. (2020)'s variant, RobustBench's `PreActResNet18`: projection shortcuts read the block's raw input
+    /// and there is no final BN-ReLU. Off by default (Rice et al.'s network).
+    #[config(default = false)]
+    pub wong_variant: bool,
 }
 
-/// Pre-activation ResNet: 3x3 stem, four stages, final BN-ReLU, global average pooling, linear head.
+/// Pre-activation ResNet: 3x3 stem, four stages, final BN-ReLU (absent in Wong et al.'s variant), global average
+/// pooling, linear head.
 #[derive(Module, Debug)]
 pub struct PreActResNet<B: Backend> {
     stem: Conv2d<B>,
     stages: Vec<PreActBlock<B>>,
-    final_bn: ModalBatchNorm<B>,
+    final_bn: Option<ModalBatchNorm<B>>,
     pub(crate) head: ClassifierHead<B>,
     relu: Relu,
 }
@@ -92,26 +107,28 @@ impl PreActResNetConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> PreActResNet<B> {
         let w = self.width;
         let plan = stage_plan(w, &[w, 2 * w, 4 * w, 8 * w], &self.blocks);
-        PreActResNet::from_plan(self.in_channels, w, &plan, self.head, self.num_classes, device)
+        let (in_channels, classes) = (self.in_channels, self.num_classes);
+        PreActResNet::from_plan(in_channels, w, &plan, self.head, classes, self.wong_variant, device)
     }
 }
 
 impl<B: Backend> PreActResNet<B> {
     /// A 3x3 stem of `stem_channels`, the blocks of `plan`, final BN-ReLU and `head` (shared with WideResNet, which
-    /// is the same network with another plan).
+    /// is the same network with another plan); `wong_variant` as in [`PreActResNetConfig`].
     pub(crate) fn from_plan(
         in_channels: usize,
         stem_channels: usize,
         plan: &[BlockPlan],
         head: HeadKind,
         num_classes: usize,
+        wong_variant: bool,
         device: &B::Device,
     ) -> Self {
         let features = plan.last().map_or(stem_channels, |b| b.out_channels);
         PreActResNet {
             stem: conv3x3(in_channels, stem_channels, 1).init(device),
-            stages: PreActBlock::stack(plan, device),
-            final_bn: ModalBatchNormConfig::new(features).init(device),
+            stages: PreActBlock::stack(plan, wong_variant, device),
+            final_bn: (!wong_variant).then(|| ModalBatchNormConfig::new(features).init(device)),
             head: head.init(features, num_classes, device),
             relu: Relu::new(),
         }
@@ -128,7 +145,10 @@ impl<B: Backend> PreActResNet<B> {
         for block in &self.stages {
             x = block.forward(x, mode);
         }
-        let x = self.relu.forward(self.final_bn.forward(x, mode));
+        let x = match &self.final_bn {
+            Some(bn) => self.relu.forward(bn.forward(x, mode)),
+            None => x,
+        };
         global_average_pool(x)
     }
 }

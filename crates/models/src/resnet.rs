@@ -20,7 +20,7 @@ pub struct Projection<B: Backend> {
 }
 
 impl<B: Backend> Projection<B> {
-    fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
+    pub(crate) fn new(in_channels: usize, out_channels: usize, stride: usize, device: &B::Device) -> Self {
         Self {
             conv: conv1x1(in_channels, out_channels, stride).init(device),
             bn: ModalBatchNormConfig::new(out_channels).init(device),
@@ -28,7 +28,7 @@ impl<B: Backend> Projection<B> {
     }
 
     /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
-    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+    pub(crate) fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         self.bn.forward(self.conv.forward(x), mode)
     }
 }

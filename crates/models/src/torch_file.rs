@@ -155,7 +155,7 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
         return Err(bad(path, format!("data.pkl is larger than {MAX_PICKLE_BYTES} bytes")));
     }
     let root = unpickle(&pickle).map_err(|e| bad(path, e))?;
-    let Value::Dict(entries) = root else {
+    let Value::Dict(entries) = state_dict_of(root) else {
         return Err(bad(path, "the pickle is not a dictionary"));
     };
 
@@ -222,7 +222,7 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
             .and_then(|n| n.checked_mul(bytes))
             .filter(|n| *n as u64 <= u64::MAX / 2)
             .ok_or_else(too_large)?;
-        if !matches!(dtype_name, "F32" | "F64") {
+        if !matches!(dtype_name, "F32" | "F64" | "F16" | "BF16") {
             file_tensors.others.insert(name, dtype_name.to_string());
             continue;
         }
@@ -251,6 +251,19 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
                 .take(numel)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
                 .collect(),
+            // Half-precision checkpoints are widened: every f16 and bf16 value is exact in f32.
+            "HalfStorage" => raw
+                .chunks_exact(2)
+                .skip(spec.offset)
+                .take(numel)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            "BFloat16Storage" => raw
+                .chunks_exact(2)
+                .skip(spec.offset)
+                .take(numel)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             _ => raw
                 .chunks_exact(8)
                 .skip(spec.offset)
@@ -264,6 +277,34 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
         file_tensors.floats.insert(spec.name, (spec.shape, values));
     }
     Ok(file_tensors)
+}
+
+/// The state dict inside a training checkpoint: `{"state_dict": {...}, "epoch": ...}` and the like (the keys that
+/// RobustBench's files and common training scripts use: `state_dict`, `model_state_dict`, `model`, `net`), followed
+/// while the root holds no tensor itself; a bare state dict is returned as it is.
+fn state_dict_of(root: Value) -> Value {
+    const WRAPPERS: [&str; 4] = ["state_dict", "model_state_dict", "model", "net"];
+    let mut root = root;
+    for _ in 0..WRAPPERS.len() {
+        let Value::Dict(entries) = &root else {
+            return root;
+        };
+        let pairs = || entries.items.chunks_exact(2);
+        if pairs().any(|pair| matches!(pair[1], Value::Tensor { .. })) {
+            return root;
+        }
+        let inner = WRAPPERS.iter().find_map(|wrapper| {
+            pairs().find_map(|pair| match (&pair[0], &pair[1]) {
+                (Value::Str(key), Value::Dict(_)) if key == wrapper => Some(pair[1].clone()),
+                _ => None,
+            })
+        });
+        match inner {
+            Some(inner) => root = inner,
+            None => return root,
+        }
+    }
+    root
 }
 
 /// A pickle (protocol <= 2) machine restricted to the opcodes of state dicts, with bounded depth and work.

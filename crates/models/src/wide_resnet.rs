@@ -49,6 +49,6 @@ impl WideResNetConfig {
         let per_stage = (self.depth - 4) / 6;
         let widths = [16 * self.widen, 32 * self.widen, 64 * self.widen];
         let plan = stage_plan(16, &widths, &[per_stage; 3]);
-        PreActResNet::from_plan(self.in_channels, 16, &plan, self.head, self.num_classes, device)
+        PreActResNet::from_plan(self.in_channels, 16, &plan, self.head, self.num_classes, false, device)
     }
 }
