@@ -154,8 +154,8 @@ fn world(w: &Path) {
         &[weight(0.1), ("head.bias", "I64", vec![10], vec![0; 80])],
     );
     safetensors(
-        &w.join("f16.safetensors"),
-        &[weight(0.1), ("head.bias", "F16", vec![10], vec![0; 20])],
+        &w.join("u8.safetensors"),
+        &[weight(0.1), ("head.bias", "U8", vec![10], vec![0; 10])],
     );
     safetensors(
         &w.join("shape.safetensors"),
@@ -709,8 +709,8 @@ const CASES: &[(&str, &str)] = &[
         "dtype I64",
     ),
     (
-        "import --from {W}/f16.safetensors --arch linear --dataset cifar10 --out {W}/i6",
-        "dtype F16",
+        "import --from {W}/u8.safetensors --arch linear --dataset cifar10 --out {W}/i6",
+        "dtype U8",
     ),
     (
         "import --from {W}/shape.safetensors --arch linear --dataset cifar10 --out {W}/i7",

@@ -1249,3 +1249,111 @@ fn evaluation_split_across_devices_counts_as_one_device() {
         "empty entry",
     );
 }
+
+#[test]
+fn a_robustbench_model_imports_by_id_and_fine_tuning_checks_it_fits() {
+    use tailguard_models::robustbench::{Threat, ZooDataset, zoo_model};
+    let dir = tempfile::tempdir().unwrap();
+    // Wong et al.'s network under RobustBench's tensor names (a RobustBench file holds the same names; the .pt
+    // reading, wrappers and prefixes are tested against the package's own files in crates/models/tests).
+    let zoo = zoo_model("Wong2020Fast", ZooDataset::Cifar10, Threat::Linf).unwrap();
+    let model = zoo.config().init::<tailguard_flex::Flex>(&Default::default()).unwrap();
+    let weights = dir.path().join("Wong2020Fast.safetensors");
+    tailguard_models::export_safetensors(&model, zoo.arch, &weights).unwrap();
+    let ckpt = dir.path().join("wong");
+    let output = tailguard(&[
+        "import",
+        "--from",
+        weights.to_str().unwrap(),
+        "--robustbench",
+        "Wong2020Fast",
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(meta["training"]["robustbench"]["id"], "Wong2020Fast");
+    let mean = &meta["model"]["normalization"]["mean"];
+    assert_eq!(mean[0].as_f64().unwrap() as f32, 0.4914f32, "{meta}");
+    assert!(
+        (meta["model"]["normalization"]["std"][0].as_f64().unwrap() - 0.2471).abs() < 1e-6,
+        "{meta}"
+    );
+    // The weights went in whole: exported again, every tensor is the file's.
+    let again = dir.path().join("again.safetensors");
+    let output = tailguard(&[
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--format",
+        "safetensors",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (a, b) = (
+        tailguard_models::read_safetensors(&weights).unwrap(),
+        tailguard_models::read_safetensors(&again).unwrap(),
+    );
+    assert_eq!(a, b);
+    // Fine-tuning from it with another architecture named is refused before anything is written.
+    let config = format!("{}/../../configs/cpu/natural-small.toml", env!("CARGO_MANIFEST_DIR"));
+    let run_dir = dir.path().join("run");
+    let data = format!("data.data_dir={}", serde_json::json!(embedded()));
+    let output = tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        &data,
+        "--init-from",
+        ckpt.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, "set model.arch = \"preact-resnet18-wong\"");
+    assert!(!run_dir.join("log.jsonl").exists());
+    // With the architecture named, the plan takes the checkpoint's network, normalisation included.
+    let plan = stdout_json(&tailguard(&[
+        "train",
+        "--config",
+        &config,
+        "--set",
+        &data,
+        "--set",
+        "model.arch=preact-resnet18-wong",
+        "--init-from",
+        ckpt.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(
+        plan["model"]["arch"]["name"], "preact-resnet18-wong",
+        "{}",
+        plan["model"]
+    );
+    let as_f32 = |v: &serde_json::Value| -> Vec<f32> {
+        let values = v["mean"].as_array().unwrap().iter().chain(v["std"].as_array().unwrap());
+        values.map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    assert_eq!(
+        as_f32(&plan["model"]["normalization"]),
+        as_f32(&meta["model"]["normalization"])
+    );
+    // Ids are checked against the table of the leaderboard asked for.
+    assert_clean_failure(
+        &tailguard(&[
+            "import",
+            "--from",
+            weights.to_str().unwrap(),
+            "--robustbench",
+            "Wong2020Fast",
+            "--threat",
+            "l2",
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ]),
+        "Rice2020Overfitting",
+    );
+}

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
-use tailguard_models::Model;
+use tailguard_models::{Model, ModelConfig};
 
 use crate::config::TrainConfig;
-use crate::data::TrainData;
 use crate::error::TrainError;
 use crate::resume_state::changed_keys;
 use crate::run::{CONFIG_FILE, LAST, Opening, RESUME_SAFE_KEYS, Run, RunDescription};
@@ -17,9 +16,9 @@ use crate::trainer::Trainer;
 
 impl TrainConfig {
     /// What a run of this configuration records about itself.
-    fn description(&self, data: &TrainData) -> Result<RunDescription, TrainError> {
+    fn description(&self, model: ModelConfig) -> Result<RunDescription, TrainError> {
         Ok(RunDescription {
-            model: Some(self.model_config_for(data)?),
+            model: Some(model),
             config: json!(self),
             config_file: Some(self.to_toml()),
         })
@@ -36,7 +35,8 @@ impl TrainConfig {
         let opening = if force { Opening::Replace } else { Opening::Start };
         Run::open(dir, opening, |_| {
             let data = self.load_data()?;
-            Ok((self.trainer::<B>(&data, device)?, self.description(&data)?))
+            let model = self.model_config_for(&data)?;
+            Ok((self.trainer::<B>(&data, device)?, self.description(model)?))
         })
     }
 
@@ -65,7 +65,7 @@ impl TrainConfig {
             let checkpoint_meta = dir.join(LAST).join(tailguard_models::checkpoint::META_FILE);
             let stored: TrainConfig =
                 serde_json::from_value(meta.training["config"].clone()).map_err(|e| TrainError::Damaged {
-                    path: checkpoint_meta,
+                    path: checkpoint_meta.clone(),
                     reason: format!("it holds no readable training configuration: {e}"),
                 })?;
             let edited = TrainConfig::load(&config_path, &[])?;
@@ -85,7 +85,17 @@ impl TrainConfig {
             config.optim.epochs = edited.optim.epochs;
             config.validate()?;
             let data = config.load_data()?;
-            Ok((config.trainer::<B>(&data, device)?, config.description(&data)?))
+            let model = meta
+                .model_config(&dir.join(LAST))
+                .map_err(|e| TrainError::Damaged {
+                    path: checkpoint_meta.clone(),
+                    reason: e.to_string(),
+                })?
+                .clone();
+            Ok((
+                config.resumed_trainer::<B>(&data, &model, device)?,
+                config.description(model)?,
+            ))
         })
     }
 
@@ -94,6 +104,8 @@ impl TrainConfig {
     /// intensities.
     pub fn plan<B: AutodiffBackend>(&self) -> Result<serde_json::Value, TrainError> {
         let data = self.load_data()?;
+        // The network, so that a `model.init_from` that does not fit is refused here as training would refuse it.
+        let model = self.model_config_for(&data)?;
         let method = self.method::<B, Model<B>>(&data.counts)?;
         let trainer = self.trainer_config();
         let epochs = trainer.epochs;
@@ -107,6 +119,7 @@ impl TrainConfig {
             "train_images": data.train.len(),
             "validation_images": data.validation.as_ref().map_or(0, |v| v.len()),
             "stages": stages,
+            "model": model,
             "lr": lrs,
         });
         if self.robustlt.is_some() {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
 
 use tailguard_flex::Flex;
 use tailguard_trainers::{Silent, TrainConfig};
@@ -376,4 +377,77 @@ fn open_starts_or_resumes_and_builds_the_trainer_once_the_folder_is_checked() {
         .unwrap();
     assert!(matches!(error, TrainError::NoCheckpoint { .. }), "{error}");
     assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn fine_tuning_starts_from_a_checkpoints_weights_and_resumes_without_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_archive(dir.path());
+    let device = Default::default();
+    let source = dir.path().join("source");
+    let mut run = config(&data, 1).start_run::<B>(&source, &device, false).unwrap();
+    run.run_to_end(&mut Silent).unwrap();
+    drop(run);
+    let (trained, _) = tailguard_models::load_checkpoint::<Flex>(&source.join("last"), &device).unwrap();
+
+    let with_init = |arch: &str| {
+        let mut config = config(&data, 2);
+        let text = config.to_toml().replace("small-cnn-2", arch);
+        let init = format!(
+            "model.init_from={}",
+            serde_json::json!(source.join("last").display().to_string())
+        );
+        config = TrainConfig::parse(&text, &[init]).unwrap();
+        config
+    };
+    // The trainer's model starts as the checkpoint's weights, every parameter and statistic.
+    let tuned = with_init("small-cnn-2");
+    let train_data = tuned.load_data().unwrap();
+    let trainer = tuned.trainer::<B>(&train_data, &device).unwrap();
+    let start: Vec<Vec<f32>> = tailguard_models::testing::float_tensors(&trainer.model().valid());
+    assert_eq!(start, all_tensors(&trained));
+    // Without it, the same configuration starts elsewhere.
+    let fresh = config(&data, 2).trainer::<B>(&train_data, &device).unwrap();
+    assert_ne!(tailguard_models::testing::float_tensors(&fresh.model().valid()), start);
+
+    // A run of it resumes once the checkpoint it started from is gone: the run's own checkpoint holds the network.
+    let out = dir.path().join("tuned");
+    let mut run = tuned.start_run::<B>(&out, &device, false).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    drop(run);
+    std::fs::remove_dir_all(&source).unwrap();
+    let mut run = TrainConfig::resume_run::<B>(&out, &device).unwrap();
+    run.run_epoch(&mut Silent).unwrap();
+    assert!(run.finished());
+
+    // A checkpoint of another architecture is refused, naming the key and what to set; so is a missing one.
+    std::fs::create_dir_all(&source).unwrap();
+    let error = tuned
+        .start_run::<B>(&dir.path().join("x"), &device, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("model.init_from"), "{error}");
+    let mut run = config(&data, 1)
+        .start_run::<B>(&dir.path().join("src2"), &device, false)
+        .unwrap();
+    run.run_to_end(&mut Silent).unwrap();
+    drop(run);
+    let mut other = config(&data, 1);
+    let text = other.to_toml().replace("small-cnn-2", "small-cnn-4");
+    let init = format!(
+        "model.init_from={}",
+        serde_json::json!(dir.path().join("src2/last").display().to_string())
+    );
+    other = TrainConfig::parse(&text, &[init]).unwrap();
+    let error = other
+        .start_run::<B>(&dir.path().join("y"), &device, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("model.init_from") && error.contains("small-cnn-2") && error.contains("model.arch"),
+        "{error}"
+    );
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use tailguard_longtail::DatasetKind;
+use tailguard_models::robustbench::{Threat, ZooDataset, import_zoo_weights, zoo_model};
 use tailguard_models::{
     Architecture, CheckpointMeta, ImportOptions, InputNormalizationConfig, ModelConfig, export_safetensors,
     import_weights, read_checkpoint_meta, save_checkpoint, written_by_tailguard,
@@ -65,21 +66,32 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bring PyTorch weights of a supported architecture in as a tailguard checkpoint, e.g. to attack it with eval.
+/// Bring PyTorch weights of a supported architecture in as a tailguard checkpoint, e.g. to attack it with eval or
+/// fine-tune it with train --init-from; RobustBench zoo checkpoints by their id.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  tailguard import --from robust_resnet18.pt --arch resnet18 --dataset cifar10 --out ckpt\n  \
-    tailguard import --from wrn.safetensors --arch wrn-34-10 --dataset cifar100 --normalization cifar100 --out ckpt"
+    tailguard import --from wrn.safetensors --arch wrn-34-10 --dataset cifar100 --normalization cifar100 --out ckpt\n  \
+    tailguard import --from ~/models/cifar10/Linf/Wong2020Fast.pt --robustbench Wong2020Fast --out wong\n  \
+    tailguard import --from Standard.pt --robustbench Standard --threat l2 --out standard-l2"
 )]
 pub struct ImportArgs {
-    /// Weights: .safetensors, or a torch.save'd state dict (.pt, .pth), with the tensor names of docs/interop.md.
+    /// Weights: .safetensors, or a torch.save'd state dict (.pt, .pth), with the tensor names of docs/interop.md
+    /// (or, with --robustbench, as RobustBench distributes the model: models/<dataset>/<threat>/<id>.pt).
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
-    /// resnet18, preact-resnet18, wrn-28-10, wrn-34-10, small-cnn, linear.
-    #[arg(long)]
-    arch: Architecture,
+    /// resnet18, resnet50, preact-resnet18, preact-resnet18-wong, wrn-D-K, dm-wrn-D-K[-silu], small-cnn, linear.
+    #[arg(long, required_unless_present = "robustbench")]
+    arch: Option<Architecture>,
+    /// A RobustBench model id (Wong2020Fast, Carmon2019Unlabeled, ...; docs/interop.md lists them): its
+    /// architecture and input normalisation come from RobustBench's definition.
+    #[arg(long, value_name = "MODEL_ID", conflicts_with_all = ["arch", "normalization"])]
+    robustbench: Option<String>,
+    /// The RobustBench leaderboard of --robustbench: linf or l2.
+    #[arg(long, default_value = "linf", requires = "robustbench")]
+    threat: String,
     /// Class names of the model: those of cifar10 or cifar100.
-    #[arg(long)]
+    #[arg(long, default_value = "cifar10")]
     dataset: DatasetKind,
     /// Input normalisation the model was trained with: none, cifar10 or cifar100.
     #[arg(long, default_value = "none")]
@@ -104,23 +116,54 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     let Some(classes) = args.dataset.standard_classes() else {
         bail!("--dataset must be cifar10 or cifar100 (their class names label the checkpoint)");
     };
-    let normalization = match args.normalization.as_str() {
-        "none" => None,
-        "cifar10" => Some(InputNormalizationConfig::cifar10()),
-        "cifar100" => Some(InputNormalizationConfig::cifar100()),
-        other => bail!("--normalization must be none, cifar10 or cifar100, got '{other}'"),
+    let zoo = match &args.robustbench {
+        Some(id) => {
+            let dataset = match args.dataset {
+                DatasetKind::Cifar10 => ZooDataset::Cifar10,
+                _ => ZooDataset::Cifar100,
+            };
+            let threat = match args.threat.to_ascii_lowercase().as_str() {
+                "linf" => Threat::Linf,
+                "l2" => Threat::L2,
+                other => bail!("--threat must be linf or l2, got '{other}'"),
+            };
+            Some(zoo_model(id, dataset, threat)?)
+        }
+        None => None,
+    };
+    let config = match (zoo, args.arch) {
+        (Some(zoo), _) => zoo.config(),
+        (None, Some(arch)) => {
+            let normalization = match args.normalization.as_str() {
+                "none" => None,
+                "cifar10" => Some(InputNormalizationConfig::cifar10()),
+                "cifar100" => Some(InputNormalizationConfig::cifar100()),
+                other => bail!("--normalization must be none, cifar10 or cifar100, got '{other}'"),
+            };
+            ModelConfig::new(arch, classes.len()).with_normalization(normalization)
+        }
+        (None, None) => bail!("give --arch, or --robustbench with a model id"),
     };
     check_import_target(&args.out, args.force)?;
     let device = args.device.open()?;
-    let config = ModelConfig::new(args.arch, classes.len()).with_normalization(normalization);
     let model = config.init::<backend::Compute>(&device)?;
     let options = ImportOptions {
         allow_non_finite: args.allow_non_finite,
         drop_unknown: args.drop_unknown,
     };
-    let model = import_weights(model, args.arch, &args.from, options)?;
+    let model = match zoo {
+        Some(zoo) => import_zoo_weights(model, zoo, &args.from, options)?,
+        None => import_weights(model, config.arch, &args.from, options)?,
+    };
     let mut meta = CheckpointMeta::new(config, classes);
     meta.training = serde_json::json!({ "imported_from": args.from.display().to_string() });
+    if let Some(zoo) = zoo {
+        meta.training["robustbench"] = serde_json::json!({
+            "id": zoo.id,
+            "dataset": zoo.dataset,
+            "threat": zoo.threat,
+        });
+    }
     save_checkpoint(&args.out, &model, &meta)?;
     eprintln!("wrote checkpoint {}", args.out.display());
     Ok(())

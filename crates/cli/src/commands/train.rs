@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// config.toml only optim.epochs is taken).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "overrides"])]
     resume: Option<PathBuf>,
+    /// Start from the weights of this checkpoint folder (fine-tuning; e.g. a RobustBench model brought in with
+    /// `tailguard import --robustbench`): the same as --set model.init_from=DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Print the resolved plan (config, per-class counts, stages, RobustLT budgets) without training.
     #[arg(long)]
     dry_run: bool,
@@ -113,8 +117,13 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     check_flags(&args)?;
+    if let Some(dir) = args.init_from.take() {
+        // A JSON string is a TOML basic string: the path stays a string whatever it looks like.
+        let path = serde_json::to_string(&dir.display().to_string())?;
+        args.overrides.push(format!("model.init_from={path}"));
+    }
     if args.dry_run {
         let Some(path) = &args.config else {
             bail!("--dry-run needs --config")

@@ -169,12 +169,37 @@ impl TrainConfig {
     }
 
     /// The model for `data`: its classes, and its image shape (which the linear classifier depends on, and which
-    /// evaluation reads back to fit list-file images).
+    /// evaluation reads back to fit list-file images). With `model.init_from`, the checkpoint's network, checked
+    /// against `model.arch`, the classes and the image shape.
     pub fn model_config_for(&self, data: &TrainData) -> Result<ModelConfig, ConfigError> {
         let shape = data.train.shape();
-        Ok(self
-            .model_config(data.classes.len())?
-            .with_input_shape([shape.channels, shape.height, shape.width]))
+        let input_shape = [shape.channels, shape.height, shape.width];
+        let Some(dir) = &self.model.init_from else {
+            return Ok(self.model_config(data.classes.len())?.with_input_shape(input_shape));
+        };
+        let place = |reason: String| invalid(format!("model.init_from = \"{}\": {reason}", dir.display()));
+        let meta = tailguard_models::read_checkpoint_meta(dir).map_err(|e| place(e.to_string()))?;
+        let config = meta.model_config(dir).map_err(|e| place(e.to_string()))?.clone();
+        if config.arch != self.model.arch {
+            return Err(place(format!(
+                "the checkpoint is a {}, model.arch says {}: set model.arch = \"{}\"",
+                config.arch, self.model.arch, config.arch
+            )));
+        }
+        if config.num_classes != data.classes.len() {
+            return Err(place(format!(
+                "the checkpoint has {} classes, the dataset {}",
+                config.num_classes,
+                data.classes.len()
+            )));
+        }
+        if config.input_shape != input_shape {
+            return Err(place(format!(
+                "the checkpoint takes {:?} images, the dataset has {input_shape:?}",
+                config.input_shape
+            )));
+        }
+        Ok(config)
     }
 
     /// The model for `num_classes` classes (3x32x32 inputs).
@@ -292,6 +317,27 @@ impl TrainConfig {
         device: &B::Device,
     ) -> Result<Trainer<B, Model<B>>, TrainError> {
         let model_config = self.model_config_for(data)?;
+        <B as burn::tensor::backend::Backend>::seed(device, self.seed);
+        let model = match &self.model.init_from {
+            Some(dir) => {
+                let meta = tailguard_models::read_checkpoint_meta(dir)?;
+                let weights = tailguard_models::Weights::resolve(None, &meta, dir)?;
+                tailguard_models::load_checkpoint_weights::<B>(dir, weights, device)?.0
+            }
+            None => model_config.init::<B>(device)?,
+        };
+        self.recipe().trainer(model, self.trainer_config(), data, device)
+    }
+
+    /// A trainer for continuing a run whose network is `model_config` (its last checkpoint's): initialised from
+    /// `seed`, as [`TrainConfig::trainer`] but without reading `model.init_from` again (the checkpoint being resumed
+    /// holds the weights, and the one fine-tuning started from may be gone).
+    pub fn resumed_trainer<B: AutodiffBackend>(
+        &self,
+        data: &TrainData,
+        model_config: &ModelConfig,
+        device: &B::Device,
+    ) -> Result<Trainer<B, Model<B>>, TrainError> {
         <B as burn::tensor::backend::Backend>::seed(device, self.seed);
         let model = model_config.init::<B>(device)?;
         self.recipe().trainer(model, self.trainer_config(), data, device)

@@ -125,6 +125,11 @@ pub struct ModelSection {
     /// Last layer.
     #[serde(default)]
     pub head: Head,
+    /// A checkpoint folder whose weights start the training (fine-tuning, e.g. a RobustBench model brought in with
+    /// `tailguard import --robustbench`): its weight average where it has one, else its weights. The network is the
+    /// checkpoint's (its normalisation and head included); `arch` must name it and the dataset must have its classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 /// Input normalisation inside the model: none, or a dataset's per-channel statistics.
