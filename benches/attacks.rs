@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use tailguard_attacks::{ApgdConfig, AttackLoss, FrozenModel, LinfBall, PgdConfig};
+use tailguard_attacks::{ApgdConfig, AttackLoss, Ball, FrozenModel, PgdConfig};
 use tailguard_flex::Flex;
 use tailguard_models::{Architecture, Classifier, Mode, ModelConfig};
 
@@ -54,7 +54,7 @@ fn main() {
         let pgd = start.elapsed().as_secs_f64();
         rows.push((case.arch.to_string(), "PGD-10", case.batch, pgd, 10));
 
-        let ball = LinfBall::uniform(images.clone(), 8.0 / 255.0);
+        let ball = Ball::uniform(images.clone(), 8.0 / 255.0);
         let start = Instant::now();
         let run = ApgdConfig::new().run_once(&frozen, &ball, AttackLoss::CrossEntropy, labels.clone(), None);
         let _ = run.best_loss.sum().into_scalar();

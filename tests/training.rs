@@ -61,10 +61,7 @@ fn balanced_accuracies(checkpoint: &std::path::Path) -> (f64, f64) {
     .apply(&test)
     .unwrap();
     let loader = BatchLoader::new(Arc::new(test), BatchLoaderConfig::evaluation(100)).unwrap();
-    let clean = PresetAttack {
-        preset: AttackPreset::Clean,
-        eps: 0.0,
-    };
+    let clean = PresetAttack::linf(AttackPreset::Clean, 0.0);
     let results = evaluate(
         &model,
         &loader,

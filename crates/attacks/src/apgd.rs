@@ -1,15 +1,16 @@
-//! Auto-PGD (Croce and Hein 2020) in the L-inf ball, as the reference AutoAttack code (`fra31/auto-attack`,
+//! Auto-PGD (Croce and Hein 2020) in the L-inf or the L2 ball, as the reference AutoAttack code (`fra31/auto-attack`,
 //! `autopgd_base.py`) runs it: first step 2*eps, momentum 0.75, step halving at checkpoints with a restart from the
 //! best point, per-sample best-loss tracking, and "any-time" robustness (a point is broken if any iterate is
-//! misclassified). APGD-CE uses cross-entropy; APGD-T uses the targeted DLR loss towards each of the most likely
-//! wrong classes in turn.
+//! misclassified). APGD-CE uses cross-entropy; APGD-DLR the DLR loss; APGD-T the targeted DLR loss towards each of
+//! the most likely wrong classes in turn. For randomised models, each gradient can be an expectation over
+//! `eot_iterations` passes (AutoAttack's `rand` version: 20).
 
 use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use tailguard_models::Classifier;
 
-use crate::ball::LinfBall;
+use crate::ball::{Ball, Norm, l2_normalize};
 use crate::loss::AttackLoss;
 use crate::probe::{FrozenModel, Inner};
 use crate::subset::Subset;
@@ -28,9 +29,16 @@ pub enum FirstComparison {
 /// Configuration of APGD. Defaults are AutoAttack's standard L-inf settings.
 #[derive(Config, Debug, PartialEq)]
 pub struct ApgdConfig {
-    /// L-inf budget.
+    /// Budget, in `norm`.
     #[config(default = "8.0 / 255.0")]
     pub eps: f64,
+    /// The threat model's norm.
+    #[config(default = "Norm::Linf")]
+    pub norm: Norm,
+    /// Gradients averaged per step (expectation over transformation, for randomised models; AutoAttack's `rand`
+    /// version uses 20). The loss and logits of a step are those of its last pass, as in the reference.
+    #[config(default = 1)]
+    pub eot_iterations: usize,
     /// Iterations per run (N).
     #[config(default = 100)]
     pub iterations: usize,
@@ -109,7 +117,7 @@ impl ApgdConfig {
                 value: self.eps,
             });
         }
-        if self.iterations == 0 || self.restarts == 0 {
+        if self.iterations == 0 || self.restarts == 0 || self.eot_iterations == 0 {
             return Err(crate::AttackConfigError::NoIterations);
         }
         Ok(())
@@ -119,24 +127,51 @@ impl ApgdConfig {
     pub fn run_once<B: AutodiffBackend, M: Classifier<B>>(
         &self,
         model: &FrozenModel<B, M>,
-        ball: &LinfBall<Inner<B>>,
+        ball: &Ball<Inner<B>>,
         loss: AttackLoss,
         labels: Tensor<Inner<B>, 1, Int>,
         targets: Option<Tensor<Inner<B>, 1, Int>>,
     ) -> ApgdRun<B> {
         let [n, c, h, w] = ball.center.dims();
         let device = ball.center.device();
-        // Start: x + eps * t / |t|_inf with t ~ U[-1, 1]: a random corner-ish point at distance exactly eps.
-        let t = Tensor::<Inner<B>, 4>::random([n, c, h, w], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        // Start at distance exactly eps: L-inf, t ~ U[-1, 1] scaled to |t|_inf = eps (a random corner-ish point);
+        // L2, t ~ N(0, 1) scaled to |t|_2 = eps (a uniform direction).
+        let distribution = match ball.norm {
+            Norm::Linf => burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            Norm::L2 => burn::tensor::Distribution::Normal(0.0, 1.0),
+        };
+        let t = Tensor::<Inner<B>, 4>::random([n, c, h, w], distribution, &device);
         self.run_from(model, ball, t, loss, labels, targets)
     }
 
-    /// [`ApgdConfig::run_once`] from the start `x + eps * t / |t|_inf` for a given direction `t` (N, C, H, W), instead
-    /// of a random one: the same start on two backends gives the same attack.
+    /// Loss, gradient and logits at `x`: with `eot_iterations` > 1, the gradient is the mean over that many passes
+    /// and the loss and logits are the last pass's (the reference's expectation over transformation).
+    fn probe<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        x: &Tensor<Inner<B>, 4>,
+        loss: AttackLoss,
+        labels: &Tensor<Inner<B>, 1, Int>,
+        targets: &Option<Tensor<Inner<B>, 1, Int>>,
+    ) -> crate::probe::Probe<B> {
+        let mut probe = model.probe(x.clone(), loss, labels.clone(), targets.clone());
+        if self.eot_iterations > 1 {
+            let mut sum = probe.gradient;
+            for _ in 1..self.eot_iterations {
+                probe = model.probe(x.clone(), loss, labels.clone(), targets.clone());
+                sum = sum + probe.gradient;
+            }
+            probe.gradient = sum.div_scalar(self.eot_iterations as f64);
+        }
+        probe
+    }
+
+    /// [`ApgdConfig::run_once`] from the start `x + eps * t / |t|` (the ball's norm) for a given direction `t`
+    /// (N, C, H, W), instead of a random one: the same start on two backends gives the same attack.
     pub fn run_from<B: AutodiffBackend, M: Classifier<B>>(
         &self,
         model: &FrozenModel<B, M>,
-        ball: &LinfBall<Inner<B>>,
+        ball: &Ball<Inner<B>>,
         t: Tensor<Inner<B>, 4>,
         loss: AttackLoss,
         labels: Tensor<Inner<B>, 1, Int>,
@@ -145,10 +180,16 @@ impl ApgdConfig {
         let center = ball.center.clone();
         let [n, c, h, w] = center.dims();
         let device = center.device();
-        let t_max = t.clone().abs().reshape([n, c * h * w]).max_dim(1).reshape([n, 1, 1, 1]);
-        let mut x = (center.clone() + t * ball.eps.clone() / t_max).clamp(0.0, 1.0);
+        let direction = match ball.norm {
+            Norm::Linf => {
+                let t_max = t.clone().abs().reshape([n, c * h * w]).max_dim(1).reshape([n, 1, 1, 1]);
+                t / t_max
+            }
+            Norm::L2 => l2_normalize(t),
+        };
+        let mut x = (center.clone() + direction * ball.eps.clone()).clamp(0.0, 1.0);
 
-        let probe = model.probe(x.clone(), loss, labels.clone(), targets.clone());
+        let probe = self.probe(model, &x, loss, &labels, &targets);
         let mut grad = probe.gradient;
         let mut robust = crate::probe::predictions(probe.logits).equal(labels.clone());
         let mut best_loss = probe.loss.clone();
@@ -173,10 +214,10 @@ impl ApgdConfig {
             let weight = if i == 0 { 1.0 } else { self.momentum };
             let momentum_term = x.clone() - x_prev;
             x_prev = x.clone();
-            let z = ball.project(x.clone() + grad.sign() * step.clone());
+            let z = ball.project(x.clone() + ball.steepest(grad) * step.clone());
             let x_next = ball.project(x.clone() + (z - x).mul_scalar(weight) + momentum_term.mul_scalar(1.0 - weight));
 
-            let probe = model.probe(x_next.clone(), loss, labels.clone(), targets.clone());
+            let probe = self.probe(model, &x_next, loss, &labels, &targets);
             let correct = crate::probe::predictions(probe.logits).equal(labels.clone());
             robust = robust.bool_and(correct.clone());
             x_best_adv = choose(&correct.bool_not(), x_next.clone(), x_best_adv);
@@ -224,10 +265,32 @@ impl ApgdConfig {
         labels: Tensor<Inner<B>, 1, Int>,
         robust: Tensor<Inner<B>, 1, Bool>,
     ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        self.untargeted(model, AttackLoss::CrossEntropy, images, labels, robust)
+    }
+
+    /// APGD-DLR: as [`ApgdConfig::apgd_ce`] with the (untargeted) DLR loss. Needs at least 3 classes.
+    pub fn apgd_dlr<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        robust: Tensor<Inner<B>, 1, Bool>,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        self.untargeted(model, AttackLoss::Dlr, images, labels, robust)
+    }
+
+    fn untargeted<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        loss: AttackLoss,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        robust: Tensor<Inner<B>, 1, Bool>,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
         self.seed_backend(&images);
         self.restarts_on_robust(&images, (images.clone(), robust), |subset, clean| {
-            let ball = LinfBall::uniform(clean, self.eps);
-            self.run_once(model, &ball, AttackLoss::CrossEntropy, subset.rows(&labels), None)
+            let ball = Ball::uniform_with_norm(clean, self.eps, self.norm);
+            self.run_once(model, &ball, loss, subset.rows(&labels), None)
         })
     }
 
@@ -248,7 +311,7 @@ impl ApgdConfig {
                 // Clean logits sorted descending; column `rank` is the (rank+1)-th most likely class.
                 let (_, order) = model.logits(clean.clone()).sort_descending_with_indices(1);
                 let targets = order.slice([0..m, rank..rank + 1]).reshape([m]);
-                let ball = LinfBall::uniform(clean, self.eps);
+                let ball = Ball::uniform_with_norm(clean, self.eps, self.norm);
                 self.run_once(model, &ball, AttackLoss::Dlr, subset.rows(&labels), Some(targets))
             });
         }

@@ -20,6 +20,17 @@ pub enum AttackConfigError {
     /// A fraction with a zero denominator.
     #[error("'{0}' divides by zero")]
     DivisionByZero(String),
+    /// A norm other than linf and l2.
+    #[error("the norm must be linf or l2, got '{0}'")]
+    UnknownNorm(String),
+    /// A random start defined for one norm only.
+    #[error("the {start} start is defined for the L-inf ball only, not {norm}")]
+    StartNotForNorm {
+        /// The start.
+        start: &'static str,
+        /// The norm asked for.
+        norm: crate::Norm,
+    },
     /// APGD with no iteration or no restart.
     #[error("APGD needs at least one iteration and one restart")]
     NoIterations,

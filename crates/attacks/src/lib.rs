@@ -43,11 +43,11 @@ pub mod subset;
 
 pub use apgd::{ApgdConfig, FirstComparison, checkpoints};
 pub use auto_attack::{AutoAttackConfig, AutoAttackLiteConfig, AutoAttackStages, STAGE_NAMES, StageSeconds};
-pub use ball::{LinfBall, parse_eps};
+pub use ball::{Ball, Norm, parse_budget, parse_eps};
 pub use error::AttackConfigError;
 pub use fab::FabConfig;
 pub use loss::AttackLoss;
-pub use masking::{MaskingWarning, check_model, check_stages};
+pub use masking::{MaskingWarning, check_model, check_model_in, check_stages};
 pub use pgd::{PgdConfig, RandomStart, StartClip, StartRadius};
 pub use presets::{AttackOutcome, AttackPreset};
 pub use probe::{FrozenModel, Inner, host_flags, predictions};

@@ -9,8 +9,10 @@ use burn::tensor::{Int, Tensor};
 use tailguard_models::Classifier;
 
 use crate::auto_attack::AutoAttackStages;
+use crate::ball::Norm;
 use crate::loss::AttackLoss;
 use crate::pgd::PgdConfig;
+use crate::presets::AttackPreset;
 use crate::probe::{FrozenModel, Inner, host_flags};
 
 /// One tripped check: which, what was found and what to do about it.
@@ -39,6 +41,17 @@ pub fn check_model<B: AutodiffBackend, M: Classifier<B>>(
     images: Tensor<Inner<B>, 4>,
     labels: Tensor<Inner<B>, 1, Int>,
     eps: f64,
+) -> Vec<MaskingWarning> {
+    check_model_in(model, images, labels, eps, Norm::Linf)
+}
+
+/// [`check_model`] for a threat model of `norm` (the PGD-20 runs take that ball and its step).
+pub fn check_model_in<B: AutodiffBackend, M: Classifier<B>>(
+    model: &FrozenModel<B, M>,
+    images: Tensor<Inner<B>, 4>,
+    labels: Tensor<Inner<B>, 1, Int>,
+    eps: f64,
+    norm: Norm,
 ) -> Vec<MaskingWarning> {
     let n = labels.dims()[0];
     let mut warnings = Vec::new();
@@ -85,10 +98,7 @@ pub fn check_model<B: AutodiffBackend, M: Classifier<B>>(
                      compare with margin-loss, black-box (Square) or adaptive attacks",
         });
     }
-    let pgd = PgdConfig::new()
-        .with_eps(eps)
-        .with_step_size(2.0 / 255.0)
-        .with_steps(20);
+    let pgd = AttackPreset::Pgd20.pgd_in(eps, norm).expect("PGD-20 is a PGD preset");
     let robust = |config: &PgdConfig| -> usize {
         let flags = host_flags::<B>(config.outcome(model, images.clone(), labels.clone()).robust);
         flags.iter().filter(|&&f| f).count()

@@ -1,11 +1,11 @@
-//! Projected gradient descent in the L-inf ball (Madry et al. 2018), and FGSM as its one-step case.
+//! Projected gradient descent in the L-inf or the L2 ball (Madry et al. 2018), and FGSM as its one-step case.
 
 use burn::config::Config;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use tailguard_models::Classifier;
 
-use crate::ball::LinfBall;
+use crate::ball::{Ball, Norm, l2_norm};
 use crate::loss::AttackLoss;
 use crate::probe::{FrozenModel, Inner};
 
@@ -15,14 +15,16 @@ use crate::probe::{FrozenModel, Inner};
 pub enum RandomStart {
     /// At the clean image (FGSM; deterministic PGD).
     None,
-    /// `x + U(-eps, eps)` per pixel (Madry et al.; RoBal, AT-BSL and torchattacks evaluation).
+    /// `x + U(-eps, eps)` per pixel (Madry et al.; RoBal, AT-BSL and torchattacks evaluation). In the L2 ball,
+    /// torchattacks' `PGDL2` start: a uniform direction at a radius `U(0, 1) * eps`.
     Uniform,
     /// `x + std * N(0, 1)` per pixel (TRADES-style; AT-BSL training and TAET use std = 0.001).
     Gaussian {
         /// Standard deviation of the start.
         std: f64,
     },
-    /// `x + U[0, eps)` per pixel: RoBal's one-sided start (its code draws `torch.rand`, not `2 rand - 1`).
+    /// `x + U[0, eps)` per pixel: RoBal's one-sided start (its code draws `torch.rand`, not `2 rand - 1`); L-inf
+    /// only.
     UniformPositive,
 }
 
@@ -56,10 +58,13 @@ pub enum StartRadius {
 /// cross-entropy: the PGD-AT training attack.
 #[derive(Config, Debug, PartialEq)]
 pub struct PgdConfig {
-    /// Radius of the L-inf ball.
+    /// Radius of the ball.
     #[config(default = "8.0 / 255.0")]
     pub eps: f64,
-    /// Size of each signed-gradient step.
+    /// The ball's norm: each step moves `step_size` along the gradient's sign (L-inf) or its direction (L2).
+    #[config(default = "Norm::Linf")]
+    pub norm: Norm,
+    /// Size of each step.
     #[config(default = "2.0 / 255.0")]
     pub step_size: f64,
     /// Number of steps.
@@ -97,6 +102,12 @@ impl PgdConfig {
                 return Err(crate::AttackConfigError::Negative { setting, value });
             }
         }
+        if self.norm == Norm::L2 && self.start == RandomStart::UniformPositive {
+            return Err(crate::AttackConfigError::StartNotForNorm {
+                start: "uniform-positive",
+                norm: self.norm,
+            });
+        }
         Ok(())
     }
 
@@ -133,7 +144,7 @@ impl PgdConfig {
     pub fn run<B: AutodiffBackend, M: Classifier<B>>(
         &self,
         model: &FrozenModel<B, M>,
-        ball: &LinfBall<Inner<B>>,
+        ball: &Ball<Inner<B>>,
         step: Tensor<Inner<B>, 4>,
         labels: Tensor<Inner<B>, 1, Int>,
         targets: Option<Tensor<Inner<B>, 1, Int>>,
@@ -149,7 +160,7 @@ impl PgdConfig {
     pub fn run_with<B: AutodiffBackend, M: Classifier<B>>(
         &self,
         model: &FrozenModel<B, M>,
-        ball: &LinfBall<Inner<B>>,
+        ball: &Ball<Inner<B>>,
         step: Tensor<Inner<B>, 4>,
         loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
     ) -> Tensor<Inner<B>, 4> {
@@ -162,7 +173,7 @@ impl PgdConfig {
     pub fn run_from<B: AutodiffBackend, M: Classifier<B>>(
         &self,
         model: &FrozenModel<B, M>,
-        ball: &LinfBall<Inner<B>>,
+        ball: &Ball<Inner<B>>,
         step: Tensor<Inner<B>, 4>,
         start: Option<Tensor<Inner<B>, 4>>,
         loss: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
@@ -170,7 +181,7 @@ impl PgdConfig {
         let mut x = self.first_iterate(ball, start);
         for _ in 0..self.steps {
             let probe = model.probe_with(x.clone(), &loss);
-            x = ball.project(x + probe.gradient.sign() * step.clone());
+            x = ball.project(x + ball.steepest(probe.gradient) * step.clone());
         }
         x
     }
@@ -180,17 +191,17 @@ impl PgdConfig {
         &self,
         images: Tensor<B, 4>,
         eps: Tensor<B, 1>,
-    ) -> (LinfBall<B>, Tensor<B, 4>) {
+    ) -> (Ball<B>, Tensor<B, 4>) {
         let n = images.dims()[0];
         let scale = if self.eps > 0.0 { self.step_size / self.eps } else { 0.0 };
         let step = eps.clone().mul_scalar(scale).reshape([n, 1, 1, 1]);
-        (LinfBall::new(images, eps), step)
+        (Ball::with_norm(images, eps, self.norm), step)
     }
 
     /// The first iterate: `start`, or a draw of [`PgdConfig::start`], clipped as [`PgdConfig::start_clip`] says.
     pub fn first_iterate<B: burn::tensor::backend::Backend>(
         &self,
-        ball: &LinfBall<B>,
+        ball: &Ball<B>,
         start: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 4> {
         let x = start.unwrap_or_else(|| match self.start_radius {
@@ -198,7 +209,7 @@ impl PgdConfig {
             StartRadius::Configured => {
                 let n = ball.center.dims()[0];
                 let eps = Tensor::full([n], self.eps, &ball.center.device());
-                draw_start(&LinfBall::new(ball.center.clone(), eps), self.start)
+                draw_start(&Ball::with_norm(ball.center.clone(), eps, ball.norm), self.start)
             }
         });
         match self.start_clip {
@@ -210,18 +221,25 @@ impl PgdConfig {
 }
 
 /// A starting point inside `ball`: a draw of `start`, projected into the ball and [0, 1].
-pub fn random_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start: RandomStart) -> Tensor<B, 4> {
+pub fn random_start<B: burn::tensor::backend::Backend>(ball: &Ball<B>, start: RandomStart) -> Tensor<B, 4> {
     ball.project(draw_start(ball, start))
 }
 
 /// A draw of `start` around the ball's centre, as drawn (possibly outside [0, 1], and for a Gaussian outside the
 /// ball).
-pub fn draw_start<B: burn::tensor::backend::Backend>(ball: &LinfBall<B>, start: RandomStart) -> Tensor<B, 4> {
+pub fn draw_start<B: burn::tensor::backend::Backend>(ball: &Ball<B>, start: RandomStart) -> Tensor<B, 4> {
     let center = ball.center.clone();
     let shape = center.shape();
     let device = center.device();
     match start {
         RandomStart::None => center,
+        RandomStart::Uniform if ball.norm == Norm::L2 => {
+            let n = center.dims()[0];
+            let direction = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let radius = Tensor::<B, 4>::random([n, 1, 1, 1], Distribution::Uniform(0.0, 1.0), &device);
+            let length = l2_norm(direction.clone());
+            center + direction * radius / length * ball.eps.clone()
+        }
         RandomStart::Uniform => {
             let noise = Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
             center + noise * ball.eps.clone()

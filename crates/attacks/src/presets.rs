@@ -6,6 +6,7 @@ use tailguard_models::Classifier;
 
 use crate::apgd::ApgdConfig;
 use crate::auto_attack::{AutoAttackConfig, AutoAttackLiteConfig, AutoAttackStages};
+use crate::ball::Norm;
 use crate::fab::FabConfig;
 use crate::loss::AttackLoss;
 use crate::pgd::{PgdConfig, RandomStart};
@@ -29,6 +30,9 @@ pub enum AttackPreset {
     Cw20,
     /// APGD-CE then APGD-T (100 iterations, 9 targets).
     AaLite,
+    /// AutoAttack's `rand` version for randomised models: APGD-CE then APGD-DLR, each gradient the mean of 20
+    /// passes (expectation over transformation), one restart of 100 iterations.
+    AaRand,
     /// Standard AutoAttack: APGD-CE, APGD-T, FAB-T (9 targets, 100 iterations) and Square (5,000 queries).
     Aa,
     /// FAB-T alone (AutoAttack's settings), on the clean-correct points.
@@ -43,13 +47,14 @@ pub enum AttackPreset {
 
 impl AttackPreset {
     /// Every preset, in report order.
-    pub const ALL: [AttackPreset; 11] = [
+    pub const ALL: [AttackPreset; 12] = [
         AttackPreset::Clean,
         AttackPreset::Fgsm,
         AttackPreset::Pgd20,
         AttackPreset::Pgd20Step1,
         AttackPreset::Cw20,
         AttackPreset::AaLite,
+        AttackPreset::AaRand,
         AttackPreset::Aa,
         AttackPreset::FabT,
         AttackPreset::Square,
@@ -66,6 +71,7 @@ impl AttackPreset {
             AttackPreset::Pgd20Step1 => "pgd20-step1",
             AttackPreset::Cw20 => "cw20",
             AttackPreset::AaLite => "aa-lite",
+            AttackPreset::AaRand => "aa-rand",
             AttackPreset::Aa => "aa",
             AttackPreset::FabT => "fab-t",
             AttackPreset::Square => "square",
@@ -79,26 +85,65 @@ impl AttackPreset {
     pub fn min_classes(&self) -> usize {
         match self {
             AttackPreset::Cw20 | AttackPreset::FabT | AttackPreset::Square => 2,
+            AttackPreset::AaRand => 3,
             AttackPreset::AaLite | AttackPreset::Aa => 4,
             _ => 1,
         }
     }
 
-    /// The PGD configuration behind a PGD-type preset for budget `eps` (`None` for clean and AA-lite).
-    /// TAET's training attack keeps its own eps of 0.031.
+    /// Whether the preset is defined in the ball of `norm`. Every one is in L-inf; in L2, those whose steps follow
+    /// the gradient (FGSM, the PGDs, AA-lite, AA-rand). FAB-T and Square (and so standard AutoAttack) run only in
+    /// L-inf so far, and TAET's training attack is L-inf by definition.
+    pub fn supports(&self, norm: Norm) -> bool {
+        match norm {
+            Norm::Linf => true,
+            Norm::L2 => !matches!(
+                self,
+                AttackPreset::Aa | AttackPreset::FabT | AttackPreset::Square | AttackPreset::TaetTraining
+            ),
+        }
+    }
+
+    /// The PGD configuration behind a PGD-type preset for an L-inf budget `eps` (`None` for clean and
+    /// AutoAttack). TAET's training attack keeps its own eps of 0.031.
     pub fn pgd(&self, eps: f64) -> Option<PgdConfig> {
-        let pgd20 = PgdConfig::new().with_eps(eps).with_steps(20);
+        self.pgd_in(eps, Norm::Linf)
+    }
+
+    /// As [`AttackPreset::pgd`] in the ball of `norm`. Steps keep their ratio to the budget: 2/255 at 8/255 is
+    /// eps / 4 (PGD-20, PGD-10, CW-20) and 1/255 is eps / 8 (PGD-20 step 1), so in L2 at 0.5 they are 0.125 and
+    /// 0.0625.
+    pub fn pgd_in(&self, eps: f64, norm: Norm) -> Option<PgdConfig> {
+        // L2 steps as a fraction of the budget; the L-inf presets keep the papers' absolute steps below.
+        let step = |fraction: f64| fraction * eps;
+        let pgd20 = PgdConfig::new()
+            .with_eps(eps)
+            .with_norm(norm)
+            .with_steps(20)
+            .with_step_size(step(0.25));
         match self {
             AttackPreset::Clean
             | AttackPreset::AaLite
+            | AttackPreset::AaRand
             | AttackPreset::Aa
             | AttackPreset::FabT
             | AttackPreset::Square => None,
-            AttackPreset::Fgsm => Some(PgdConfig::fgsm(eps)),
+            AttackPreset::Fgsm => Some(PgdConfig::fgsm(eps).with_norm(norm)),
+            AttackPreset::Pgd20 if norm == Norm::Linf => Some(pgd20.with_step_size(2.0 / 255.0)),
             AttackPreset::Pgd20 => Some(pgd20),
-            AttackPreset::Pgd20Step1 => Some(pgd20.with_step_size(1.0 / 255.0)),
+            AttackPreset::Pgd20Step1 if norm == Norm::Linf => Some(pgd20.with_step_size(1.0 / 255.0)),
+            AttackPreset::Pgd20Step1 => Some(pgd20.with_step_size(step(0.125))),
+            AttackPreset::Cw20 if norm == Norm::Linf => {
+                Some(pgd20.with_step_size(2.0 / 255.0).with_loss(AttackLoss::CW))
+            }
             AttackPreset::Cw20 => Some(pgd20.with_loss(AttackLoss::CW)),
-            AttackPreset::Pgd10 => Some(PgdConfig::new().with_eps(eps)),
+            AttackPreset::Pgd10 if norm == Norm::Linf => Some(PgdConfig::new().with_eps(eps)),
+            AttackPreset::Pgd10 => Some(
+                PgdConfig::new()
+                    .with_eps(eps)
+                    .with_norm(norm)
+                    .with_step_size(step(0.25)),
+            ),
             AttackPreset::TaetTraining => Some(
                 PgdConfig::new()
                     .with_eps(0.031)
@@ -119,6 +164,24 @@ impl AttackPreset {
         labels: Tensor<Inner<B>, 1, Int>,
         eps: f64,
     ) -> AttackOutcome<B> {
+        self.run_in(model, images, labels, eps, Norm::Linf)
+    }
+
+    /// As [`AttackPreset::run`] in the ball of `norm`.
+    ///
+    /// # Panics
+    /// If the preset is not defined in that norm: check [`AttackPreset::supports`] before attacking (evaluation
+    /// refuses such a request up front).
+    pub fn run_in<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        eps: f64,
+        norm: Norm,
+    ) -> AttackOutcome<B> {
+        assert!(self.supports(norm), "{self} is not defined in the {norm} ball");
+        let apgd = ApgdConfig::new().with_eps(eps).with_norm(norm);
         match self {
             AttackPreset::Clean => AttackOutcome {
                 robust: model.correct(images.clone(), labels),
@@ -126,12 +189,24 @@ impl AttackPreset {
                 stages: None,
             },
             AttackPreset::AaLite => {
-                let config = AutoAttackLiteConfig::new().with_apgd(ApgdConfig::new().with_eps(eps));
+                let config = AutoAttackLiteConfig::new().with_apgd(apgd);
                 let (adversarial, robust, stages) = config.run(model, images, labels);
                 AttackOutcome {
                     adversarial,
                     robust,
                     stages: Some(stages),
+                }
+            }
+            AttackPreset::AaRand => {
+                // The reference's `rand` version: one restart, 20 gradient samples per step, APGD-CE then APGD-DLR.
+                let apgd = apgd.with_eot_iterations(20);
+                let correct = model.correct(images.clone(), labels.clone());
+                let (adversarial, robust) = apgd.apgd_ce(model, images, labels.clone(), correct);
+                let (adversarial, robust) = apgd.apgd_dlr(model, adversarial, labels, robust);
+                AttackOutcome {
+                    adversarial,
+                    robust,
+                    stages: None,
                 }
             }
             AttackPreset::Aa => {
@@ -156,7 +231,7 @@ impl AttackPreset {
                 }
             }
             pgd_like => pgd_like
-                .pgd(eps)
+                .pgd_in(eps, norm)
                 .expect("PGD-type preset")
                 .outcome(model, images, labels),
         }

@@ -5,7 +5,7 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 use tailguard_attacks::{
-    ApgdConfig, AttackLoss, AttackPreset, AutoAttackLiteConfig, FrozenModel, LinfBall, PgdConfig, RandomStart,
+    ApgdConfig, AttackLoss, AttackPreset, AutoAttackLiteConfig, Ball, FrozenModel, Norm, PgdConfig, RandomStart,
     StartClip, StartRadius, checkpoints,
 };
 use tailguard_flex::Flex;
@@ -300,7 +300,7 @@ fn starts_follow_their_radius_and_clip() {
     let device = Default::default();
     // Pixels at 0 and 1, budgets 0 and 0.02: the start clip and radius decide where the first gradient is taken.
     let images = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0f32, 1.0, 0.5, 0.5], [2, 1, 1, 2]), &device);
-    let ball = LinfBall::new(images.clone(), Tensor::from_floats([0.0, 0.02], &device));
+    let ball = Ball::new(images.clone(), Tensor::from_floats([0.0, 0.02], &device));
     let distance = |x: Tensor<Flex, 4>| floats((x - images.clone()).abs());
     let pgd = PgdConfig::new().with_eps(0.05).with_start(RandomStart::Uniform);
     // Each sample's budget: the zero-budget sample starts at its image.
@@ -489,7 +489,7 @@ fn start_draws_follow_the_reference_distributions_and_the_clip_is_separate() {
     let device = Default::default();
     <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
     let eps = 8.0 / 255.0;
-    let grey = LinfBall::uniform(Tensor::<Flex, 4>::full([50, 3, 32, 32], 0.5, &device), eps);
+    let grey = Ball::uniform(Tensor::<Flex, 4>::full([50, 3, 32, 32], 0.5, &device), eps);
     let noise = |start: RandomStart| {
         let x = PgdConfig::new()
             .with_eps(eps)
@@ -524,7 +524,7 @@ fn start_draws_follow_the_reference_distributions_and_the_clip_is_separate() {
     );
     assert!(min >= 0.0 && max <= eps + 1e-6, "{min} {max}");
 
-    let black = LinfBall::uniform(Tensor::<Flex, 4>::zeros([50, 3, 32, 32], &device), eps);
+    let black = Ball::uniform(Tensor::<Flex, 4>::zeros([50, 3, 32, 32], &device), eps);
     let gaussian = PgdConfig::new()
         .with_eps(eps)
         .with_start(RandomStart::Gaussian { std: 0.001 });
@@ -538,4 +538,125 @@ fn start_draws_follow_the_reference_distributions_and_the_clip_is_separate() {
         "TAET's start (no clip) keeps the negative half: {unclipped}"
     );
     assert_eq!(below(StartClip::Box), 0.0, "RobustLT's port clips the start to [0, 1]");
+}
+
+/// L2 norm per sample of (N, C, H, W).
+fn l2_norms(x: Tensor<Flex, 4>) -> Vec<f32> {
+    let n = x.dims()[0];
+    floats(x.powi_scalar(2).reshape([n as i32, -1]).sum_dim(1).sqrt().reshape([n]))
+}
+
+#[test]
+fn l2_attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
+    // Images well inside [0, 1] and a budget whose worst-case perturbation moves no pixel by more than eps: the box
+    // never binds, so the smallest margin over the L2 ball is exactly z_y - z_t - eps |w_y - w_t|_2.
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 7);
+    let device = Default::default();
+    let (eps, n, classes, d) = (0.03, 96, 5, 48);
+    let model = ModelConfig::new(Architecture::Linear, classes)
+        .with_input_shape([3, 4, 4])
+        .init::<B>(&device)
+        .unwrap();
+    let Network::Linear(linear) = &model.network else {
+        unreachable!()
+    };
+    let weight = floats(linear.head.weight.val().inner());
+    let images = Tensor::<Flex, 4>::random([n, 3, 4, 4], Distribution::Uniform(0.3, 0.7), &device);
+    let logits = model.valid().forward(images.clone(), Mode::Inference);
+    let labels = logits.clone().argmax(1).reshape([n]);
+    let z = floats(logits);
+    let y: Vec<i64> = labels.clone().into_data().convert::<i64>().to_vec().unwrap();
+    let worst: Vec<f32> = (0..n)
+        .map(|i| {
+            let yi = y[i] as usize;
+            (0..classes)
+                .filter(|&t| t != yi)
+                .map(|t| {
+                    let norm = (0..d)
+                        .map(|j| (weight[j * classes + yi] - weight[j * classes + t]).powi(2))
+                        .sum::<f32>()
+                        .sqrt();
+                    z[i * classes + yi] - z[i * classes + t] - eps as f32 * norm
+                })
+                .fold(f32::INFINITY, f32::min)
+        })
+        .collect();
+    let breakable = worst.iter().filter(|&&m| m < -1e-3).count();
+    assert!(
+        (10..86).contains(&breakable),
+        "{breakable} breakable points: choose another eps"
+    );
+
+    let frozen = FrozenModel::new(&model);
+    let norm = Norm::L2;
+    let lite = AttackPreset::AaLite.run_in(&frozen, images.clone(), labels.clone(), eps, norm);
+    let pgd = AttackPreset::Pgd20.run_in(&frozen, images.clone(), labels.clone(), eps, norm);
+    let fgsm = AttackPreset::Fgsm.run_in(&frozen, images.clone(), labels.clone(), eps, norm);
+    for (name, outcome) in [("aa-lite", &lite), ("pgd20", &pgd), ("fgsm", &fgsm)] {
+        let moved = l2_norms(outcome.adversarial.clone() - images.clone());
+        assert!(
+            moved.iter().all(|&m| m <= eps as f32 + 1e-5),
+            "{name} left the ball: {moved:?}"
+        );
+    }
+    let (lite, pgd) = (flags(lite.robust), flags(pgd.robust));
+    for i in 0..n {
+        if worst[i].abs() < 1e-3 {
+            continue; // within float rounding of the boundary
+        }
+        if worst[i] < 0.0 {
+            assert!(
+                !lite[i],
+                "AA-lite L2 missed breakable point {i} (worst margin {})",
+                worst[i]
+            );
+        } else {
+            assert!(
+                lite[i] && pgd[i],
+                "point {i} is provably L2-robust but an attack broke it"
+            );
+        }
+    }
+    // The same budget read as L-inf is a far larger set: the L-inf attack breaks more.
+    let linf = flags(
+        AttackPreset::AaLite
+            .run(&frozen, images.clone(), labels.clone(), eps)
+            .robust,
+    );
+    assert!(linf.iter().filter(|&&r| r).count() < lite.iter().filter(|&&r| r).count());
+}
+
+#[test]
+fn l2_attacks_stay_in_the_ball_and_box() {
+    let device = Default::default();
+    let model = warmed_up_cnn();
+    let frozen = FrozenModel::new(&model);
+    let n = 8;
+    let images = Tensor::<Flex, 4>::random([n, 3, 8, 8], Distribution::Uniform(-0.5, 1.5), &device).clamp(0.0, 1.0);
+    let labels = Tensor::<Flex, 1, Int>::from_data(
+        TensorData::new((0..n as i64).map(|i| i % 6).collect::<Vec<_>>(), [n]),
+        &device,
+    );
+    let eps = 0.5;
+    for preset in AttackPreset::ALL.into_iter().filter(|p| p.supports(Norm::L2)) {
+        let outcome = preset.run_in(&frozen, images.clone(), labels.clone(), eps, Norm::L2);
+        let moved = l2_norms(outcome.adversarial.clone() - images.clone());
+        let low: f32 = outcome.adversarial.clone().min().into_scalar();
+        let high: f32 = outcome.adversarial.clone().max().into_scalar();
+        assert!(
+            moved.iter().all(|&m| m <= eps as f32 + 1e-5),
+            "{preset}: moved {moved:?}"
+        );
+        assert!(low >= 0.0 && high <= 1.0, "{preset}: pixels in [{low}, {high}]");
+        if preset.pgd_in(eps, Norm::L2).is_some() {
+            // The L2 steps use the budget: some image moves more than a tenth of it (AutoAttack returns clean images
+            // where it fails, so only the PGD-type attacks are checked here).
+            assert!(moved.iter().any(|&m| m > 0.1 * eps as f32), "{preset}: moved {moved:?}");
+        }
+    }
+    assert!(!AttackPreset::Aa.supports(Norm::L2) && !AttackPreset::Square.supports(Norm::L2));
+    let bad = PgdConfig::new()
+        .with_norm(Norm::L2)
+        .with_start(RandomStart::UniformPositive);
+    assert!(bad.validate().unwrap_err().to_string().contains("L-inf ball only"));
 }

@@ -1,7 +1,5 @@
 //! Parsing of argument values shared by several subcommands.
 
-pub use tailguard_attacks::parse_eps;
-
 /// Per-class counts given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts(pub Vec<usize>);
@@ -47,6 +45,7 @@ pub fn today() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tailguard_attacks::parse_eps;
 
     #[test]
     fn eps_fractions_and_numbers() {

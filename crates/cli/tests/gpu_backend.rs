@@ -10,7 +10,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use tailguard_attacks::{ApgdConfig, AttackLoss, FrozenModel, LinfBall, PgdConfig, RandomStart};
+use tailguard_attacks::{ApgdConfig, AttackLoss, Ball, FrozenModel, PgdConfig, RandomStart};
 use tailguard_flex::Flex;
 use tailguard_models::{Architecture, Classifier, HeadKind, InputNormalizationConfig, Mode, Model, ModelConfig};
 use tailguard_trainers::{GroupedSgd, StepInput, TrainConfig, train_step};
@@ -268,7 +268,7 @@ fn apgd_from<B: AutodiffBackend>(
     let n = y.len();
     apgd.run_from(
         model,
-        &LinfBall::uniform(images(x, n, device), apgd.eps),
+        &Ball::uniform(images(x, n, device), apgd.eps),
         images(t, n, device).mul_scalar(2.0).sub_scalar(1.0),
         AttackLoss::CrossEntropy,
         labels(y, device),

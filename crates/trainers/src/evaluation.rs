@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
-use tailguard_attacks::{AttackOutcome, AttackPreset, AutoAttackStages, FrozenModel, Inner, PgdConfig, host_flags};
+use tailguard_attacks::{
+    AttackOutcome, AttackPreset, AutoAttackStages, FrozenModel, Inner, Norm, PgdConfig, host_flags,
+};
 use tailguard_longtail::{BatchLoader, ClassTally, DataError};
 use tailguard_models::Classifier;
 
@@ -31,13 +33,27 @@ pub trait EvaluationAttack<B: AutodiffBackend, M: Classifier<B>> {
     ) -> AttackOutcome<B>;
 }
 
-/// A named attack preset at budget `eps` (see [`AttackPreset::run`] for how each counts robustness).
+/// A named attack preset at budget `eps` in the ball of `norm` (see [`AttackPreset::run`] for how each counts
+/// robustness).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PresetAttack {
     /// The preset.
     pub preset: AttackPreset,
-    /// L-inf budget.
+    /// Budget, in `norm`.
     pub eps: f64,
+    /// The threat model's norm (the preset must support it: [`AttackPreset::supports`]).
+    pub norm: Norm,
+}
+
+impl PresetAttack {
+    /// `preset` at L-inf budget `eps`.
+    pub fn linf(preset: AttackPreset, eps: f64) -> Self {
+        Self {
+            preset,
+            eps,
+            norm: Norm::Linf,
+        }
+    }
 }
 
 impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PresetAttack {
@@ -55,7 +71,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> EvaluationAttack<B, M> for PresetAtta
         images: Tensor<Inner<B>, 4>,
         labels: Tensor<Inner<B>, 1, Int>,
     ) -> AttackOutcome<B> {
-        self.preset.run(model, images, labels, self.eps)
+        self.preset.run_in(model, images, labels, self.eps, self.norm)
     }
 }
 

@@ -345,10 +345,7 @@ impl<B: AutodiffBackend, M: Classifier<B> + AutodiffModule<B>> Trainer<B, M> {
         let Some((loader, settings)) = &self.validation else {
             return Ok((None, None, None));
         };
-        let clean = PresetAttack {
-            preset: AttackPreset::Clean,
-            eps: 0.0,
-        };
+        let clean = PresetAttack::linf(AttackPreset::Clean, 0.0);
         let robust = PgdConfig::new()
             .with_eps(settings.eps)
             .with_steps(settings.attack_steps);

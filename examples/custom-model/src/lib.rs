@@ -118,10 +118,7 @@ pub fn balanced_robustness(model: &TinyNet<B>, per_class: usize) -> Result<(f64,
     };
     let test = Arc::new(spec.select(&test)?.apply(&test)?);
     let loader = BatchLoader::new(test, BatchLoaderConfig::evaluation(100))?;
-    let attack = |preset| PresetAttack {
-        preset,
-        eps: 8.0 / 255.0,
-    };
+    let attack = |preset| PresetAttack::linf(preset, 8.0 / 255.0);
     let (clean, aa) = (attack(AttackPreset::Clean), attack(AttackPreset::AaLite));
     let results = evaluate(model, &loader, &[&clean, &aa], 0, &Default::default(), &mut Silent)?;
     let groups = ClassGroups::default();

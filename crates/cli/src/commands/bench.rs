@@ -312,10 +312,7 @@ fn bench_one(
         }
         Workload::Pgd20Eval => {
             // Exactly what `tailguard eval --attacks pgd20` runs on each batch.
-            let attack = PresetAttack {
-                preset: AttackPreset::Pgd20,
-                eps: 8.0 / 255.0,
-            };
+            let attack = PresetAttack::linf(AttackPreset::Pgd20, 8.0 / 255.0);
             let images = images.inner();
             let labels = labels.inner();
             Box::new(move || {

@@ -146,6 +146,7 @@ pub fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             data_dir: data.clone(),
             attacks: vec![AttackPreset::Clean, AttackPreset::Pgd20, AttackPreset::AaLite],
             eps: 8.0 / 255.0,
+            norm: tailguard_attacks::Norm::Linf,
             limit: Some(args.limit),
             batch_size: 128,
             lt_test: None,

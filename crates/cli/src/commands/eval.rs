@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tailguard_attacks::{AttackPreset, FrozenModel, Inner, MaskingWarning, check_model, check_stages};
+use tailguard_attacks::{
+    AttackPreset, FrozenModel, Inner, MaskingWarning, Norm, check_model_in, check_stages, parse_budget,
+};
 use tailguard_longtail::{
     BatchLoader, BatchLoaderConfig, ClassGroups, ClassTally, DatasetKind, ImageDataset, LoadOptions, LongTailSpec,
     SeedStream, Split,
@@ -18,7 +20,7 @@ use tailguard_trainers::{
     AttackResult, EvaluationAttack, EvaluationObserver, PresetAttack, evaluate, evaluate_on_devices,
 };
 
-use crate::args::{Counts, parse_counts, parse_eps, parse_weights};
+use crate::args::{Counts, parse_counts, parse_weights};
 use crate::backend;
 use crate::progress;
 use crate::report::eval_report::{AttackReport, EvalReport, LogitAdjustmentReport};
@@ -42,13 +44,18 @@ pub struct EvalArgs {
     #[arg(long, value_name = "PATH")]
     data_dir: PathBuf,
     /// Comma-separated attacks: clean, fgsm, pgd20, pgd20-step1 (TAET's 1/255 step), cw20, aa-lite (APGD-CE + APGD-T),
-    /// aa (standard AutoAttack: also FAB-T and Square, about four times aa-lite's cost), fab-t, square (each alone),
-    /// pgd10, taet-training.
+    /// aa (standard AutoAttack: also FAB-T and Square, about four times aa-lite's cost), aa-rand (AutoAttack's
+    /// version for randomised defences: APGD-CE + APGD-DLR, 20 gradient samples per step), fab-t, square (each
+    /// alone), pgd10, taet-training.
     #[arg(long, value_delimiter = ',', default_value = "clean,fgsm,pgd20,cw20,aa-lite")]
     attacks: Vec<AttackPreset>,
-    /// L-inf budget, as a fraction or a number.
-    #[arg(long, default_value = "8/255", value_parser = parse_eps)]
-    eps: f64,
+    /// The threat model: linf (budget at most 1 per pixel) or l2 (RobustBench's second leaderboard; in L2 every
+    /// attack but aa, fab-t, square and taet-training runs).
+    #[arg(long, default_value = "linf")]
+    norm: Norm,
+    /// Budget, as a fraction or a number [default: 8/255 in linf, 0.5 in l2].
+    #[arg(long, value_parser = parse_budget)]
+    eps: Option<f64>,
     /// Evaluate a seeded random subset of N test images.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -107,6 +114,8 @@ pub struct EvalRequest {
     pub data_dir: PathBuf,
     pub attacks: Vec<AttackPreset>,
     pub eps: f64,
+    /// The threat model's norm.
+    pub norm: Norm,
     pub limit: Option<usize>,
     pub batch_size: usize,
     pub lt_test: Option<f64>,
@@ -133,7 +142,11 @@ impl EvalArgs {
             dataset: self.dataset,
             data_dir: self.data_dir.clone(),
             attacks: self.attacks.clone(),
-            eps: self.eps,
+            eps: self.eps.unwrap_or(match self.norm {
+                Norm::Linf => 8.0 / 255.0,
+                Norm::L2 => 0.5,
+            }),
+            norm: self.norm,
             limit: self.limit,
             batch_size: self.batch_size,
             lt_test: self.lt_test,
@@ -200,12 +213,31 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     if request.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if let Some(preset) = request.attacks.iter().find(|p| !p.supports(request.norm)) {
+        let supported: Vec<&str> = AttackPreset::ALL
+            .iter()
+            .filter(|p| p.supports(request.norm))
+            .map(|p| p.name())
+            .collect();
+        bail!(
+            "{preset} is not available in the {} ball; there tailguard runs {}",
+            request.norm,
+            supported.join(", ")
+        );
+    }
+    if request.norm == Norm::Linf && request.eps > 1.0 {
+        bail!(
+            "--eps must lie in [0, 1] in linf (pixels are in [0, 1]), got {}",
+            request.eps
+        );
+    }
     // Claimed before the attacks run, so a refused folder costs nothing.
     tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
     if let Some(path) = &request.robustbench_json {
         let has = |attack: AttackPreset| request.attacks.contains(&attack);
-        if !has(AttackPreset::Clean) || !(has(AttackPreset::Aa) || has(AttackPreset::AaLite)) {
-            bail!("--robustbench-json needs clean and aa (or aa-lite) in --attacks");
+        let autoattack = has(AttackPreset::Aa) || has(AttackPreset::AaRand) || has(AttackPreset::AaLite);
+        if !has(AttackPreset::Clean) || !autoattack {
+            bail!("--robustbench-json needs clean and aa (or aa-rand, aa-lite) in --attacks");
         }
         tailguard_output::prepare_file(path, request.force)?;
     }
@@ -246,6 +278,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         .map(|&preset| PresetAttack {
             preset,
             eps: request.eps,
+            norm: request.norm,
         })
         .collect();
     let mut observer = AttackProgress {
@@ -256,7 +289,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     let autoattack = request
         .attacks
         .iter()
-        .any(|a| matches!(a, AttackPreset::Aa | AttackPreset::AaLite));
+        .any(|a| matches!(a, AttackPreset::Aa | AttackPreset::AaLite | AttackPreset::AaRand));
     let (results, mut warnings) = match &request.logit_adjustment {
         None => (
             attack_all(&model, &loader, &presets, request.seed, &devices, &mut observer)?,
@@ -322,6 +355,7 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         dataset: request.dataset.to_string(),
         data_dir: request.data_dir.display().to_string(),
         backend: backend::name().to_string(),
+        norm: request.norm.to_string(),
         eps: request.eps,
         eps_255: request.eps * 255.0,
         lt_test: request.lt_test,
@@ -373,11 +407,12 @@ fn model_checks<M: Classifier<backend::Train>>(
     };
     let batch = batch?;
     <Inner<backend::Train> as burn::tensor::backend::Backend>::seed(device, request.seed);
-    Ok(check_model(
+    Ok(check_model_in(
         &FrozenModel::new(model),
         batch.images,
         batch.labels,
         request.eps,
+        request.norm,
     ))
 }
 

@@ -59,6 +59,8 @@ pub struct EvalReport {
     pub dataset: String,
     pub data_dir: String,
     pub backend: String,
+    /// `linf` or `l2`.
+    pub norm: String,
     pub eps: f64,
     pub eps_255: f64,
     pub lt_test: Option<f64>,
@@ -174,8 +176,7 @@ impl EvalReport {
         let _ = writeln!(md, "# Robustness report\n");
         let _ = writeln!(
             md,
-            "`{}` ({} weights; {}, {} classes) on the {} {} ({} images{}), L-inf eps = {:.2}/255 ({:.4}), {} \
-             backend, {}.\n",
+            "`{}` ({} weights; {}, {} classes) on the {} {} ({} images{}), {}, {} backend, {}.\n",
             self.checkpoint,
             if self.weights == "ema" { "averaged (EMA)" } else { "raw" },
             self.arch,
@@ -186,8 +187,11 @@ impl EvalReport {
             self.limit
                 .map(|_| format!(", seeded subset, seed {}", self.seed))
                 .unwrap_or_default(),
-            self.eps_255,
-            self.eps,
+            if self.norm == "l2" {
+                format!("L2 eps = {}", self.eps)
+            } else {
+                format!("L-inf eps = {:.2}/255 ({:.4})", self.eps_255, self.eps)
+            },
             self.backend,
             self.date
         );

@@ -33,8 +33,10 @@ pub struct RobustBenchEntry {
 #[derive(Debug, Serialize)]
 pub struct LongTailFields {
     pub version: &'static str,
-    /// `standard` (APGD-CE, APGD-T, FAB-T, Square) or `lite` (APGD-CE, APGD-T).
+    /// `standard` (APGD-CE, APGD-T, FAB-T, Square), `rand` (APGD-CE, APGD-DLR with EOT) or `lite` (APGD-CE, APGD-T).
     pub autoattack: &'static str,
+    /// The leaderboard: `Linf` or `L2` (RobustBench keeps it in the folder name, `model_info/<dataset>/<threat>`).
+    pub threat_model: &'static str,
     pub weights: String,
     pub test_images: usize,
     pub balanced_clean_acc: f64,
@@ -70,13 +72,20 @@ impl RobustBenchEntry {
         let Some(clean) = find("clean") else {
             bail!("--robustbench-json needs the clean accuracy: add clean to --attacks");
         };
-        let (autoattack, version): (&AttackReport, &'static str) = match (find("aa"), find("aa-lite")) {
-            (Some(aa), _) => (aa, "standard"),
-            (None, Some(lite)) => (lite, "lite"),
-            (None, None) => bail!("--robustbench-json needs an AutoAttack result: add aa (or aa-lite) to --attacks"),
+        let (autoattack, version): (&AttackReport, &'static str) = match (find("aa"), find("aa-rand"), find("aa-lite"))
+        {
+            (Some(aa), _, _) => (aa, "standard"),
+            (None, Some(rand), _) => (rand, "rand"),
+            (None, None, Some(lite)) => (lite, "lite"),
+            (None, None, None) => {
+                bail!("--robustbench-json needs an AutoAttack result: add aa (or aa-rand, aa-lite) to --attacks")
+            }
         };
         let mut footnote = match version {
             "standard" => String::new(),
+            "rand" => "AutoAttack's rand version (APGD-CE and APGD-DLR with 20 EOT samples), for a randomised \
+                       defence."
+                .to_string(),
             _ => "AA-lite (APGD-CE and APGD-T only), not standard AutoAttack.".to_string(),
         };
         if report.test_images < 10_000 || report.lt_test.is_some() {
@@ -111,6 +120,7 @@ impl RobustBenchEntry {
             tailguard: LongTailFields {
                 version: env!("CARGO_PKG_VERSION"),
                 autoattack: version,
+                threat_model: if report.norm == "l2" { "L2" } else { "Linf" },
                 weights: report.weights.clone(),
                 test_images: report.test_images,
                 balanced_clean_acc: clean.summary.balanced_accuracy,
