@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Standard AutoAttack from the reference code (fra31/auto-attack, packaged as `pyautoattack`) on a tailguard model.
+"""AutoAttack from the reference code (fra31/auto-attack, packaged as `pyautoattack`) on a tailguard model.
 
     pip install torch safetensors pyautoattack
     python3 compare.py --weights model.safetensors --arch small-cnn-16 --test test.tar.gz --eps 8/255 --out ref.json
+    python3 compare.py ... --norm L2 --eps 0.5 --attacks apgd-ce,apgd-t     # tailguard's aa-lite in L2
+    python3 compare.py ... --version rand                                 # tailguard's aa-rand
 
 The weights are a `tailguard export` of the checkpoint (PyTorch names); the images are the test split of a CIFAR
 binary archive that `tailguard data --export` wrote, in file order, so `tailguard eval --attacks aa` on the same
@@ -59,6 +61,9 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--attacks", default="standard",
                         help="standard, or a comma-separated list run alone (e.g. fab-t or square)")
+    parser.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
+    parser.add_argument("--version", default="standard", choices=["standard", "rand"],
+                        help="the reference's version whose settings the attacks take")
     args = parser.parse_args()
     from pyautoattack import AutoAttack
 
@@ -73,11 +78,9 @@ def main():
     torch.set_num_threads(2)
     x, y = load_test(args.test)
     eps = float(Fraction(args.eps))
-    if args.attacks == "standard":
-        adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
-    else:
-        # A custom list keeps the standard version's settings of each attack (fab-t sets its own single restart).
-        adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
+    adversary = AutoAttack(model, norm=args.norm, eps=eps, version=args.version, seed=0, device="cpu")
+    if args.attacks != "standard":
+        # A custom list keeps the version's settings of each attack (fab-t sets its own single restart).
         adversary.attacks_to_run = args.attacks.split(",")
     start = time.time()
     with torch.no_grad():
@@ -85,7 +88,7 @@ def main():
     adv, _ = adversary.run_standard_evaluation(x, y, batch_size=250)
     with torch.no_grad():
         robust = (model(adv).argmax(1) == y).float().mean().item()
-    result = {"attacks": args.attacks, "images": len(y), "eps": eps, "clean_accuracy": clean, "robust_accuracy": robust,
+    result = {"attacks": args.attacks, "version": args.version, "norm": args.norm, "images": len(y), "eps": eps, "clean_accuracy": clean, "robust_accuracy": robust,
               "seconds": time.time() - start, "torch": torch.__version__}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

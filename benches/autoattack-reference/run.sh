@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Standard AutoAttack, tailguard against the reference code, on the same model and the same images.
+# AutoAttack, tailguard against the reference code, on the same model and the same images.
 #
 #   benches/autoattack-reference/run.sh CHECKPOINT CIFAR10_DATA [OUT] [TEST_PER_CLASS]
+#   NORM=l2 VERSION=lite benches/autoattack-reference/run.sh ...      # APGD-CE + APGD-T in the L2 ball (eps 0.5)
+#   VERSION=rand benches/autoattack-reference/run.sh ...               # the rand version (EOT) against aa-rand
 #
 # Exports the checkpoint's weights (safetensors, PyTorch names), writes a seeded balanced test subset of
-# TEST_PER_CLASS images per class (default 50) as a CIFAR binary archive, runs `tailguard eval --attacks
-# clean,aa-lite,aa` on it and `compare.py` (the reference AutoAttack, `pip install torch safetensors pyautoattack`)
-# on the same images, and prints both. TAILGUARD_BIN names a built program (default target/debug/tailguard).
+# TEST_PER_CLASS images per class (default 50) as a CIFAR binary archive, runs `tailguard eval` on it (standard:
+# `--attacks clean,aa-lite,aa`; lite: `clean,aa-lite`; rand: `clean,aa-rand`) and `compare.py` (the reference
+# AutoAttack, `pip install torch safetensors pyautoattack`) on the same images with the same attacks, and prints
+# both. TAILGUARD_BIN names a built program (default target/debug/tailguard); NORM is linf (default) or l2, EPS the
+# budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default; linf only), lite or rand.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 checkpoint="$1"
@@ -19,22 +23,38 @@ mkdir -p "$out"
 "$bin" data --dataset cifar10 --data-dir "$data" --imbalance 1 --n-max 1 --export "$out/test.tar.gz" \
   --test-per-class "$per_class" --force --json > /dev/null
 start=$(date +%s)
-"$bin" eval --checkpoint "$checkpoint" --dataset cifar10 --data-dir "$out/test.tar.gz" --attacks clean,aa-lite,aa \
-  --report "$out/tailguard" --force --json > "$out/tailguard.json"
+norm="${NORM:-linf}"
+version="${VERSION:-standard}"
+case "$norm" in
+  linf) eps="${EPS:-8/255}"; ref_norm=Linf ;;
+  l2) eps="${EPS:-0.5}"; ref_norm=L2 ;;
+  *) echo "error: NORM must be linf or l2, got '$norm'" >&2; exit 2 ;;
+esac
+case "$version" in
+  standard) attacks=clean,aa-lite,aa; ours=aa; ref_attacks=standard; ref_version=standard ;;
+  lite) attacks=clean,aa-lite; ours=aa-lite; ref_attacks=apgd-ce,apgd-t; ref_version=standard ;;
+  rand) attacks=clean,aa-rand; ours=aa-rand; ref_attacks=standard; ref_version=rand ;;
+  *) echo "error: VERSION must be standard, lite or rand, got '$version'" >&2; exit 2 ;;
+esac
+"$bin" eval --checkpoint "$checkpoint" --dataset cifar10 --data-dir "$out/test.tar.gz" --attacks "$attacks" \
+  --norm "$norm" --eps "$eps" --report "$out/tailguard-$norm-$version" --force --json > "$out/tailguard.json"
 echo "tailguard: $(( $(date +%s) - start )) s"
 arch=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['arch'])" "$out/tailguard.json")
 python3 benches/autoattack-reference/compare.py --weights "$out/model.safetensors" --arch "$arch" \
-  --test "$out/test.tar.gz" --out "$out/reference.json"
-python3 - "$out" <<'PY'
+  --test "$out/test.tar.gz" --norm "$ref_norm" --eps "$eps" --version "$ref_version" --attacks "$ref_attacks" \
+  --out "$out/reference.json"
+python3 - "$out" "$ours" <<'PY'
 import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
+out, ours_name = pathlib.Path(sys.argv[1]), sys.argv[2]
 ours = json.loads((out / "tailguard.json").read_text())
 ref = json.loads((out / "reference.json").read_text())
 acc = {a["attack"]: a["accuracy"] for a in ours["attacks"]}
-aa = next(a for a in ours["attacks"] if a["attack"] == "aa")
+print(f"{ref['norm']} eps {ref['eps']:.4f}, reference attacks {ref['attacks']} ({ref['version']} version)")
 print(f"images {ref['images']}: clean tailguard {100 * acc['clean']:.2f} % / reference {100 * ref['clean_accuracy']:.2f} %")
-print(f"standard AA robust accuracy: tailguard {100 * acc['aa']:.2f} % / reference {100 * ref['robust_accuracy']:.2f} %"
-      f" (difference {100 * (acc['aa'] - ref['robust_accuracy']):+.2f} points); AA-lite {100 * acc['aa-lite']:.2f} %")
-print("tailguard stages:", json.dumps(aa["stages"]))
+print(f"robust accuracy: tailguard {ours_name} {100 * acc[ours_name]:.2f} % / reference {100 * ref['robust_accuracy']:.2f} %"
+      f" (difference {100 * (acc[ours_name] - ref['robust_accuracy']):+.2f} points)")
+stages = next(a for a in ours["attacks"] if a["attack"] == ours_name).get("stages")
+if stages:
+    print("tailguard stages:", json.dumps(stages))
 print(f"reference time {ref['seconds']:.0f} s")
 PY

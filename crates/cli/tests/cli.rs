@@ -1357,3 +1357,75 @@ fn a_robustbench_model_imports_by_id_and_fine_tuning_checks_it_fits() {
         "Rice2020Overfitting",
     );
 }
+
+#[test]
+fn eval_runs_the_l2_threat_model_and_refuses_what_it_lacks_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = small_checkpoint(dir.path());
+    let report = dir.path().join("l2");
+    let entry = dir.path().join("entry.json");
+    let json = stdout_json(&tailguard(&[
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &embedded(),
+        "--attacks",
+        "clean,fgsm,aa-lite",
+        "--norm",
+        "l2",
+        "--limit",
+        "16",
+        "--report",
+        report.to_str().unwrap(),
+        "--robustbench-json",
+        entry.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(json["norm"], "l2");
+    assert_eq!(json["eps"], 0.5, "L2's default budget");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("L2 eps = 0.5"), "{md}");
+    let entry: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&entry).unwrap()).unwrap();
+    assert_eq!(entry["tailguard"]["threat_model"], "L2");
+    assert_eq!(entry["eps"], "0.5");
+    // Standard AutoAttack needs FAB-T and Square, which run in L-inf only so far: refused before any work.
+    let refused = dir.path().join("refused");
+    assert_clean_failure(
+        &tailguard(&[
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &embedded(),
+            "--attacks",
+            "clean,aa",
+            "--norm",
+            "l2",
+            "--report",
+            refused.to_str().unwrap(),
+        ]),
+        "aa is not available in the l2 ball",
+    );
+    assert!(!refused.exists());
+    assert_clean_failure(
+        &tailguard(&[
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            &embedded(),
+            "--eps",
+            "2",
+            "--report",
+            refused.to_str().unwrap(),
+        ]),
+        "[0, 1] in linf",
+    );
+}
