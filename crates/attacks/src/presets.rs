@@ -35,6 +35,17 @@ pub enum AttackPreset {
     AaRand,
     /// Standard AutoAttack: APGD-CE, APGD-T, FAB-T (9 targets, 100 iterations) and Square (5,000 queries).
     Aa,
+    /// APGD-CE alone (AutoAttack's settings), on the clean-correct points.
+    ApgdCe,
+    /// APGD-T alone (AutoAttack's settings: 9 targets), on the clean-correct points.
+    ApgdT,
+    /// APGD-DLR alone (the untargeted DLR loss; AutoAttack's `plus` settings but one restart), on the clean-correct
+    /// points.
+    ApgdDlr,
+    /// APGD-CE with 20 gradient samples per step (the `rand` version's), alone on the clean-correct points.
+    ApgdCeEot,
+    /// APGD-DLR with 20 gradient samples per step (the `rand` version's), alone on the clean-correct points.
+    ApgdDlrEot,
     /// FAB-T alone (AutoAttack's settings), on the clean-correct points.
     FabT,
     /// Square alone (AutoAttack's settings: 5,000 queries, p_init 0.8), on the clean-correct points.
@@ -47,7 +58,7 @@ pub enum AttackPreset {
 
 impl AttackPreset {
     /// Every preset, in report order.
-    pub const ALL: [AttackPreset; 12] = [
+    pub const ALL: [AttackPreset; 17] = [
         AttackPreset::Clean,
         AttackPreset::Fgsm,
         AttackPreset::Pgd20,
@@ -56,6 +67,11 @@ impl AttackPreset {
         AttackPreset::AaLite,
         AttackPreset::AaRand,
         AttackPreset::Aa,
+        AttackPreset::ApgdCe,
+        AttackPreset::ApgdT,
+        AttackPreset::ApgdDlr,
+        AttackPreset::ApgdCeEot,
+        AttackPreset::ApgdDlrEot,
         AttackPreset::FabT,
         AttackPreset::Square,
         AttackPreset::Pgd10,
@@ -73,6 +89,11 @@ impl AttackPreset {
             AttackPreset::AaLite => "aa-lite",
             AttackPreset::AaRand => "aa-rand",
             AttackPreset::Aa => "aa",
+            AttackPreset::ApgdCe => "apgd-ce",
+            AttackPreset::ApgdT => "apgd-t",
+            AttackPreset::ApgdDlr => "apgd-dlr",
+            AttackPreset::ApgdCeEot => "apgd-ce-eot",
+            AttackPreset::ApgdDlrEot => "apgd-dlr-eot",
             AttackPreset::FabT => "fab-t",
             AttackPreset::Square => "square",
             AttackPreset::Pgd10 => "pgd10",
@@ -85,8 +106,8 @@ impl AttackPreset {
     pub fn min_classes(&self) -> usize {
         match self {
             AttackPreset::Cw20 | AttackPreset::FabT | AttackPreset::Square => 2,
-            AttackPreset::AaRand => 3,
-            AttackPreset::AaLite | AttackPreset::Aa => 4,
+            AttackPreset::AaRand | AttackPreset::ApgdDlr | AttackPreset::ApgdDlrEot => 3,
+            AttackPreset::AaLite | AttackPreset::Aa | AttackPreset::ApgdT => 4,
             _ => 1,
         }
     }
@@ -101,6 +122,23 @@ impl AttackPreset {
                 self,
                 AttackPreset::Aa | AttackPreset::FabT | AttackPreset::Square | AttackPreset::TaetTraining
             ),
+        }
+    }
+
+    /// AutoAttack's attacks run alone, each on every clean-correct point (the reference's "individual" mode):
+    /// `aa` -> APGD-CE, APGD-T, FAB-T, Square; `aa-lite` -> APGD-CE, APGD-T; `aa-rand` -> APGD-CE and APGD-DLR with
+    /// 20 gradient samples. Any other preset is itself.
+    pub fn individual(&self) -> Vec<AttackPreset> {
+        match self {
+            AttackPreset::Aa => vec![
+                AttackPreset::ApgdCe,
+                AttackPreset::ApgdT,
+                AttackPreset::FabT,
+                AttackPreset::Square,
+            ],
+            AttackPreset::AaLite => vec![AttackPreset::ApgdCe, AttackPreset::ApgdT],
+            AttackPreset::AaRand => vec![AttackPreset::ApgdCeEot, AttackPreset::ApgdDlrEot],
+            other => vec![*other],
         }
     }
 
@@ -126,6 +164,11 @@ impl AttackPreset {
             | AttackPreset::AaLite
             | AttackPreset::AaRand
             | AttackPreset::Aa
+            | AttackPreset::ApgdCe
+            | AttackPreset::ApgdT
+            | AttackPreset::ApgdDlr
+            | AttackPreset::ApgdCeEot
+            | AttackPreset::ApgdDlrEot
             | AttackPreset::FabT
             | AttackPreset::Square => None,
             AttackPreset::Fgsm => Some(PgdConfig::fgsm(eps).with_norm(norm)),
@@ -217,12 +260,23 @@ impl AttackPreset {
                     stages: Some(stages),
                 }
             }
-            AttackPreset::FabT | AttackPreset::Square => {
+            AttackPreset::ApgdCe
+            | AttackPreset::ApgdT
+            | AttackPreset::ApgdDlr
+            | AttackPreset::ApgdCeEot
+            | AttackPreset::ApgdDlrEot
+            | AttackPreset::FabT
+            | AttackPreset::Square => {
                 let correct = model.correct(images.clone(), labels.clone());
-                let (adversarial, robust) = if *self == AttackPreset::FabT {
-                    FabConfig::new().with_eps(eps).fab_t(model, images, labels, correct)
-                } else {
-                    SquareConfig::new().with_eps(eps).square(model, images, labels, correct)
+                let eot = apgd.clone().with_eot_iterations(20);
+                let (adversarial, robust) = match self {
+                    AttackPreset::ApgdCe => apgd.apgd_ce(model, images, labels, correct),
+                    AttackPreset::ApgdT => apgd.apgd_t(model, images, labels, correct),
+                    AttackPreset::ApgdDlr => apgd.apgd_dlr(model, images, labels, correct),
+                    AttackPreset::ApgdCeEot => eot.apgd_ce(model, images, labels, correct),
+                    AttackPreset::ApgdDlrEot => eot.apgd_dlr(model, images, labels, correct),
+                    AttackPreset::FabT => FabConfig::new().with_eps(eps).fab_t(model, images, labels, correct),
+                    _ => SquareConfig::new().with_eps(eps).square(model, images, labels, correct),
                 };
                 AttackOutcome {
                     adversarial,

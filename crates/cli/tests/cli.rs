@@ -1391,6 +1391,43 @@ fn eval_runs_the_l2_threat_model_and_refuses_what_it_lacks_there() {
     let entry: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&entry).unwrap()).unwrap();
     assert_eq!(entry["tailguard"]["threat_model"], "L2");
     assert_eq!(entry["eps"], "0.5");
+    // Individual mode: AA-lite's two attacks each alone on every clean-correct point, with their own counts; the
+    // ensemble can only be as robust as the weaker of them.
+    let individual = stdout_json(&tailguard(&[
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        &embedded(),
+        "--attacks",
+        "clean,aa-lite",
+        "--individual",
+        "--norm",
+        "l2",
+        "--limit",
+        "16",
+        "--report",
+        dir.path().join("individual").to_str().unwrap(),
+        "--json",
+    ]));
+    let accuracy = |report: &serde_json::Value, name: &str| -> f64 {
+        let attacks = report["attacks"].as_array().unwrap();
+        attacks.iter().find(|a| a["attack"] == name).unwrap()["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let names: Vec<&str> = individual["attacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["clean", "apgd-ce", "apgd-t"]);
+    let ensemble = accuracy(&json, "aa-lite");
+    assert!(ensemble <= accuracy(&individual, "apgd-ce").min(accuracy(&individual, "apgd-t")));
+    assert_eq!(accuracy(&individual, "clean"), accuracy(&json, "clean"));
     // Standard AutoAttack needs FAB-T and Square, which run in L-inf only so far: refused before any work.
     let refused = dir.path().join("refused");
     assert_clean_failure(

@@ -46,9 +46,14 @@ pub struct EvalArgs {
     /// Comma-separated attacks: clean, fgsm, pgd20, pgd20-step1 (TAET's 1/255 step), cw20, aa-lite (APGD-CE + APGD-T),
     /// aa (standard AutoAttack: also FAB-T and Square, about four times aa-lite's cost), aa-rand (AutoAttack's
     /// version for randomised defences: APGD-CE + APGD-DLR, 20 gradient samples per step), fab-t, square (each
-    /// alone), pgd10, taet-training.
+    /// alone), apgd-ce, apgd-t, apgd-dlr, apgd-ce-eot, apgd-dlr-eot (each alone), pgd10, taet-training.
     #[arg(long, value_delimiter = ',', default_value = "clean,fgsm,pgd20,cw20,aa-lite")]
     attacks: Vec<AttackPreset>,
+    /// AutoAttack's individual mode: each attack of aa, aa-lite or aa-rand runs alone on every clean-correct point
+    /// and is reported with its own count (apgd-ce, apgd-t, fab-t, square; apgd-ce-eot, apgd-dlr-eot), instead of
+    /// the ensemble where each attacks only what the previous ones left.
+    #[arg(long)]
+    individual: bool,
     /// The threat model: linf (budget at most 1 per pixel) or l2 (RobustBench's second leaderboard; in L2 every
     /// attack but aa, fab-t, square and taet-training runs).
     #[arg(long, default_value = "linf")]
@@ -141,7 +146,17 @@ impl EvalArgs {
             checkpoint: self.checkpoint.clone(),
             dataset: self.dataset,
             data_dir: self.data_dir.clone(),
-            attacks: self.attacks.clone(),
+            attacks: if self.individual {
+                let mut attacks: Vec<AttackPreset> = Vec::new();
+                for preset in self.attacks.iter().flat_map(|p| p.individual()) {
+                    if !attacks.contains(&preset) {
+                        attacks.push(preset);
+                    }
+                }
+                attacks
+            } else {
+                self.attacks.clone()
+            },
             eps: self.eps.unwrap_or(match self.norm {
                 Norm::Linf => 8.0 / 255.0,
                 Norm::L2 => 0.5,
