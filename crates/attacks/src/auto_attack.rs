@@ -11,6 +11,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use tailguard_models::Classifier;
 
 use crate::apgd::ApgdConfig;
+use crate::ball::Norm;
 use crate::fab::FabConfig;
 use crate::probe::{FrozenModel, Inner, host_flags};
 use crate::square::SquareConfig;
@@ -23,7 +24,8 @@ pub struct AutoAttackLiteConfig {
     pub apgd: ApgdConfig,
 }
 
-/// Configuration of standard AutoAttack; the defaults are the reference's L-inf settings at eps 8/255.
+/// Configuration of standard AutoAttack; the defaults are the reference's L-inf settings at eps 8/255
+/// ([`AutoAttackConfig::standard_in`] gives L2's).
 #[derive(Config, Debug, PartialEq)]
 pub struct AutoAttackConfig {
     /// APGD-CE and APGD-T (100 iterations, 1 restart, 9 targets).
@@ -38,12 +40,17 @@ pub struct AutoAttackConfig {
 }
 
 impl AutoAttackConfig {
-    /// Standard AutoAttack at budget `eps`.
+    /// Standard AutoAttack at L-inf budget `eps`.
     pub fn standard(eps: f64) -> Self {
+        Self::standard_in(eps, Norm::Linf)
+    }
+
+    /// Standard AutoAttack at budget `eps` in the ball of `norm` (the reference's `norm='L2'` for L2).
+    pub fn standard_in(eps: f64, norm: Norm) -> Self {
         Self::new()
-            .with_apgd(ApgdConfig::new().with_eps(eps))
-            .with_fab(FabConfig::new().with_eps(eps))
-            .with_square(SquareConfig::new().with_eps(eps))
+            .with_apgd(ApgdConfig::new().with_eps(eps).with_norm(norm))
+            .with_fab(FabConfig::new().with_eps(eps).with_norm(norm))
+            .with_square(SquareConfig::new().with_eps(eps).with_norm(norm))
     }
 }
 

@@ -1,7 +1,8 @@
-//! FAB-T (Croce and Hein 2020), the targeted fast adaptive boundary attack in the L-inf ball, as AutoAttack's
-//! standard version runs it (`fra31/auto-attack`, `fab_base.py`, `fab_pt.py`, `fab_projections.py`): for each of the
-//! 9 most likely wrong classes of the clean logits in turn, 100 iterations that linearise the boundary between the
-//! true and the target class, project onto it (exact L-inf projection intersected with the box), and mix the step
+//! FAB-T (Croce and Hein 2020), the targeted fast adaptive boundary attack in the L-inf or the L2 ball, as
+//! AutoAttack's standard version runs it (`fra31/auto-attack`, `fab_base.py`, `fab_pt.py`, `fab_projections.py`): for
+//! each of the 9 most likely wrong classes of the clean logits in turn, 100 iterations that linearise the boundary
+//! between the true and the target class, project onto it (the exact L-inf or L2 projection intersected with the
+//! box), and mix the step
 //! from the current iterate with the step from the clean image; adversarial iterates are kept when closer and pulled
 //! back by `beta`. One restart, no random start (AutoAttack's `fab-t`). A point counts as broken only if its
 //! adversarial image is within `eps`.
@@ -11,15 +12,19 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
 use tailguard_models::Classifier;
 
+use crate::ball::{Norm, l2_norm};
 use crate::probe::{FrozenModel, Inner, predictions};
 use crate::subset::Subset;
 
 /// Configuration of FAB-T; defaults are AutoAttack's standard L-inf settings.
 #[derive(Config, Debug, PartialEq)]
 pub struct FabConfig {
-    /// L-inf budget a result must respect to count.
+    /// Budget a result must respect to count, in `norm`.
     #[config(default = "8.0 / 255.0")]
     pub eps: f64,
+    /// The norm whose distance FAB minimises and whose ball the result must lie in.
+    #[config(default = "Norm::Linf")]
+    pub norm: Norm,
     /// Iterations per target.
     #[config(default = 100)]
     pub iterations: usize,
@@ -88,12 +93,20 @@ impl FabConfig {
             let df = probe.loss;
             let gradient = flat(probe.gradient);
             let b = df.neg() + (gradient.clone() * flat(x1.clone())).sum_dim(1).reshape([n]);
-            let d3 = project_linf(
+            let (points, planes, offsets) = (
                 Tensor::cat(vec![flat(x1.clone()), x0.clone()], 0),
                 Tensor::cat(vec![gradient.clone(), gradient], 0),
                 Tensor::cat(vec![b.clone(), b], 0),
             );
-            let a0 = d3.clone().abs().max_dim(1).clamp_min(1e-8); // (2n, 1)
+            let d3 = match self.norm {
+                Norm::Linf => project_linf(points, planes, offsets),
+                Norm::L2 => project_l2(points, planes, offsets),
+            };
+            let a0 = match self.norm {
+                Norm::Linf => d3.clone().abs().max_dim(1),
+                Norm::L2 => d3.clone().powi_scalar(2).sum_dim(1).sqrt(),
+            }
+            .clamp_min(1e-8); // (2n, 1)
             let a1 = a0.clone().slice([0..n, 0..1]);
             let a2 = a0.slice([n..2 * n, 0..1]);
             let alpha = (a1.clone() / (a1 + a2))
@@ -105,7 +118,7 @@ impl FabConfig {
                 + (clean.clone() + d2.mul_scalar(self.eta)) * alpha)
                 .clamp(0.0, 1.0);
             let adversarial = predictions(model.logits(x1.clone())).not_equal(labels.clone());
-            let norm = linf_distance(x1.clone(), clean.clone());
+            let norm = self.distance(x1.clone(), clean.clone());
             let closer = adversarial.clone().bool_and(norm.clone().lower(best_norm.clone()));
             best = best.mask_where(closer.clone().reshape([n, 1, 1, 1]).expand([n, c, h, w]), x1.clone());
             best_norm = best_norm.mask_where(closer, norm);
@@ -116,8 +129,17 @@ impl FabConfig {
         // AutoAttack's `perturb`: a result counts when it is misclassified and within eps.
         let broken = predictions(model.logits(best.clone()))
             .not_equal(labels)
-            .bool_and(linf_distance(best.clone(), clean).lower_equal_elem(self.eps));
+            .bool_and(self.distance(best.clone(), clean).lower_equal_elem(self.eps));
         (best, broken.bool_not())
+    }
+
+    /// Distance per row in the attack's norm, (N).
+    fn distance<B: Backend>(&self, a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 1> {
+        let n = a.dims()[0];
+        match self.norm {
+            Norm::Linf => linf_distance(a, b),
+            Norm::L2 => l2_norm(a - b).reshape([n]),
+        }
     }
 }
 
@@ -191,6 +213,89 @@ pub fn project_linf<B: Backend>(t: Tensor<B, 2>, w: Tensor<B, 2>, b: Tensor<B, 1
     let d = d.mask_where(column_mask(c2, dims), d_2);
     let d = d.mask_where(column_mask(c_l, dims), d_l);
     d * nonzero
+}
+
+/// The smallest L2 step `d` (R, D) that moves each point `t` (R, D) onto its hyperplane `w . x = b` (R) within the
+/// box [0, 1] (`fab_projections.projection_l2`): the coordinates are released in the order they hit the box as the
+/// step grows along `-w`, the breakpoint found by bisection on the cumulative decrease of `w . x - b`, and the step
+/// length solved between breakpoints.
+pub fn project_l2<B: Backend>(t: Tensor<B, 2>, w: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
+    let [rows, dims] = t.dims();
+    let device = t.device();
+    let column = |x: Tensor<B, 1>| x.reshape([rows, 1]);
+    let row_sum = |x: Tensor<B, 2>| x.sum_dim(1).reshape([rows]);
+    const BIG: f64 = 1e12;
+    // Orient each hyperplane so the point lies on its non-negative side: c = w . t - b >= 0.
+    let c = row_sum(w.clone() * t.clone()) - b;
+    let sign = c
+        .clone()
+        .greater_equal_elem(0.0)
+        .float()
+        .mul_scalar(2.0)
+        .sub_scalar(1.0);
+    let w = w * column(sign.clone());
+    let c = c * sign;
+    let live = w.clone().abs().greater_elem(1e-8);
+    let live_f = live.clone().float();
+    // The step (along -w) at which each coordinate reaches the box; dead coordinates never do.
+    let r = (t.clone() / w.clone())
+        .max_pair((t.clone().sub_scalar(1.0)) / w.clone())
+        .clamp(-BIG, BIG);
+    let r = r.mask_fill(live.clone().bool_not(), BIG);
+    let r = r.clone().mask_fill(r.equal_elem(-BIG), BIG);
+    let (rs, order) = r.clone().sort_with_indices(1);
+    let zero_column = Tensor::<B, 2>::zeros([rows, 1], &device);
+    let rs2 = Tensor::cat(vec![rs.clone().slice([0..rows, 1..dims]), zero_column], 1);
+    let rs = rs.clone().mask_fill(rs.equal_elem(BIG), 0.0);
+    let rs2 = rs2.clone().mask_fill(rs2.equal_elem(BIG), 0.0);
+    let w3s = w.clone().powi_scalar(2).gather(1, order);
+    let w5 = w3s.clone().sum_dim(1); // (rows, 1)
+    let ws = w5.clone() - w3s.cumsum(1);
+    let d = (r.clone() * w.clone()).neg() * live_f.clone();
+    let first = rs.clone().slice([0..rows, 0..1]);
+    let s = Tensor::cat(
+        vec![
+            w5.clone().neg() * first.clone(),
+            ((rs.clone() - rs2) * ws.clone()).cumsum(1) - w5.clone() * first,
+        ],
+        1,
+    ); // (rows, dims + 1)
+    let c4 = s
+        .clone()
+        .slice([0..rows, 0..1])
+        .reshape([rows])
+        .add(c.clone())
+        .lower_elem(0.0);
+    let c3 = row_sum(d.clone() * w.clone()).add(c.clone()).greater_elem(0.0);
+    let c2 = c4.clone().bool_or(c3).bool_not();
+    // Bisection for the breakpoint (rows outside c2 compute a value that is not used).
+    let mut lb = Tensor::<B, 1>::zeros([rows], &device);
+    let mut ub = Tensor::<B, 1>::full([rows], (dims - 1) as f64, &device);
+    for _ in 0..(dims as f64).log2().ceil() as usize {
+        let mid = (lb.clone() + ub.clone()).div_scalar(2.0).floor();
+        let above = s
+            .clone()
+            .gather(1, column(mid.clone()).int())
+            .reshape([rows])
+            .add(c.clone())
+            .greater_elem(0.0);
+        lb = lb.mask_where(above.clone(), mid.clone());
+        ub = mid.mask_where(above, ub);
+    }
+    let lb = column(lb).int();
+    let at_lb = |x: &Tensor<B, 2>| x.clone().gather(1, lb.clone()).reshape([rows]);
+    // Every coordinate free: the plain projection onto the hyperplane.
+    let alpha_4 = column(c.clone() / w5.reshape([rows]));
+    let d_4 = (alpha_4 * w.clone()).neg();
+    // Between breakpoints: coordinates past their bound stay there, the rest move by alpha along -w.
+    let ws_lb = at_lb(&ws);
+    let alpha_2 = ((at_lb(&s) + c) / ws_lb.clone() + at_lb(&rs)).mask_fill(ws_lb.equal_elem(0.0), 0.0);
+    let alpha_2 = column(alpha_2).expand([rows, dims]);
+    let past = alpha_2.clone().greater(r).float();
+    let d_2 = d.clone() * past.clone() - alpha_2 * w * (past.neg().add_scalar(1.0));
+    let d = d.mask_where(column_mask(c2, dims), d_2);
+    let d = d.mask_where(column_mask(c4, dims), d_4);
+    d * live_f
 }
 
 fn column_mask<B: Backend>(mask: Tensor<B, 1, Bool>, dims: usize) -> Tensor<B, 2, Bool> {

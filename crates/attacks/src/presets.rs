@@ -112,17 +112,10 @@ impl AttackPreset {
         }
     }
 
-    /// Whether the preset is defined in the ball of `norm`. Every one is in L-inf; in L2, those whose steps follow
-    /// the gradient (FGSM, the PGDs, AA-lite, AA-rand). FAB-T and Square (and so standard AutoAttack) run only in
-    /// L-inf so far, and TAET's training attack is L-inf by definition.
+    /// Whether the preset is defined in the ball of `norm`: every one in L-inf; in L2 all but TAET's training
+    /// attack, which is L-inf by definition.
     pub fn supports(&self, norm: Norm) -> bool {
-        match norm {
-            Norm::Linf => true,
-            Norm::L2 => !matches!(
-                self,
-                AttackPreset::Aa | AttackPreset::FabT | AttackPreset::Square | AttackPreset::TaetTraining
-            ),
-        }
+        norm == Norm::Linf || *self != AttackPreset::TaetTraining
     }
 
     /// AutoAttack's attacks run alone, each on every clean-correct point (the reference's "individual" mode):
@@ -253,7 +246,7 @@ impl AttackPreset {
                 }
             }
             AttackPreset::Aa => {
-                let (adversarial, robust, stages) = AutoAttackConfig::standard(eps).run(model, images, labels);
+                let (adversarial, robust, stages) = AutoAttackConfig::standard_in(eps, norm).run(model, images, labels);
                 AttackOutcome {
                     adversarial,
                     robust,
@@ -275,8 +268,14 @@ impl AttackPreset {
                     AttackPreset::ApgdDlr => apgd.apgd_dlr(model, images, labels, correct),
                     AttackPreset::ApgdCeEot => eot.apgd_ce(model, images, labels, correct),
                     AttackPreset::ApgdDlrEot => eot.apgd_dlr(model, images, labels, correct),
-                    AttackPreset::FabT => FabConfig::new().with_eps(eps).fab_t(model, images, labels, correct),
-                    _ => SquareConfig::new().with_eps(eps).square(model, images, labels, correct),
+                    AttackPreset::FabT => {
+                        let fab = FabConfig::new().with_eps(eps).with_norm(norm);
+                        fab.fab_t(model, images, labels, correct)
+                    }
+                    _ => {
+                        let square = SquareConfig::new().with_eps(eps).with_norm(norm);
+                        square.square(model, images, labels, correct)
+                    }
                 };
                 AttackOutcome {
                     adversarial,

@@ -599,7 +599,19 @@ fn l2_attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
             "{name} left the ball: {moved:?}"
         );
     }
+    // FAB-T's L2 projection is exact on a linear model: it finds every breakable point. Square never breaks a
+    // provably robust one.
+    let fab = AttackPreset::FabT.run_in(&frozen, images.clone(), labels.clone(), eps, norm);
+    let square = AttackPreset::Square.run_in(&frozen, images.clone(), labels.clone(), eps, norm);
+    for (name, outcome) in [("fab-t", &fab), ("square", &square)] {
+        let moved = l2_norms(outcome.adversarial.clone() - images.clone());
+        assert!(
+            moved.iter().all(|&m| m <= eps as f32 + 1e-5),
+            "{name} left the ball: {moved:?}"
+        );
+    }
     let (lite, pgd) = (flags(lite.robust), flags(pgd.robust));
+    let (fab, square) = (flags(fab.robust), flags(square.robust));
     for i in 0..n {
         if worst[i].abs() < 1e-3 {
             continue; // within float rounding of the boundary
@@ -610,13 +622,17 @@ fn l2_attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
                 "AA-lite L2 missed breakable point {i} (worst margin {})",
                 worst[i]
             );
-        } else {
             assert!(
-                lite[i] && pgd[i],
-                "point {i} is provably L2-robust but an attack broke it"
+                !fab[i],
+                "FAB-T L2 missed breakable point {i} (worst margin {})",
+                worst[i]
             );
+        } else {
+            let all = lite[i] && pgd[i] && fab[i] && square[i];
+            assert!(all, "point {i} is provably L2-robust but an attack broke it");
         }
     }
+    assert!(square.iter().any(|&r| !r), "Square broke nothing");
     // The same budget read as L-inf is a far larger set: the L-inf attack breaks more.
     let linf = flags(
         AttackPreset::AaLite
@@ -654,9 +670,77 @@ fn l2_attacks_stay_in_the_ball_and_box() {
             assert!(moved.iter().any(|&m| m > 0.1 * eps as f32), "{preset}: moved {moved:?}");
         }
     }
-    assert!(!AttackPreset::Aa.supports(Norm::L2) && !AttackPreset::Square.supports(Norm::L2));
+    assert!(AttackPreset::Aa.supports(Norm::L2) && !AttackPreset::TaetTraining.supports(Norm::L2));
     let bad = PgdConfig::new()
         .with_norm(Norm::L2)
         .with_start(RandomStart::UniformPositive);
     assert!(bad.validate().unwrap_err().to_string().contains("L-inf ball only"));
+}
+
+#[test]
+fn fab_l2_projection_is_the_smallest_step_onto_the_hyperplane() {
+    use tailguard_attacks::fab::project_l2;
+    let device = Default::default();
+    <Flex as burn::tensor::backend::Backend>::seed(&device, 13);
+    let (rows, dims) = (24, 40);
+    let t = Tensor::<Flex, 2>::random([rows, dims], Distribution::Uniform(0.0, 1.0), &device);
+    let mut w = Tensor::<Flex, 2>::random([rows, dims], Distribution::Uniform(-1.0, 1.0), &device);
+    let mask: Vec<bool> = (0..rows * dims).map(|i| i % 7 == 3).collect();
+    w = w.mask_fill(Tensor::from_data(TensorData::new(mask, [rows, dims]), &device), 0.0);
+    let shift = Tensor::<Flex, 1>::random([rows], Distribution::Uniform(-3.0, 3.0), &device);
+    let b = (w.clone() * t.clone()).sum_dim(1).reshape([rows]) + shift;
+    let d = floats(project_l2(t.clone(), w.clone(), b.clone()));
+    let (t, w, b) = (floats(t), floats(w), floats(b));
+    let (mut checked, mut clipped) = (0, 0);
+    for r in 0..rows {
+        let row = |v: &[f32]| {
+            v[r * dims..(r + 1) * dims]
+                .iter()
+                .map(|&x| x as f64)
+                .collect::<Vec<f64>>()
+        };
+        let (tr, wr, dr) = (row(&t), row(&w), row(&d));
+        for ((x, w), step) in tr.iter().zip(&wr).zip(&dr) {
+            assert!((-1e-5..=1.0 + 1e-5).contains(&(x + step)), "row {r} leaves the box");
+            if *w == 0.0 {
+                assert_eq!(*step, 0.0, "row {r} moves a coordinate with zero weight");
+            }
+        }
+        // KKT: the smallest L2 step to w . (t + d) = b in the box is d_i = clamp(-lambda w_i, -t_i, 1 - t_i) for the
+        // lambda (of the sign of w . t - b) that reaches the plane; the reach is monotone in lambda, so bisect.
+        let gap = tr.iter().zip(&wr).map(|(x, w)| x * w).sum::<f64>() - b[r] as f64;
+        let step = |lambda: f64| -> Vec<f64> {
+            tr.iter()
+                .zip(&wr)
+                .map(|(x, w)| (-lambda * w).clamp(-x, 1.0 - x))
+                .collect()
+        };
+        let change = |lambda: f64| -> f64 { step(lambda).iter().zip(&wr).map(|(s, w)| s * w).sum() };
+        let big = 1e6 * gap.signum();
+        if change(big).abs() < gap.abs() - 1e-4 {
+            continue; // the box cannot reach the hyperplane
+        }
+        let (mut lo, mut hi) = (0.0, big);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if change(mid).abs() >= gap.abs() {
+                hi = mid
+            } else {
+                lo = mid
+            }
+        }
+        let expected = step(hi);
+        let worst = expected.iter().zip(&dr).map(|(e, d)| (e - d).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-3, "row {r}: step differs from the KKT solution by {worst}");
+        if expected
+            .iter()
+            .zip(&tr)
+            .any(|(e, x)| (x + e) <= 1e-9 || (x + e) >= 1.0 - 1e-9)
+        {
+            clipped += 1;
+        }
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} rows could reach their hyperplane");
+    assert!(clipped >= 4, "only {clipped} rows exercise the box");
 }

@@ -1428,7 +1428,7 @@ fn eval_runs_the_l2_threat_model_and_refuses_what_it_lacks_there() {
     let ensemble = accuracy(&json, "aa-lite");
     assert!(ensemble <= accuracy(&individual, "apgd-ce").min(accuracy(&individual, "apgd-t")));
     assert_eq!(accuracy(&individual, "clean"), accuracy(&json, "clean"));
-    // Standard AutoAttack needs FAB-T and Square, which run in L-inf only so far: refused before any work.
+    // TAET's training attack is L-inf by definition: refused before any work.
     let refused = dir.path().join("refused");
     assert_clean_failure(
         &tailguard(&[
@@ -1440,13 +1440,13 @@ fn eval_runs_the_l2_threat_model_and_refuses_what_it_lacks_there() {
             "--data-dir",
             &embedded(),
             "--attacks",
-            "clean,aa",
+            "clean,taet-training",
             "--norm",
             "l2",
             "--report",
             refused.to_str().unwrap(),
         ]),
-        "aa is not available in the l2 ball",
+        "taet-training is not available in the l2 ball",
     );
     assert!(!refused.exists());
     assert_clean_failure(
