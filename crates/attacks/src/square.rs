@@ -184,7 +184,7 @@ impl SquareConfig {
                 break;
             }
             let side = ((self.fraction(iteration) * (h * w) as f64).sqrt().round() as usize).max(3);
-            let side = if side % 2 == 0 { side + 1 } else { side }.min(h.min(w));
+            let side = if side.is_multiple_of(2) { side + 1 } else { side }.min(h.min(w));
             let delta = best.clone() - clean.clone();
             let (top, left) = (draws.below(h - side), draws.below(w - side));
             let first = window(top, left, side);
