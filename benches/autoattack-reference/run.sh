@@ -2,7 +2,8 @@
 # AutoAttack, tailguard against the reference code, on the same model and the same images.
 #
 #   benches/autoattack-reference/run.sh CHECKPOINT CIFAR10_DATA [OUT] [TEST_PER_CLASS]
-#   NORM=l2 VERSION=lite benches/autoattack-reference/run.sh ...      # APGD-CE + APGD-T in the L2 ball (eps 0.5)
+#   NORM=l2 benches/autoattack-reference/run.sh ...                   # standard AutoAttack in the L2 ball (eps 0.5)
+#   NORM=l2 VERSION=lite benches/autoattack-reference/run.sh ...      # APGD-CE + APGD-T in the L2 ball
 #   VERSION=rand benches/autoattack-reference/run.sh ...               # the rand version (EOT) against aa-rand
 #
 # Exports the checkpoint's weights (safetensors, PyTorch names), writes a seeded balanced test subset of
@@ -10,7 +11,7 @@
 # `--attacks clean,aa-lite,aa`; lite: `clean,aa-lite`; rand: `clean,aa-rand`) and `compare.py` (the reference
 # AutoAttack, `pip install torch safetensors pyautoattack`) on the same images with the same attacks, and prints
 # both. TAILGUARD_BIN names a built program (default target/debug/tailguard); NORM is linf (default) or l2, EPS the
-# budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default; linf only), lite or rand.
+# budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default), lite or rand.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 checkpoint="$1"
