@@ -9,10 +9,10 @@
 
 use burn::config::Config;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Distribution, Int, Tensor};
 use tailguard_models::Classifier;
 
-use crate::ball::{Norm, l2_norm};
+use crate::ball::{Norm, l2_norm, l2_normalize};
 use crate::probe::{FrozenModel, Inner, predictions};
 use crate::subset::Subset;
 
@@ -40,6 +40,9 @@ pub struct FabConfig {
     /// Backward step towards the clean image after a success.
     #[config(default = 0.9)]
     pub beta: f64,
+    /// Seeds the backend's generator for the random starts of restarts (AutoAttack uses seed 0).
+    #[config(default = 0)]
+    pub seed: u64,
 }
 
 impl FabConfig {
@@ -64,6 +67,31 @@ impl FabConfig {
         state
     }
 
+    /// FAB (untargeted, the `plus` version's `fab`): `restarts` runs on the rows still flagged `robust`, the first
+    /// from the clean image, the others from a random point at half the budget; each iteration linearises the
+    /// boundary to the wrong class that looks closest (`|z_k - z_y| / |grad (z_k - z_y)|`, the dual norm), which costs
+    /// one gradient per class. Returns the adversarial images (unchanged where nothing succeeded) and robust flags.
+    pub fn fab<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        images: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        robust: Tensor<Inner<B>, 1, Bool>,
+        restarts: usize,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        <Inner<B> as Backend>::seed(&images.device(), self.seed);
+        let clean_images = images.clone();
+        let mut state = (images, robust);
+        for restart in 0..restarts {
+            let Some(subset) = Subset::of(&state.1) else { break };
+            let clean = subset.rows(&clean_images);
+            let y = subset.rows(&labels);
+            let (adversarial, still) = self.run(model, clean, y, None, restart > 0);
+            state = subset.merge(state.0, state.1, adversarial, still);
+        }
+        state
+    }
+
     /// One targeted run against the class of clean-logit rank `rank` (1 = the most likely wrong class for a
     /// correctly classified point) on `clean` (N, C, H, W); returns (adversarial images, still robust).
     fn targeted_run<B: AutodiffBackend, M: Classifier<B>>(
@@ -73,25 +101,59 @@ impl FabConfig {
         labels: Tensor<Inner<B>, 1, Int>,
         rank: usize,
     ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
+        let n = clean.dims()[0];
+        let (_, order) = model.logits(clean.clone()).sort_descending_with_indices(1);
+        let targets = order.slice([0..n, rank..rank + 1]).reshape([n]);
+        self.run(model, clean, labels, Some(targets), false)
+    }
+
+    /// One run on `clean` (N, C, H, W): towards `targets` where given, else towards the closest-looking wrong
+    /// class; from the clean image, or with `random_start` from `x + eps / 2 * t / |t|` (the reference's restarts).
+    fn run<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        clean: Tensor<Inner<B>, 4>,
+        labels: Tensor<Inner<B>, 1, Int>,
+        targets: Option<Tensor<Inner<B>, 1, Int>>,
+        random_start: bool,
+    ) -> (Tensor<Inner<B>, 4>, Tensor<Inner<B>, 1, Bool>) {
         let [n, c, h, w] = clean.dims();
         let features = c * h * w;
         let device = clean.device();
-        let (_, order) = model.logits(clean.clone()).sort_descending_with_indices(1);
-        let targets = order.slice([0..n, rank..rank + 1]).reshape([n]);
         let y = Tensor::<B, 2, Int>::from_inner(labels.clone().reshape([n, 1]));
-        let t = Tensor::<B, 2, Int>::from_inner(targets.reshape([n, 1]));
         let flat = |x: Tensor<Inner<B>, 4>| x.reshape([n, features]);
         let x0 = flat(clean.clone());
-        let mut x1 = clean.clone();
+        let mut x1 = if random_start {
+            let direction = match self.norm {
+                Norm::Linf => {
+                    let t = Tensor::<Inner<B>, 4>::random([n, c, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+                    let largest = t.clone().abs().reshape([n, features]).max_dim(1).reshape([n, 1, 1, 1]);
+                    t / largest
+                }
+                Norm::L2 => l2_normalize(Tensor::<Inner<B>, 4>::random(
+                    [n, c, h, w],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )),
+            };
+            (clean.clone() + direction.mul_scalar(0.5 * self.eps)).clamp(0.0, 1.0)
+        } else {
+            clean.clone()
+        };
         let mut best = clean.clone();
         let mut best_norm = Tensor::<Inner<B>, 1>::full([n], 1e10, &device);
         for _ in 0..self.iterations {
             // df = z_t - z_y at x1 and its input gradient (the boundary's linearisation).
-            let probe = model.probe_with(x1.clone(), |z| {
-                (z.clone().gather(1, t.clone()) - z.gather(1, y.clone())).reshape([n])
-            });
-            let df = probe.loss;
-            let gradient = flat(probe.gradient);
+            let (df, gradient) = match &targets {
+                Some(targets) => {
+                    let t = Tensor::<B, 2, Int>::from_inner(targets.clone().reshape([n, 1]));
+                    let probe = model.probe_with(x1.clone(), |z| {
+                        (z.clone().gather(1, t.clone()) - z.gather(1, y.clone())).reshape([n])
+                    });
+                    (probe.loss, flat(probe.gradient))
+                }
+                None => self.closest_boundary(model, x1.clone(), &labels),
+            };
             let b = df.neg() + (gradient.clone() * flat(x1.clone())).sum_dim(1).reshape([n]);
             let (points, planes, offsets) = (
                 Tensor::cat(vec![flat(x1.clone()), x0.clone()], 0),
@@ -131,6 +193,51 @@ impl FabConfig {
             .not_equal(labels)
             .bool_and(self.distance(best.clone(), clean).lower_equal_elem(self.eps));
         (best, broken.bool_not())
+    }
+
+    /// The boundary to the wrong class that looks closest at `x` (N, C, H, W): per class k, `z_k - z_y` and its input
+    /// gradient; the class with the smallest `|z_k - z_y| / |gradient|_*` (the dual norm: L1 for L-inf, L2 for L2)
+    /// is kept. Returns (`z_k - z_y` (N), its gradient (N, D)).
+    fn closest_boundary<B: AutodiffBackend, M: Classifier<B>>(
+        &self,
+        model: &FrozenModel<B, M>,
+        x: Tensor<Inner<B>, 4>,
+        labels: &Tensor<Inner<B>, 1, Int>,
+    ) -> (Tensor<Inner<B>, 1>, Tensor<Inner<B>, 2>) {
+        let [n, c, h, w] = x.dims();
+        let features = c * h * w;
+        let classes = model.num_classes();
+        let y = Tensor::<B, 2, Int>::from_inner(labels.clone().reshape([n, 1]));
+        let mut differences = Vec::with_capacity(classes);
+        let mut gradients = Vec::with_capacity(classes);
+        for k in 0..classes {
+            let probe = model.probe_with(x.clone(), |z| {
+                let z_k = z.clone().slice([0..n, k..k + 1]);
+                (z_k - z.gather(1, y.clone())).reshape([n])
+            });
+            differences.push(probe.loss.reshape([n, 1]));
+            gradients.push(probe.gradient.reshape([n, 1, features]));
+        }
+        let df = Tensor::cat(differences, 1); // (N, K)
+        let dg = Tensor::cat(gradients, 1); // (N, K, D)
+        let dual = match self.norm {
+            Norm::Linf => dg.clone().abs().sum_dim(2),
+            Norm::L2 => dg.clone().powi_scalar(2).sum_dim(2).sqrt(),
+        }
+        .reshape([n, classes]);
+        // The true class is never the boundary (the reference sets its difference to 1e10).
+        let is_true = labels.clone().reshape([n, 1]).expand([n, classes]).equal(
+            Tensor::arange(0..classes as i64, &x.device())
+                .unsqueeze::<2>()
+                .expand([n, classes]),
+        );
+        let distance = (df.clone().abs() / dual.add_scalar(1e-12)).mask_fill(is_true, 1e10);
+        let closest = distance.argmin(1); // (N, 1)
+        let chosen = df.gather(1, closest.clone()).reshape([n]);
+        let gradient = dg
+            .gather(1, closest.reshape([n, 1, 1]).expand([n, 1, features]))
+            .reshape([n, features]);
+        (chosen, gradient)
     }
 
     /// Distance per row in the attack's norm, (N).

@@ -35,6 +35,9 @@ pub enum AttackPreset {
     AaRand,
     /// Standard AutoAttack: APGD-CE, APGD-T, FAB-T (9 targets, 100 iterations) and Square (5,000 queries).
     Aa,
+    /// AutoAttack's `plus` version (AA+): APGD-CE and APGD-DLR with 5 restarts, FAB (untargeted, 5 restarts), Square
+    /// (5,000 queries), APGD-T and FAB-T (9 targets each), each on the points still robust.
+    AaPlus,
     /// APGD-CE alone (AutoAttack's settings), on the clean-correct points.
     ApgdCe,
     /// APGD-T alone (AutoAttack's settings: 9 targets), on the clean-correct points.
@@ -42,6 +45,12 @@ pub enum AttackPreset {
     /// APGD-DLR alone (the untargeted DLR loss; AutoAttack's `plus` settings but one restart), on the clean-correct
     /// points.
     ApgdDlr,
+    /// APGD-CE with 5 restarts (the `plus` version's), alone on the clean-correct points.
+    ApgdCePlus,
+    /// APGD-DLR with 5 restarts (the `plus` version's), alone on the clean-correct points.
+    ApgdDlrPlus,
+    /// FAB, untargeted, 5 restarts (the `plus` version's), alone on the clean-correct points.
+    Fab,
     /// APGD-CE with 20 gradient samples per step (the `rand` version's), alone on the clean-correct points.
     ApgdCeEot,
     /// APGD-DLR with 20 gradient samples per step (the `rand` version's), alone on the clean-correct points.
@@ -58,7 +67,7 @@ pub enum AttackPreset {
 
 impl AttackPreset {
     /// Every preset, in report order.
-    pub const ALL: [AttackPreset; 17] = [
+    pub const ALL: [AttackPreset; 21] = [
         AttackPreset::Clean,
         AttackPreset::Fgsm,
         AttackPreset::Pgd20,
@@ -67,9 +76,13 @@ impl AttackPreset {
         AttackPreset::AaLite,
         AttackPreset::AaRand,
         AttackPreset::Aa,
+        AttackPreset::AaPlus,
         AttackPreset::ApgdCe,
         AttackPreset::ApgdT,
         AttackPreset::ApgdDlr,
+        AttackPreset::ApgdCePlus,
+        AttackPreset::ApgdDlrPlus,
+        AttackPreset::Fab,
         AttackPreset::ApgdCeEot,
         AttackPreset::ApgdDlrEot,
         AttackPreset::FabT,
@@ -89,6 +102,10 @@ impl AttackPreset {
             AttackPreset::AaLite => "aa-lite",
             AttackPreset::AaRand => "aa-rand",
             AttackPreset::Aa => "aa",
+            AttackPreset::AaPlus => "aa-plus",
+            AttackPreset::ApgdCePlus => "apgd-ce-plus",
+            AttackPreset::ApgdDlrPlus => "apgd-dlr-plus",
+            AttackPreset::Fab => "fab",
             AttackPreset::ApgdCe => "apgd-ce",
             AttackPreset::ApgdT => "apgd-t",
             AttackPreset::ApgdDlr => "apgd-dlr",
@@ -105,9 +122,9 @@ impl AttackPreset {
     /// FAB-T and Square a target or a margin, AutoAttack's APGD-T the targeted DLR loss (four logits).
     pub fn min_classes(&self) -> usize {
         match self {
-            AttackPreset::Cw20 | AttackPreset::FabT | AttackPreset::Square => 2,
-            AttackPreset::AaRand | AttackPreset::ApgdDlr | AttackPreset::ApgdDlrEot => 3,
-            AttackPreset::AaLite | AttackPreset::Aa | AttackPreset::ApgdT => 4,
+            AttackPreset::Cw20 | AttackPreset::FabT | AttackPreset::Fab | AttackPreset::Square => 2,
+            AttackPreset::AaRand | AttackPreset::ApgdDlr | AttackPreset::ApgdDlrEot | AttackPreset::ApgdDlrPlus => 3,
+            AttackPreset::AaLite | AttackPreset::Aa | AttackPreset::AaPlus | AttackPreset::ApgdT => 4,
             _ => 1,
         }
     }
@@ -120,7 +137,8 @@ impl AttackPreset {
 
     /// AutoAttack's attacks run alone, each on every clean-correct point (the reference's "individual" mode):
     /// `aa` -> APGD-CE, APGD-T, FAB-T, Square; `aa-lite` -> APGD-CE, APGD-T; `aa-rand` -> APGD-CE and APGD-DLR with
-    /// 20 gradient samples. Any other preset is itself.
+    /// 20 gradient samples; `aa-plus` -> APGD-CE and APGD-DLR with 5 restarts, FAB, Square, APGD-T, FAB-T. Any other
+    /// preset is itself.
     pub fn individual(&self) -> Vec<AttackPreset> {
         match self {
             AttackPreset::Aa => vec![
@@ -131,6 +149,14 @@ impl AttackPreset {
             ],
             AttackPreset::AaLite => vec![AttackPreset::ApgdCe, AttackPreset::ApgdT],
             AttackPreset::AaRand => vec![AttackPreset::ApgdCeEot, AttackPreset::ApgdDlrEot],
+            AttackPreset::AaPlus => vec![
+                AttackPreset::ApgdCePlus,
+                AttackPreset::ApgdDlrPlus,
+                AttackPreset::Fab,
+                AttackPreset::Square,
+                AttackPreset::ApgdT,
+                AttackPreset::FabT,
+            ],
             other => vec![*other],
         }
     }
@@ -157,9 +183,13 @@ impl AttackPreset {
             | AttackPreset::AaLite
             | AttackPreset::AaRand
             | AttackPreset::Aa
+            | AttackPreset::AaPlus
             | AttackPreset::ApgdCe
             | AttackPreset::ApgdT
             | AttackPreset::ApgdDlr
+            | AttackPreset::ApgdCePlus
+            | AttackPreset::ApgdDlrPlus
+            | AttackPreset::Fab
             | AttackPreset::ApgdCeEot
             | AttackPreset::ApgdDlrEot
             | AttackPreset::FabT
@@ -253,19 +283,48 @@ impl AttackPreset {
                     stages: Some(stages),
                 }
             }
+            AttackPreset::AaPlus => {
+                // The reference's `plus` version, in its order; each attack sees the rows still robust, which hold
+                // their clean image.
+                let plus = apgd.clone().with_restarts(5);
+                let fab = FabConfig::new().with_eps(eps).with_norm(norm);
+                let square = SquareConfig::new().with_eps(eps).with_norm(norm);
+                let state = (images.clone(), model.correct(images, labels.clone()));
+                let state = plus.apgd_ce(model, state.0, labels.clone(), state.1);
+                let state = plus.apgd_dlr(model, state.0, labels.clone(), state.1);
+                let state = fab.fab(model, state.0, labels.clone(), state.1, 5);
+                let state = square.square(model, state.0, labels.clone(), state.1);
+                let state = apgd.apgd_t(model, state.0, labels.clone(), state.1);
+                let (adversarial, robust) = fab.fab_t(model, state.0, labels, state.1);
+                AttackOutcome {
+                    adversarial,
+                    robust,
+                    stages: None,
+                }
+            }
             AttackPreset::ApgdCe
             | AttackPreset::ApgdT
             | AttackPreset::ApgdDlr
+            | AttackPreset::ApgdCePlus
+            | AttackPreset::ApgdDlrPlus
+            | AttackPreset::Fab
             | AttackPreset::ApgdCeEot
             | AttackPreset::ApgdDlrEot
             | AttackPreset::FabT
             | AttackPreset::Square => {
                 let correct = model.correct(images.clone(), labels.clone());
                 let eot = apgd.clone().with_eot_iterations(20);
+                let plus = apgd.clone().with_restarts(5);
                 let (adversarial, robust) = match self {
                     AttackPreset::ApgdCe => apgd.apgd_ce(model, images, labels, correct),
                     AttackPreset::ApgdT => apgd.apgd_t(model, images, labels, correct),
                     AttackPreset::ApgdDlr => apgd.apgd_dlr(model, images, labels, correct),
+                    AttackPreset::ApgdCePlus => plus.apgd_ce(model, images, labels, correct),
+                    AttackPreset::ApgdDlrPlus => plus.apgd_dlr(model, images, labels, correct),
+                    AttackPreset::Fab => {
+                        let fab = FabConfig::new().with_eps(eps).with_norm(norm);
+                        fab.fab(model, images, labels, correct, 5)
+                    }
                     AttackPreset::ApgdCeEot => eot.apgd_ce(model, images, labels, correct),
                     AttackPreset::ApgdDlrEot => eot.apgd_dlr(model, images, labels, correct),
                     AttackPreset::FabT => {

@@ -1049,7 +1049,7 @@ const CASES: &[(&str, &str)] = &[
     (
         "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --attacks clean,fgsm --report {W}/r_rb \
          --robustbench-json {W}/rb.json",
-        "needs clean and aa (or aa-rand, aa-lite)",
+        "needs clean and aa (or aa-plus, aa-rand, aa-lite)",
     ),
     (
         "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --attacks clean,aa-lite --report {W}/r_rb \

@@ -45,13 +45,14 @@ pub struct EvalArgs {
     data_dir: PathBuf,
     /// Comma-separated attacks: clean, fgsm, pgd20, pgd20-step1 (TAET's 1/255 step), cw20, aa-lite (APGD-CE + APGD-T),
     /// aa (standard AutoAttack: also FAB-T and Square, about four times aa-lite's cost), aa-rand (AutoAttack's
-    /// version for randomised defences: APGD-CE + APGD-DLR, 20 gradient samples per step), fab-t, square (each
-    /// alone), apgd-ce, apgd-t, apgd-dlr, apgd-ce-eot, apgd-dlr-eot (each alone), pgd10, taet-training.
+    /// version for randomised defences: APGD-CE + APGD-DLR, 20 gradient samples per step), aa-plus (AA+: restarts,
+    /// untargeted FAB, about five times aa's cost), fab-t, square, fab, apgd-ce, apgd-t, apgd-dlr, apgd-ce-plus,
+    /// apgd-dlr-plus, apgd-ce-eot, apgd-dlr-eot (each alone), pgd10, taet-training.
     #[arg(long, value_delimiter = ',', default_value = "clean,fgsm,pgd20,cw20,aa-lite")]
     attacks: Vec<AttackPreset>,
-    /// AutoAttack's individual mode: each attack of aa, aa-lite or aa-rand runs alone on every clean-correct point
-    /// and is reported with its own count (apgd-ce, apgd-t, fab-t, square; apgd-ce-eot, apgd-dlr-eot), instead of
-    /// the ensemble where each attacks only what the previous ones left.
+    /// AutoAttack's individual mode: each attack of aa, aa-plus, aa-lite or aa-rand runs alone on every
+    /// clean-correct point and is reported with its own count (apgd-ce, apgd-t, fab-t, square; ...), instead of the
+    /// ensemble where each attacks only what the previous ones left.
     #[arg(long)]
     individual: bool,
     /// The threat model: linf (budget at most 1 per pixel) or l2 (RobustBench's second leaderboard; in L2 every
@@ -250,9 +251,16 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
     tailguard_output::OutputDir::claim(&request.report, REPORT_FILES, request.force)?;
     if let Some(path) = &request.robustbench_json {
         let has = |attack: AttackPreset| request.attacks.contains(&attack);
-        let autoattack = has(AttackPreset::Aa) || has(AttackPreset::AaRand) || has(AttackPreset::AaLite);
+        let autoattack = [
+            AttackPreset::Aa,
+            AttackPreset::AaPlus,
+            AttackPreset::AaRand,
+            AttackPreset::AaLite,
+        ]
+        .into_iter()
+        .any(has);
         if !has(AttackPreset::Clean) || !autoattack {
-            bail!("--robustbench-json needs clean and aa (or aa-rand, aa-lite) in --attacks");
+            bail!("--robustbench-json needs clean and aa (or aa-plus, aa-rand, aa-lite) in --attacks");
         }
         tailguard_output::prepare_file(path, request.force)?;
     }
@@ -301,10 +309,12 @@ pub fn evaluate_checkpoint(request: &EvalRequest, quiet: bool) -> anyhow::Result
         total: test.len() as u64,
         bar: None,
     };
-    let autoattack = request
-        .attacks
-        .iter()
-        .any(|a| matches!(a, AttackPreset::Aa | AttackPreset::AaLite | AttackPreset::AaRand));
+    let autoattack = request.attacks.iter().any(|a| {
+        matches!(
+            a,
+            AttackPreset::Aa | AttackPreset::AaLite | AttackPreset::AaRand | AttackPreset::AaPlus
+        )
+    });
     let (results, mut warnings) = match &request.logit_adjustment {
         None => (
             attack_all(&model, &loader, &presets, request.seed, &devices, &mut observer)?,

@@ -33,7 +33,8 @@ pub struct RobustBenchEntry {
 #[derive(Debug, Serialize)]
 pub struct LongTailFields {
     pub version: &'static str,
-    /// `standard` (APGD-CE, APGD-T, FAB-T, Square), `rand` (APGD-CE, APGD-DLR with EOT) or `lite` (APGD-CE, APGD-T).
+    /// `standard` (APGD-CE, APGD-T, FAB-T, Square), `plus` (AA+), `rand` (APGD-CE, APGD-DLR with EOT) or `lite`
+    /// (APGD-CE, APGD-T).
     pub autoattack: &'static str,
     /// The leaderboard: `Linf` or `L2` (RobustBench keeps it in the folder name, `model_info/<dataset>/<threat>`).
     pub threat_model: &'static str,
@@ -72,17 +73,19 @@ impl RobustBenchEntry {
         let Some(clean) = find("clean") else {
             bail!("--robustbench-json needs the clean accuracy: add clean to --attacks");
         };
-        let (autoattack, version): (&AttackReport, &'static str) = match (find("aa"), find("aa-rand"), find("aa-lite"))
-        {
-            (Some(aa), _, _) => (aa, "standard"),
-            (None, Some(rand), _) => (rand, "rand"),
-            (None, None, Some(lite)) => (lite, "lite"),
-            (None, None, None) => {
-                bail!("--robustbench-json needs an AutoAttack result: add aa (or aa-rand, aa-lite) to --attacks")
-            }
+        let autoattack = (find("aa"), find("aa-plus"), find("aa-rand"), find("aa-lite"));
+        let (autoattack, version): (&AttackReport, &'static str) = match autoattack {
+            (Some(aa), ..) => (aa, "standard"),
+            (None, Some(plus), ..) => (plus, "plus"),
+            (None, None, Some(rand), _) => (rand, "rand"),
+            (None, None, None, Some(lite)) => (lite, "lite"),
+            (None, None, None, None) => bail!(
+                "--robustbench-json needs an AutoAttack result: add aa (or aa-plus, aa-rand, aa-lite) to --attacks"
+            ),
         };
         let mut footnote = match version {
             "standard" => String::new(),
+            "plus" => "AutoAttack's plus version (AA+), stronger than the leaderboard's standard version.".to_string(),
             "rand" => "AutoAttack's rand version (APGD-CE and APGD-DLR with 20 EOT samples), for a randomised \
                        defence."
                 .to_string(),
