@@ -5,6 +5,7 @@
     python3 compare.py --weights model.safetensors --arch small-cnn-16 --test test.tar.gz --eps 8/255 --out ref.json
     python3 compare.py ... --norm L2 --eps 0.5 --attacks apgd-ce,apgd-t     # tailguard's aa-lite in L2
     python3 compare.py ... --version rand                                 # tailguard's aa-rand
+    python3 compare.py ... --version plus                                 # tailguard's aa-plus
 
 The weights are a `tailguard export` of the checkpoint (PyTorch names); the images are the test split of a CIFAR
 binary archive that `tailguard data --export` wrote, in file order, so `tailguard eval --attacks aa` on the same
@@ -62,7 +63,7 @@ def main():
     parser.add_argument("--attacks", default="standard",
                         help="standard, or a comma-separated list run alone (e.g. fab-t or square)")
     parser.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
-    parser.add_argument("--version", default="standard", choices=["standard", "rand"],
+    parser.add_argument("--version", default="standard", choices=["standard", "rand", "plus"],
                         help="the reference's version whose settings the attacks take")
     args = parser.parse_args()
     from pyautoattack import AutoAttack

@@ -5,13 +5,15 @@
 #   NORM=l2 benches/autoattack-reference/run.sh ...                   # standard AutoAttack in the L2 ball (eps 0.5)
 #   NORM=l2 VERSION=lite benches/autoattack-reference/run.sh ...      # APGD-CE + APGD-T in the L2 ball
 #   VERSION=rand benches/autoattack-reference/run.sh ...               # the rand version (EOT) against aa-rand
+#   VERSION=plus benches/autoattack-reference/run.sh ...               # the plus version (AA+) against aa-plus
 #
 # Exports the checkpoint's weights (safetensors, PyTorch names), writes a seeded balanced test subset of
 # TEST_PER_CLASS images per class (default 50) as a CIFAR binary archive, runs `tailguard eval` on it (standard:
-# `--attacks clean,aa-lite,aa`; lite: `clean,aa-lite`; rand: `clean,aa-rand`) and `compare.py` (the reference
+# `--attacks clean,aa-lite,aa`; lite: `clean,aa-lite`; rand: `clean,aa-rand`; plus: `clean,aa-plus`) and
+# `compare.py` (the reference
 # AutoAttack, `pip install torch safetensors pyautoattack`) on the same images with the same attacks, and prints
 # both. TAILGUARD_BIN names a built program (default target/debug/tailguard); NORM is linf (default) or l2, EPS the
-# budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default), lite or rand.
+# budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default), lite, rand or plus.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 checkpoint="$1"
@@ -35,7 +37,8 @@ case "$version" in
   standard) attacks=clean,aa-lite,aa; ours=aa; ref_attacks=standard; ref_version=standard ;;
   lite) attacks=clean,aa-lite; ours=aa-lite; ref_attacks=apgd-ce,apgd-t; ref_version=standard ;;
   rand) attacks=clean,aa-rand; ours=aa-rand; ref_attacks=standard; ref_version=rand ;;
-  *) echo "error: VERSION must be standard, lite or rand, got '$version'" >&2; exit 2 ;;
+  plus) attacks=clean,aa-plus; ours=aa-plus; ref_attacks=standard; ref_version=plus ;;
+  *) echo "error: VERSION must be standard, lite, rand or plus, got '$version'" >&2; exit 2 ;;
 esac
 "$bin" eval --checkpoint "$checkpoint" --dataset cifar10 --data-dir "$out/test.tar.gz" --attacks "$attacks" \
   --norm "$norm" --eps "$eps" --report "$out/tailguard-$norm-$version" --force --json > "$out/tailguard.json"

@@ -47,7 +47,7 @@ pub use ball::{Ball, Norm, parse_budget, parse_eps};
 pub use error::AttackConfigError;
 pub use fab::FabConfig;
 pub use loss::AttackLoss;
-pub use masking::{MaskingWarning, check_model, check_model_in, check_stages};
+pub use masking::{MaskingWarning, check_model, check_model_in, check_restarts, check_stages};
 pub use pgd::{PgdConfig, RandomStart, StartClip, StartRadius};
 pub use presets::{AttackOutcome, AttackPreset};
 pub use probe::{FrozenModel, Inner, host_flags, predictions};

@@ -2,12 +2,14 @@
 //! AutoAttack's own checks (its `checks.py`: outputs that change between forward passes, outputs that are
 //! probabilities, points with zero input gradient, Square lowering the robust accuracy left by the gradient attacks)
 //! and one for long-tail losses, which rescale or adjust logits: a cross-entropy attack that finds clearly fewer
-//! adversarial points than the same attack on the scale-free margin loss.
+//! adversarial points than the same attack on the scale-free margin loss; and restarts: APGD-CE with the `plus`
+//! version's five restarts finding clearly more than with one.
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use tailguard_models::Classifier;
 
+use crate::apgd::ApgdConfig;
 use crate::auto_attack::AutoAttackStages;
 use crate::ball::Norm;
 use crate::loss::AttackLoss;
@@ -18,7 +20,7 @@ use crate::probe::{FrozenModel, Inner, host_flags};
 /// One tripped check: which, what was found and what to do about it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MaskingWarning {
-    /// `randomness`, `probabilities`, `zero-gradients`, `black-box` or `logit-scale`.
+    /// `randomness`, `probabilities`, `zero-gradients`, `black-box`, `logit-scale` or `restarts`.
     pub check: &'static str,
     /// What was measured.
     pub finding: String,
@@ -34,8 +36,9 @@ const LOGIT_SCALE_GAP: f64 = 0.1;
 const BLACK_BOX_ALPHA: f64 = 0.002;
 
 /// The checks that look at a model on a batch of test images (N, C, H, W) with their labels (N): randomness,
-/// probabilities, zero gradients (AutoAttack's) and logit scale (PGD-20 on cross-entropy against PGD-20 on the CW
-/// margin at `eps`). Meant for the first batch of an evaluation: a few forward passes and two PGD-20 runs.
+/// probabilities, zero gradients (AutoAttack's), logit scale (PGD-20 on cross-entropy against PGD-20 on the CW
+/// margin at `eps`) and restarts ([`check_restarts`]). Meant for the first batch of an evaluation: a few forward
+/// passes, two PGD-20 runs and six APGD-CE runs on at most 64 points.
 pub fn check_model<B: AutodiffBackend, M: Classifier<B>>(
     model: &FrozenModel<B, M>,
     images: Tensor<Inner<B>, 4>,
@@ -117,7 +120,40 @@ pub fn check_model_in<B: AutodiffBackend, M: Classifier<B>>(
                      logits): report robustness under margin or DLR losses (cw20, AutoAttack's APGD-T)",
         });
     }
+    warnings.extend(check_restarts(model, images, labels, eps, norm));
     warnings
+}
+
+/// Restarts that break more than this fraction of the checked points (and at least two) mean a clearly lower
+/// robust accuracy under a restarted attack: on models without masking, AA+'s restarts move robust accuracy by a few
+/// tenths of a point.
+const RESTART_GAP: f64 = 0.02;
+/// Points the restart check attacks (the first of the batch): six APGD-CE runs are its cost.
+const RESTART_POINTS: usize = 64;
+
+/// The restart check on the first [`RESTART_POINTS`] of a batch: APGD-CE with one restart against APGD-CE with the
+/// `plus` version's five, at `eps` in the ball of `norm`. `None` when the restarts find no clearly larger share.
+pub fn check_restarts<B: AutodiffBackend, M: Classifier<B>>(
+    model: &FrozenModel<B, M>,
+    images: Tensor<Inner<B>, 4>,
+    labels: Tensor<Inner<B>, 1, Int>,
+    eps: f64,
+    norm: Norm,
+) -> Option<MaskingWarning> {
+    let n = labels.dims()[0].min(RESTART_POINTS);
+    let (images, labels) = (images.narrow(0, 0, n), labels.narrow(0, 0, n));
+    let apgd = ApgdConfig::new().with_eps(eps).with_norm(norm);
+    let correct = model.correct(images.clone(), labels.clone());
+    let robust = |flags: Tensor<Inner<B>, 1, burn::tensor::Bool>| host_flags::<B>(flags).iter().filter(|&&f| f).count();
+    let once = robust(apgd.apgd_ce(model, images.clone(), labels.clone(), correct.clone()).1);
+    let restarted = robust(apgd.with_restarts(5).apgd_ce(model, images, labels, correct).1);
+    let gap = once.saturating_sub(restarted);
+    (gap > 1 && gap as f64 > RESTART_GAP * n as f64).then(|| MaskingWarning {
+        check: "restarts",
+        finding: format!("APGD-CE leaves {once} of {n} points robust with one restart and {restarted} with five"),
+        advice: "random restarts find what single runs miss, a sign of a rugged or masked loss surface: evaluate with \
+                 AutoAttack's plus version (aa-plus) and report that figure",
+    })
 }
 
 /// AutoAttack's Square check, extended to FAB-T: the black-box and minimum-norm stages after APGD lowered the robust

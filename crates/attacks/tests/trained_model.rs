@@ -177,16 +177,58 @@ impl<B: burn::tensor::backend::Backend> Classifier<B> for Noisy<B> {
     }
 }
 
-/// The trained model on its input quantised to four levels: the gradient through the quantisation is zero.
+/// The trained model on its input quantised to `levels` levels: the gradient through the quantisation is zero.
 #[derive(burn::module::Module, Debug)]
 struct Quantized<B: burn::tensor::backend::Backend> {
     inner: Model<B>,
+    levels: f64,
 }
 
 impl<B: burn::tensor::backend::Backend> Classifier<B> for Quantized<B> {
     fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let levels = images.clone().mul_scalar(4.0).round().div_scalar(4.0).detach();
+        let levels = images
+            .clone()
+            .mul_scalar(self.levels)
+            .round()
+            .div_scalar(self.levels)
+            .detach();
         self.inner.forward(images.mul_scalar(0.0) + levels, mode)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+}
+
+/// The trained model with a hidden failure no gradient leads to: when the first pixel sits in a narrow band of its
+/// range (a tenth of every `period`), the least likely class gets a large bonus. A random start lands in the band
+/// about one time in ten; projected gradient steps go to the ball's corners, which keep the clean pixel's place in
+/// the period. So each restart breaks about a tenth more of the points.
+#[derive(burn::module::Module, Debug)]
+struct Banded<B: burn::tensor::backend::Backend> {
+    inner: Model<B>,
+    period: f64,
+}
+
+impl<B: burn::tensor::backend::Backend> Classifier<B> for Banded<B> {
+    fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let logits = self.inner.forward(images.clone(), mode);
+        let [n, classes] = logits.dims();
+        let pixel = images.slice([0..n, 0..1, 0..1, 0..1]).reshape([n, 1]).detach();
+        let phase = pixel.clone().div_scalar(self.period) - pixel.div_scalar(self.period).floor();
+        let in_band = phase
+            .clone()
+            .greater_elem(0.45)
+            .bool_and(phase.lower_elem(0.55))
+            .float();
+        let weakest = logits.clone().detach().argmin(1);
+        let bonus = Tensor::<B, 2>::zeros([n, classes], &logits.device()).scatter(
+            1,
+            weakest,
+            in_band.mul_scalar(100.0),
+            burn::tensor::IndexingUpdateOp::Add,
+        );
+        logits + bonus
     }
 
     fn num_classes(&self) -> usize {
@@ -196,7 +238,7 @@ impl<B: burn::tensor::backend::Backend> Classifier<B> for Quantized<B> {
 
 #[test]
 fn masking_checks_trip_on_models_built_to_trip_them_and_not_on_a_plain_one() {
-    use tailguard_attacks::{AttackPreset, check_model, check_stages};
+    use tailguard_attacks::{AttackPreset, Norm, check_model, check_restarts, check_stages};
     let _serial = serial();
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
     let model = trained_model();
@@ -211,6 +253,18 @@ fn masking_checks_trip_on_models_built_to_trip_them_and_not_on_a_plain_one() {
     };
     let plain = checks(check_model(&FrozenModel::new(&model), x.clone(), y.clone(), eps));
     assert!(plain.is_empty(), "a plain model trips {plain:?}");
+    // Restarts, at 8/255 where APGD-CE leaves the plain model's points robust: the plain model gains nothing from
+    // them; the banded one's hidden failure is found by random starts, more of them with five restarts than one.
+    let calm = 8.0 / 255.0;
+    let plain = check_restarts(&FrozenModel::new(&model), x.clone(), y.clone(), calm, Norm::Linf);
+    assert!(plain.is_none(), "{plain:?}");
+    let banded = Banded {
+        inner: model.clone(),
+        period: calm,
+    };
+    let tripped = check_restarts(&FrozenModel::new(&banded), x.clone(), y.clone(), calm, Norm::Linf);
+    eprintln!("{tripped:?}");
+    assert_eq!(tripped.map(|w| w.check), Some("restarts"));
     let noisy = Noisy {
         inner: model.clone(),
         std: 0.05,
@@ -229,7 +283,10 @@ fn masking_checks_trip_on_models_built_to_trip_them_and_not_on_a_plain_one() {
     );
     // The stage check: a model that quantises its input gives every gradient attack a zero gradient, and Square,
     // which needs none, finds what they missed.
-    let quantized = Quantized { inner: model.clone() };
+    let quantized = Quantized {
+        inner: model.clone(),
+        levels: 4.0,
+    };
     let outcome = AttackPreset::Aa.run(&FrozenModel::new(&quantized), x.clone(), y.clone(), eps);
     let stages = outcome.stages.unwrap();
     eprintln!(
