@@ -133,6 +133,11 @@ fn world(w: &Path) {
     let mut meta = CheckpointMeta::new(config, cifar.clone());
     meta.training = serde_json::json!({"imported_from": "test"});
     save_checkpoint(&w.join("ckpt"), &model, &meta).unwrap();
+    // RobustBench-style files: a narrow Rice et al. network (not the zoo's size) and a whole pickled module.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/robustbench");
+    for name in ["preact_v2_w8.pt", "full_module.pt"] {
+        std::fs::copy(fixtures.join(name), w.join(name)).unwrap();
+    }
     // A linear model's weights under PyTorch names, for the import cases (head.weight [10, 3072], head.bias [10]).
     let linear = ModelConfig::new(Architecture::Linear, 10);
     let linear_model = linear.init::<Flex>(&Default::default()).unwrap();
@@ -429,6 +434,50 @@ fn args(w: &Path, line: &str) -> Vec<String> {
 const CASES: &[(&str, &str)] = &[
     // Configurations and --set.
     ("train --config {W}/nothere.toml --dry-run", "nothere.toml"),
+    (
+        "import --from {W}/full_module.pt --robustbench Wong2020Fast --out {W}/rb1",
+        "whole module (torch.save(model)), not a state dict",
+    ),
+    (
+        "import --from {W}/preact_v2_w8.pt --robustbench Wong2020Fast --out {W}/rb2",
+        "does not fit RobustBench's cifar10 Linf Wong2020Fast (preact-resnet18-wong): conv1.weight has shape [8, 3, 3, 3]",
+    ),
+    (
+        "import --from {W}/preact_v2_w8.pt --robustbench Nope --out {W}/rb3",
+        "cifar10 Linf model 'Nope'; it imports Standard, Wong2020Fast",
+    ),
+    (
+        "import --from {W}/preact_v2_w8.pt --robustbench Wong2020Fast --threat l2 --out {W}/rb4",
+        "cifar10 L2 model 'Wong2020Fast'",
+    ),
+    (
+        "import --from {W}/preact_v2_w8.pt --robustbench Standard --threat l3 --out {W}/rb5",
+        "--threat must be linf or l2, got 'l3'",
+    ),
+    (
+        "import --from {W}/nothere.pt --robustbench Standard --out {W}/rb6",
+        "nothere.pt",
+    ),
+    (
+        "import --from {W}/preact_v2_w8.pt --robustbench Standard --arch resnet18 --out {W}/rb7",
+        "cannot be used with",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --init-from {W}/nothere --dry-run",
+        "model.init_from",
+    ),
+    (
+        "train --config {C}/cpu/natural-small.toml --set data.data_dir={D} --init-from {W}/ckpt --set model.arch=resnet18 --dry-run",
+        "set model.arch = \"small-cnn-4\"",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --norm l3 --report {W}/n1",
+        "the norm must be linf or l2",
+    ),
+    (
+        "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --norm l2 --attacks taet-training --report {W}/n2",
+        "taet-training is not available in the l2 ball",
+    ),
     ("train --config {W}/syntax.toml --dry-run", "syntax.toml"),
     ("train --config {W}/empty.toml --dry-run", "missing field"),
     ("train --config {W}/unknown.toml --dry-run", "extra"),
@@ -614,7 +663,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     (
         "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r13 --eps=-1/255",
-        "[0, 1]",
+        "eps must be a non-negative number",
     ),
     (
         "eval --checkpoint {W}/ckpt --dataset cifar10 --data-dir {D} --report {W}/r14 --attacks fgsm,deepfool",

@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 
 use crate::architecture::{Architecture, Model, ModelConfig};
 use crate::dm_wide_resnet::Activation;
-use crate::interop::{ImportOptions, InteropError, load_tensors, read_any_weights_file};
+use crate::interop::{ImportOptions, InteropError, ParameterNames, load_tensors, read_any_weights_file};
 use crate::normalization::InputNormalizationConfig;
 use crate::weights_file::WeightsFile;
 
@@ -278,5 +278,21 @@ pub fn import_zoo_weights<B: Backend>(
     options: ImportOptions,
 ) -> Result<Model<B>, InteropError> {
     let file = clean_names(read_any_weights_file(path)?, zoo);
-    load_tensors(model, zoo.arch, file, path, options)
+    load_tensors(model, ZooNames(zoo), file, path, options)
+}
+
+/// The architecture's tensor names, with messages that name the zoo model.
+struct ZooNames<'a>(&'a ZooModel);
+
+impl ParameterNames for ZooNames<'_> {
+    fn name(&self, path: &[String]) -> (String, bool) {
+        self.0.arch.name(path)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "RobustBench's {} {} {} ({})",
+            self.0.dataset, self.0.threat, self.0.id, self.0.arch
+        )
+    }
 }

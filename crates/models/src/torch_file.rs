@@ -154,7 +154,19 @@ pub fn read_torch_file(path: &Path) -> Result<WeightsFile, InteropError> {
     if pickle.len() as u64 > MAX_PICKLE_BYTES {
         return Err(bad(path, format!("data.pkl is larger than {MAX_PICKLE_BYTES} bytes")));
     }
-    let root = unpickle(&pickle).map_err(|e| bad(path, e))?;
+    let root = unpickle(&pickle).map_err(|e| {
+        // `torch.save(model)` pickles the module object itself: say so, and what to save instead.
+        let module = pickle.windows(16).any(|w| w == b"torch.nn.modules");
+        if module {
+            bad(
+                path,
+                "it holds a whole module (torch.save(model)), not a state dict: load it in PyTorch and save \
+                 model.state_dict() instead",
+            )
+        } else {
+            bad(path, e)
+        }
+    })?;
     let Value::Dict(entries) = state_dict_of(root) else {
         return Err(bad(path, "the pickle is not a dictionary"));
     };
