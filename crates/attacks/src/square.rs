@@ -100,7 +100,6 @@ impl SquareConfig {
         let mut best = (clean.clone() + stripes.mul_scalar(self.eps)).clamp(0.0, 1.0);
         let margin_of = |x: Tensor<Inner<B>, 4>| margin(model.logits(x), labels.clone());
         let mut best_margin = margin_of(best.clone());
-        let rows = |mask: Tensor<Inner<B>, 1, Bool>| mask.reshape([n, 1, 1, 1]).expand([n, c, h, w]);
         for iteration in 0..self.queries {
             let active = best_margin.clone().greater_elem(0.0);
             if !any(&active) {
@@ -116,14 +115,7 @@ impl SquareConfig {
                 .min_pair(high.clone())
                 .clamp(0.0, 1.0);
             let candidate_margin = margin_of(candidate.clone());
-            // Kept when the loss (the margin) falls or the point is misclassified, for points still being queried.
-            let improved = candidate_margin
-                .clone()
-                .lower(best_margin.clone())
-                .bool_or(candidate_margin.clone().lower_equal_elem(0.0))
-                .bool_and(active);
-            best_margin = best_margin.mask_where(improved.clone(), candidate_margin);
-            best = best.mask_where(rows(improved), candidate);
+            (best, best_margin) = keep_better((best, best_margin), (candidate, candidate_margin), active);
         }
         best
     }
@@ -168,7 +160,6 @@ impl SquareConfig {
         let mut best = place(start);
         let margin_of = |x: Tensor<Inner<B>, 4>| margin(model.logits(x), labels.clone());
         let mut best_margin = margin_of(best.clone());
-        let rows = |mask: Tensor<Inner<B>, 1, Bool>| mask.reshape([n, 1, 1, 1]).expand([n, c, h, w]);
         // Per sample and channel: the L2 norm over the pixels, (N, C, 1, 1).
         let channel_norm = |x: Tensor<Inner<B>, 4>| x.powi_scalar(2).sum_dim(3).sum_dim(2).sqrt();
         let window = |top: usize, left: usize, side: usize| -> Tensor<Inner<B>, 4> {
@@ -215,13 +206,7 @@ impl SquareConfig {
             let fresh = fresh.clone() / channel_norm(fresh).add_scalar(1e-12) * room.sqrt();
             let candidate = place(delta * union.neg().add_scalar(1.0) + fresh);
             let candidate_margin = margin_of(candidate.clone());
-            let improved = candidate_margin
-                .clone()
-                .lower(best_margin.clone())
-                .bool_or(candidate_margin.clone().lower_equal_elem(0.0))
-                .bool_and(active);
-            best_margin = best_margin.mask_where(improved.clone(), candidate_margin);
-            best = best.mask_where(rows(improved), candidate);
+            (best, best_margin) = keep_better((best, best_margin), (candidate, candidate_margin), active);
         }
         best
     }
@@ -279,6 +264,26 @@ fn eta_rectangles(x: usize, y: usize) -> Vec<f64> {
         delta.iter_mut().for_each(|v| *v /= norm);
     }
     delta
+}
+
+/// The search's acceptance rule: a candidate replaces the best image where its margin fell or the point is
+/// misclassified, for the points still being queried (`active`). Takes and returns (images, margins).
+fn keep_better<B: Backend>(
+    (best, best_margin): (Tensor<B, 4>, Tensor<B, 1>),
+    (candidate, candidate_margin): (Tensor<B, 4>, Tensor<B, 1>),
+    active: Tensor<B, 1, Bool>,
+) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    let [n, c, h, w] = best.dims();
+    let improved = candidate_margin
+        .clone()
+        .lower(best_margin.clone())
+        .bool_or(candidate_margin.clone().lower_equal_elem(0.0))
+        .bool_and(active);
+    let rows = improved.clone().reshape([n, 1, 1, 1]).expand([n, c, h, w]);
+    (
+        best.mask_where(rows, candidate),
+        best_margin.mask_where(improved, candidate_margin),
+    )
 }
 
 /// `z_y - max_{j != y} z_j` per row, (N).
