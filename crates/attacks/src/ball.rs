@@ -155,7 +155,7 @@ impl<B: Backend> Ball<B> {
 
 /// A budget written as a fraction (`8/255`) or a number (`0.031`), checked to lie in [0, 1] (an L-inf budget).
 pub fn parse_eps(text: &str) -> Result<f64, crate::AttackConfigError> {
-    let value = parse_budget(text)?;
+    let value = parse_fraction(text)?;
     if !(0.0..=1.0).contains(&value) {
         return Err(crate::AttackConfigError::BudgetRange(value));
     }
@@ -164,6 +164,15 @@ pub fn parse_eps(text: &str) -> Result<f64, crate::AttackConfigError> {
 
 /// A budget written as a fraction or a number, checked to be finite and non-negative (an L2 budget may exceed 1).
 pub fn parse_budget(text: &str) -> Result<f64, crate::AttackConfigError> {
+    let value = parse_fraction(text)?;
+    if !(value >= 0.0 && value.is_finite()) {
+        return Err(crate::AttackConfigError::Negative { setting: "eps", value });
+    }
+    Ok(value)
+}
+
+/// `a/b` or a number.
+fn parse_fraction(text: &str) -> Result<f64, crate::AttackConfigError> {
     let number = |part: &str| {
         part.trim()
             .parse::<f64>()
@@ -179,8 +188,5 @@ pub fn parse_budget(text: &str) -> Result<f64, crate::AttackConfigError> {
         }
         None => number(text)?,
     };
-    if !(value >= 0.0 && value.is_finite()) {
-        return Err(crate::AttackConfigError::Negative { setting: "eps", value });
-    }
     Ok(value)
 }

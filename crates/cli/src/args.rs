@@ -45,7 +45,7 @@ pub fn today() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tailguard_attacks::parse_eps;
+    use tailguard_attacks::{parse_budget, parse_eps};
 
     #[test]
     fn eps_fractions_and_numbers() {
@@ -54,6 +54,10 @@ mod tests {
         assert!(parse_eps("-1/255").unwrap_err().to_string().contains("[0, 1]"));
         assert!(parse_eps("8/0").unwrap_err().to_string().contains("zero"));
         assert!(parse_eps("eight").unwrap_err().to_string().contains("not a number"));
+        // An L2 budget may exceed 1, never be negative.
+        assert_eq!(parse_budget("2").unwrap(), 2.0);
+        assert!(parse_eps("2").is_err());
+        assert!(parse_budget("-1/2").unwrap_err().to_string().contains("non-negative"));
     }
 
     #[test]
