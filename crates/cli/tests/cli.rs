@@ -451,7 +451,7 @@ fn bad_eval_input_fails_with_one_line() {
         args.extend_from_slice(extra);
         tailguard(&args)
     };
-    assert_clean_failure(&with(&["--eps=-1/255"]), "[0, 1]");
+    assert_clean_failure(&with(&["--eps=-1/255"]), "eps must be a non-negative number");
     assert_clean_failure(&with(&["--attacks", "clean,deepfool"]), "deepfool");
     assert_clean_failure(&with(&["--lt-test", "0.5"]), ">= 1");
     assert_clean_failure(&with(&["--train-counts", "1,2,3"]), "3 training counts");
