@@ -13,6 +13,14 @@ use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig, Netwo
 
 type B = Autodiff<Flex>;
 
+/// Burn 0.21 keeps one random generator per process: tests that draw from it (initial weights, images, random
+/// starts) would see each other's draws when run at once, so every test of this file takes this lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn flags(t: Tensor<Flex, 1, Bool>) -> Vec<bool> {
     t.into_data().convert::<bool>().to_vec().unwrap()
 }
@@ -23,6 +31,7 @@ fn floats<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
 
 #[test]
 fn checkpoint_schedule_matches_the_reference() {
+    let _serial = serial();
     assert_eq!(checkpoints(100), vec![22, 41, 57, 70, 80, 87, 93, 99]);
     // torchattacks' 10-iteration APGD: a check after 2, then after every iteration.
     assert_eq!(checkpoints(10), vec![2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -37,6 +46,7 @@ fn checkpoint_schedule_matches_the_reference() {
 
 #[test]
 fn published_checkpoint_formula_agrees_at_100() {
+    let _serial = serial();
     // w_j = ceil(p_j N), p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
     let (mut previous, mut current) = (0.0f64, 0.22f64);
     let mut marks = Vec::new();
@@ -106,6 +116,7 @@ fn linear_case(eps: f64, n: usize) -> LinearCase {
 
 #[test]
 fn attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
+    let _serial = serial();
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), 5);
     let eps = 0.05;
     let case = linear_case(eps, 96);
@@ -184,6 +195,7 @@ fn record_bytes(model: &Model<B>) -> Vec<u8> {
 
 #[test]
 fn attacks_stay_in_the_ball_and_box_and_leave_the_model_alone() {
+    let _serial = serial();
     let device = Default::default();
     let model = warmed_up_cnn();
     let before = record_bytes(&model);
@@ -238,6 +250,7 @@ fn attacks_stay_in_the_ball_and_box_and_leave_the_model_alone() {
 
 #[test]
 fn attack_loss_gradients_match_finite_differences() {
+    let _serial = serial();
     let device = Default::default();
     <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
     let model = warmed_up_cnn();
@@ -280,6 +293,7 @@ fn attack_loss_gradients_match_finite_differences() {
 
 #[test]
 fn sign_of_a_zero_gradient_is_zero() {
+    let _serial = serial();
     // PyTorch's sign(0) = 0: a pixel with no gradient does not move.
     let t = Tensor::<Flex, 1>::from_floats([-2.0, 0.0, 3.0], &Default::default());
     assert_eq!(floats(t.sign()), vec![-1.0, 0.0, 1.0]);
@@ -287,6 +301,7 @@ fn sign_of_a_zero_gradient_is_zero() {
 
 #[test]
 fn fgsm_on_a_linear_model_moves_every_pixel_by_eps_against_the_margin() {
+    let _serial = serial();
     let case = linear_case(0.03, 4);
     let frozen = FrozenModel::new(&case.model);
     let images = Tensor::<Flex, 4>::full([4, 3, 4, 4], 0.5, &Default::default());
@@ -298,6 +313,7 @@ fn fgsm_on_a_linear_model_moves_every_pixel_by_eps_against_the_margin() {
 
 #[test]
 fn starts_follow_their_radius_and_clip() {
+    let _serial = serial();
     let device = Default::default();
     // Pixels at 0 and 1, budgets 0 and 0.02: the start clip and radius decide where the first gradient is taken.
     let images = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0f32, 1.0, 0.5, 0.5], [2, 1, 1, 2]), &device);
@@ -337,6 +353,7 @@ fn starts_follow_their_radius_and_clip() {
 
 #[test]
 fn random_starts_are_inside_the_ball() {
+    let _serial = serial();
     let case = linear_case(0.02, 8);
     let frozen = FrozenModel::new(&case.model);
     for start in [
@@ -359,6 +376,7 @@ fn random_starts_are_inside_the_ball() {
 /// norm is the smallest that can reach the hyperplane (found independently by bisection on the reachable change).
 #[test]
 fn fab_projection_is_the_smallest_step_onto_the_hyperplane() {
+    let _serial = serial();
     use tailguard_attacks::fab::project_linf;
     let device = Default::default();
     <Flex as burn::tensor::backend::Backend>::seed(&device, 11);
@@ -425,6 +443,7 @@ fn fab_projection_is_the_smallest_step_onto_the_hyperplane() {
 
 #[test]
 fn fab_t_and_square_agree_with_the_closed_form_worst_case_of_a_linear_model() {
+    let _serial = serial();
     use tailguard_attacks::{FabConfig, SquareConfig};
     let eps = 0.05;
     let case = linear_case(eps, 96);
@@ -483,6 +502,7 @@ fn moments(values: &[f32]) -> (f64, f64, f64, f64) {
 
 #[test]
 fn start_draws_follow_the_reference_distributions_and_the_clip_is_separate() {
+    let _serial = serial();
     // The reference codes draw `0.001 * torch.randn` (TRADES, AT-BSL, TAET), `uniform_(-eps, eps)` (PGD-AT, RobustLT's
     // port) and RoBal's one-sided `uniform_(0, eps)`; the parity fixtures inject their starts, so the draws are
     // checked here by their moments over 153,600 pixels (standard errors well below the tolerances), and the clip
@@ -549,6 +569,7 @@ fn l2_norms(x: Tensor<Flex, 4>) -> Vec<f32> {
 
 #[test]
 fn l2_attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
+    let _serial = serial();
     // Images well inside [0, 1] and a budget whose worst-case perturbation moves no pixel by more than eps: the box
     // never binds, so the smallest margin over the L2 ball is exactly z_y - z_t - eps |w_y - w_t|_2.
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), 7);
@@ -651,6 +672,7 @@ fn l2_attacks_agree_with_the_closed_form_worst_case_of_a_linear_model() {
 
 #[test]
 fn l2_attacks_stay_in_the_ball_and_box() {
+    let _serial = serial();
     let device = Default::default();
     let model = warmed_up_cnn();
     let frozen = FrozenModel::new(&model);
@@ -699,6 +721,7 @@ fn l2_attacks_stay_in_the_ball_and_box() {
 
 #[test]
 fn fab_l2_projection_is_the_smallest_step_onto_the_hyperplane() {
+    let _serial = serial();
     use tailguard_attacks::fab::project_l2;
     let device = Default::default();
     <Flex as burn::tensor::backend::Backend>::seed(&device, 13);
