@@ -119,9 +119,7 @@ impl SquareConfig {
         }
         best
     }
-}
 
-impl SquareConfig {
     /// The L2 random search on `clean` (N, C, H, W); returns the best images found.
     fn search_l2<B: AutodiffBackend, M: Classifier<B>>(
         &self,
