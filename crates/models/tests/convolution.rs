@@ -1,7 +1,8 @@
 //! The CPU backend's 2D convolution and both its gradients, as every model uses them, against the definition.
 //!
-//! tailguard patches burn-flex's convolutions (patches/burn-flex/PATCHED.md: products over tiles that span the
-//! batch); these tests go through burn's public `conv2d` on `Autodiff<Flex>`, so the forward pass, the input gradient
+//! tailguard computes burn-flex's convolutions itself (vendor/tailguard-flex/PATCHED.md: products over tiles that
+//! span the batch, Winograd F(2x2, 3x3) for 3x3 stride-1 layers with 16+ channels and 8x8+ pixels); these tests go
+//! through burn's public `conv2d` on `Autodiff<Flex>`, so the forward pass, the input gradient
 //! and the weight gradient the trainers and attacks get are the ones checked.
 
 use burn::backend::Autodiff;
@@ -155,6 +156,16 @@ fn resnet_convolutions_match_the_definition() {
     check(case([3, 8, 8, 8], [16, 8, 3, 3], 2, 1));
     check(case([3, 8, 8, 8], [16, 8, 1, 1], 2, 0));
     check(case([24, 16, 2, 2], [16, 16, 3, 3], 1, 1));
+}
+
+#[test]
+fn winograd_layers_match_the_definition() {
+    // 3x3 stride 1 with at least 16 channels and 8x8 pixels: the forward pass and input gradient take Winograd
+    // F(2x2, 3x3); odd sides leave a last tile half outside; padding 0 and 2 mirror to 2 and 0 in the input gradient.
+    check(case([2, 16, 8, 8], [16, 16, 3, 3], 1, 1));
+    check(case([3, 16, 11, 9], [24, 16, 3, 3], 1, 1));
+    check(case([2, 20, 12, 10], [16, 20, 3, 3], 1, 0));
+    check(case([2, 16, 8, 9], [16, 16, 3, 3], 1, 2));
 }
 
 #[test]

@@ -29,7 +29,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 use burn_flex::{FlexTensor, Layout};
 
 /// Column-buffer size a tile aims at; the product then streams its columns from cache.
-const TILE_BYTES: usize = 4 << 20;
+pub(crate) const TILE_BYTES: usize = 4 << 20;
 /// Fewest and most output columns per product.
 const MIN_TILE_COLUMNS: usize = 64;
 const MAX_TILE_COLUMNS: usize = 1024;
@@ -59,25 +59,25 @@ impl ConvElement for f16 {
 
 /// Shapes and options of one 2D convolution.
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
-    batch: usize,
-    channels_in: usize,
-    in_h: usize,
-    in_w: usize,
-    channels_out: usize,
-    kernel_h: usize,
-    kernel_w: usize,
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-    groups: usize,
-    out_h: usize,
-    out_w: usize,
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) channels_in: usize,
+    pub(crate) in_h: usize,
+    pub(crate) in_w: usize,
+    pub(crate) channels_out: usize,
+    pub(crate) kernel_h: usize,
+    pub(crate) kernel_w: usize,
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: [usize; 2],
+    pub(crate) dilation: [usize; 2],
+    pub(crate) groups: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
 }
 
 impl Geometry {
     /// `x_shape`: `[batch, channels_in, in_h, in_w]`; `w_shape`: `[channels_out, channels_in / groups, kh, kw]`.
-    fn new(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> Self {
+    pub(crate) fn new(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> Self {
         let out_h = calculate_conv_output_size(
             w_shape[2],
             options.stride[0],
@@ -374,7 +374,7 @@ fn scatter_output<T: ConvElement>(
 
 /// `dst[m, n] = (read ? dst : 0) + lhs @ rhs`, every operand given by its row and column strides.
 #[allow(clippy::too_many_arguments)]
-fn product<T: ConvElement>(
+pub(crate) fn product<T: ConvElement>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     read: bool,
@@ -429,7 +429,7 @@ fn parallelism_all() -> gemm::Parallelism {
     gemm::Parallelism::None
 }
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     #[cfg(feature = "rayon")]
     {
         rayon::current_num_threads()
@@ -441,7 +441,7 @@ fn threads() -> usize {
 }
 
 /// Runs `f(unit index, unit's chunk, scratch buffers)` on `data.chunks_mut(chunk)`, in parallel with rayon.
-fn for_each_unit<T: ConvElement>(
+pub(crate) fn for_each_unit<T: ConvElement>(
     data: &mut [T],
     chunk: usize,
     f: impl Fn(usize, &mut [T], &mut (Vec<T>, Vec<T>)) + Sync + Send,
@@ -463,7 +463,7 @@ fn for_each_unit<T: ConvElement>(
     }
 }
 
-fn grow<T: ConvElement>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+pub(crate) fn grow<T: ConvElement>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
     if buffer.len() < len {
         buffer.resize(len, T::ZERO);
     }
@@ -472,7 +472,7 @@ fn grow<T: ConvElement>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
 
 /// Forward: `x [batch, channels_in, in_h, in_w]`, `w [channels_out, channels_in / groups, kh, kw]`,
 /// `bias [channels_out]` -> `[batch, channels_out, out_h, out_w]`.
-fn forward<T: ConvElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+pub(crate) fn forward<T: ConvElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let mut y = vec![T::ZERO; g.batch * g.channels_out * g.pixels()];
     if y.is_empty() {
         return y;
@@ -513,7 +513,7 @@ fn forward<T: ConvElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -
 }
 
 /// Input gradient: `dy [batch, channels_out, out_h, out_w]` -> `dx [batch, channels_in, in_h, in_w]`.
-fn input_gradient<T: ConvElement>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
+pub(crate) fn input_gradient<T: ConvElement>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::ZERO; g.batch * g.image_len()];
     if dx.is_empty() || g.pixels() == 0 {
         return dx;
@@ -607,13 +607,13 @@ fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     dw
 }
 
-fn shape4(tensor: &FlexTensor) -> [usize; 4] {
+pub(crate) fn shape4(tensor: &FlexTensor) -> [usize; 4] {
     let shape = tensor.layout().shape();
     assert_eq!(shape.num_dims(), 4, "conv2d: expected a 4D tensor, got {shape:?}");
     [shape[0], shape[1], shape[2], shape[3]]
 }
 
-fn tensor<T: ConvElement>(data: Vec<T>, shape: [usize; 4], dtype: DType) -> FlexTensor {
+pub(crate) fn tensor<T: ConvElement>(data: Vec<T>, shape: [usize; 4], dtype: DType) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(data),
         Layout::contiguous(Shape::from(shape.to_vec())),

@@ -16,11 +16,13 @@ extern crate alloc;
 mod conv2d;
 mod conv2d_gemm;
 mod delegated;
+mod winograd;
 
 use alloc::string::String;
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet};
 pub use burn_flex::{FlexDevice, FlexQTensor, FlexTensor, Layout};
+pub use conv2d::paths as conv2d_paths;
 
 type Published = burn_flex::Flex;
 

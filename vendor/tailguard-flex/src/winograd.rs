@@ -1,0 +1,652 @@
+//! 3x3 stride-1 convolutions with Winograd's F(2x2, 3x3): 16 multiplications per 2x2 output tile and channel pair
+//! instead of 36.
+//!
+//! A 3x3 stride-1 convolution is most of the FLOPs of ResNet-18 and the WideResNets, in the forward pass and in the
+//! input gradient (itself a 3x3 stride-1 convolution of the output gradient with the flipped, transposed kernel).
+//! With the output cut into 2x2 tiles, each read from a 4x4 input patch `d`, Winograd's minimal filtering gives
+//!
+//! `y = A^T [ (G g G^T) ⊙ (B^T d B) ] A`,
+//!
+//! so over channels the element-wise products become 16 independent matrix products, one per position `ξ` of the
+//! 4x4 transformed tile: `M[ξ][c_out, tiles] = U[ξ][c_out, c_in] @ V[ξ][c_in, tiles]` with `U = G g G^T` (the
+//! transformed weights) and `V = B^T d B` (the transformed input patches). The transforms are additions (and halves
+//! for `G`), so the work left is 16/36 of im2col + gemm's multiplications plus the transforms' passes.
+//!
+//! Numerics: F(2x2, 3x3)'s transforms have entries 0, ±1/2 and ±1 only, so its error is close to the direct
+//! sum's (the larger F(4x4, 3x3) has entries up to 8 and loses digits in f32); the tests here bound it against the
+//! definition in f64 and in f32.
+//!
+//! Work is split as in `conv2d_gemm.rs`: units of whole images, one per thread where the batch allows; inside a
+//! unit, chunks of tiles sized so the transformed patches stay near the cache.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::{Mul, Sub};
+
+use burn_backend::DType;
+use burn_backend::ops::ConvOptions;
+use burn_flex::FlexTensor;
+
+use crate::conv2d_gemm::{ConvElement, Geometry, for_each_unit, grow, product, shape4, tensor, threads};
+
+/// Fewest and most 2x2 tiles per chunk of the 16 products.
+const MIN_CHUNK_TILES: usize = 64;
+/// Bytes of transformed patches per chunk (and as many of products): both stay in a core's L2 cache.
+const CHUNK_BYTES: usize = 1 << 20;
+const MAX_CHUNK_TILES: usize = 1024;
+
+/// Fewest channels (in and out) for which Winograd pays: with fewer, the products are too thin for the saved
+/// multiplications to outweigh the transforms (the first convolution of a network, with 3 input channels, keeps
+/// im2col + gemm).
+const MIN_CHANNELS: usize = 16;
+
+/// Fewest output rows and columns for which Winograd pays: at 4x4 pixels (a CIFAR ResNet's last stage) a tile row
+/// holds two tiles and the transforms' loops cost more than the products save (measured in PATCHED.md).
+const MIN_SIDE: usize = 8;
+
+/// Element types Winograd computes in: those with exact halves (f16 keeps im2col + gemm, as its range is too small
+/// for the transforms' sums).
+pub(crate) trait WinogradElement: ConvElement + Sub<Output = Self> + Mul<Output = Self> {
+    const HALF: Self;
+}
+
+impl WinogradElement for f32 {
+    const HALF: Self = 0.5;
+}
+
+impl WinogradElement for f64 {
+    const HALF: Self = 0.5;
+}
+
+/// Whether Winograd can compute the forward pass of `g` (and, the same shape mirrored, its input gradient): a 3x3
+/// kernel, stride 1, no dilation, one group, padding at most 2 (so the input gradient's padding `2 - p` is not
+/// negative).
+pub(crate) fn applies(g: &Geometry) -> bool {
+    g.kernel_h == 3
+        && g.kernel_w == 3
+        && g.stride == [1, 1]
+        && g.dilation == [1, 1]
+        && g.groups == 1
+        && g.padding[0] <= 2
+        && g.padding[1] <= 2
+        && g.out_h > 0
+        && g.out_w > 0
+}
+
+/// Whether Winograd is faster than im2col + gemm for `g`, so [`crate::Flex`] takes it: it [`applies`], with at least
+/// [`MIN_CHANNELS`] channels both ways and [`MIN_SIDE`] output rows and columns (the input gradient's output is the
+/// input, as large).
+pub(crate) fn pays(g: &Geometry) -> bool {
+    applies(g)
+        && g.channels_in >= MIN_CHANNELS
+        && g.channels_out >= MIN_CHANNELS
+        && g.out_h.min(g.in_h) >= MIN_SIDE
+        && g.out_w.min(g.in_w) >= MIN_SIDE
+}
+
+/// The shape of one Winograd convolution (3x3 kernel, stride 1): the forward pass, or the input gradient seen as a
+/// forward pass of the output gradient.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    batch: usize,
+    channels_in: usize,
+    in_h: usize,
+    in_w: usize,
+    channels_out: usize,
+    out_h: usize,
+    out_w: usize,
+    padding: [usize; 2],
+}
+
+impl Plan {
+    fn tiles_h(&self) -> usize {
+        self.out_h.div_ceil(2)
+    }
+
+    fn tiles_w(&self) -> usize {
+        self.out_w.div_ceil(2)
+    }
+
+    fn tiles_per_image(&self) -> usize {
+        self.tiles_h() * self.tiles_w()
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels_in * self.in_h * self.in_w
+    }
+
+    fn output_image_len(&self) -> usize {
+        self.channels_out * self.out_h * self.out_w
+    }
+
+    /// Tiles per chunk: the transformed patches `V[16, channels_in, tiles]` near `TILE_BYTES`.
+    fn chunk_tiles<T>(&self) -> usize {
+        (CHUNK_BYTES / (16 * self.channels_in.max(self.channels_out) * core::mem::size_of::<T>()).max(1))
+            .clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES)
+    }
+
+    /// Images per unit of parallel work: a multiple of the thread count of units, each of at most a few chunks.
+    fn images_per_unit<T>(&self, threads: usize) -> usize {
+        let threads = threads.max(1);
+        let tiles = self.batch * self.tiles_per_image();
+        let rounds = tiles.div_ceil(threads * 4 * self.chunk_tiles::<T>()).max(1);
+        self.batch.div_ceil(threads * rounds).max(1)
+    }
+}
+
+/// `U[16, rows, cols] = G k G^T` for each 3x3 kernel `k = kernel(row, col)` (9 values, row-major), with
+/// `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`.
+fn transform_kernels<T: WinogradElement>(rows: usize, cols: usize, kernel: impl Fn(usize, usize) -> [T; 9]) -> Vec<T> {
+    let plane = rows * cols;
+    let mut u = vec![T::ZERO; 16 * plane];
+    for row in 0..rows {
+        for col in 0..cols {
+            let k = kernel(row, col);
+            // G k: 4x3.
+            let mut gk = [[T::ZERO; 3]; 4];
+            for j in 0..3 {
+                let (k0, k1, k2) = (k[j], k[3 + j], k[6 + j]);
+                gk[0][j] = k0;
+                gk[1][j] = T::HALF * (k0 + k1 + k2);
+                gk[2][j] = T::HALF * (k0 - k1 + k2);
+                gk[3][j] = k2;
+            }
+            // (G k) G^T: 4x4.
+            for (i, r) in gk.iter().enumerate() {
+                let values = [
+                    r[0],
+                    T::HALF * (r[0] + r[1] + r[2]),
+                    T::HALF * (r[0] - r[1] + r[2]),
+                    r[2],
+                ];
+                for (j, value) in values.into_iter().enumerate() {
+                    u[(i * 4 + j) * plane + row * cols + col] = value;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `V[16, channels_in, n]` for the `rows` tile rows from global tile row `first_row` on (whole images from
+/// `first_image` on in `x`; `n = rows * tiles_w`): `B^T d B` of each tile's 4x4 input patch `d` (zeros outside the
+/// image), with `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
+///
+/// A tile row at a time, in loops over the row's tiles that vectorise: its four input rows, padded, are split into
+/// even and odd columns (tile `k` reads columns `2k .. 2k + 3`: even `k, k + 1`, odd `k, k + 1`), combined row-wise
+/// (`B^T d`), then column-wise (`(B^T d) B`) into the 16 outputs, each contiguous over the tiles.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn transform_input<T: WinogradElement>(
+    p: &Plan,
+    x: &[T],
+    first_image: usize,
+    first_row: usize,
+    rows: usize,
+    v: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let tiles_w = p.tiles_w();
+    let n = rows * tiles_w;
+    let plane = p.channels_in * n;
+    // Input columns -padding .. 2 * half - padding of one input row, then its even and odd columns, four rows each.
+    let half = tiles_w + 1;
+    let width = 2 * half;
+    let scratch = grow(scratch, width + 8 * half);
+    let (padded, split) = scratch.split_at_mut(width);
+    let (even, odd) = split.split_at_mut(4 * half);
+    let (first_column, last_column) = (p.padding[1], (p.in_w + p.padding[1]).min(width));
+    for channel in 0..p.channels_in {
+        for r in 0..rows {
+            let global_row = first_row + r;
+            let (image, top) = (global_row / p.tiles_h(), 2 * (global_row % p.tiles_h()));
+            let base = ((image - first_image) * p.channels_in + channel) * p.in_h * p.in_w;
+            for (i, (even, odd)) in even.chunks_exact_mut(half).zip(odd.chunks_exact_mut(half)).enumerate() {
+                match (top + i).checked_sub(p.padding[0]).filter(|&ih| ih < p.in_h) {
+                    Some(ih) if first_column < last_column => {
+                        padded[..first_column].fill(T::ZERO);
+                        let from = base + ih * p.in_w;
+                        padded[first_column..last_column].copy_from_slice(&x[from..from + last_column - first_column]);
+                        padded[last_column..].fill(T::ZERO);
+                        for ((pair, e), o) in padded.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+                            *e = pair[0];
+                            *o = pair[1];
+                        }
+                    }
+                    _ => {
+                        even.fill(T::ZERO);
+                        odd.fill(T::ZERO);
+                    }
+                }
+            }
+            // B^T d, row-wise (in place: r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3).
+            for columns in [&mut *even, &mut *odd] {
+                let (d0, rest) = columns.split_at_mut(half);
+                let (d1, rest) = rest.split_at_mut(half);
+                let (d2, d3) = rest.split_at_mut(half);
+                for (((a0, a1), a2), a3) in d0.iter_mut().zip(d1.iter_mut()).zip(d2.iter_mut()).zip(d3.iter_mut()) {
+                    let (b0, b1, b2, b3) = (*a0, *a1, *a2, *a3);
+                    *a0 = b0 - b2;
+                    *a1 = b1 + b2;
+                    *a2 = b2 - b1;
+                    *a3 = b1 - b3;
+                }
+            }
+            // (B^T d) B, column-wise: c0 - c2, c1 + c2, c2 - c1, c1 - c3 with c0, c2 even, c1, c3 odd.
+            let at = channel * n + r * tiles_w;
+            for (i, (e, o)) in even.chunks_exact(half).zip(odd.chunks_exact(half)).enumerate() {
+                let (e0, e1, o0, o1) = (&e[..tiles_w], &e[1..], &o[..tiles_w], &o[1..]);
+                let out = |j: usize| (i * 4 + j) * plane + at;
+                let (v0, rest) = v[out(0)..].split_at_mut(plane);
+                let (v1, rest) = rest.split_at_mut(plane);
+                let (v2, v3) = rest.split_at_mut(plane);
+                for (value, (c0, c2)) in v0[..tiles_w].iter_mut().zip(e0.iter().zip(e1)) {
+                    *value = *c0 - *c2;
+                }
+                for (value, (c1, c2)) in v1[..tiles_w].iter_mut().zip(o0.iter().zip(e1)) {
+                    *value = *c1 + *c2;
+                }
+                for (value, (c1, c2)) in v2[..tiles_w].iter_mut().zip(o0.iter().zip(e1)) {
+                    *value = *c2 - *c1;
+                }
+                for (value, (c1, c3)) in v3[..tiles_w].iter_mut().zip(o0.iter().zip(o1)) {
+                    *value = *c1 - *c3;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `A^T M A` of each tile of `M[16, channels_out, n]` (tile rows as in [`transform_input`]) plus the bias
+/// into `y` (whole images from `first_image` on), with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`; the row and column
+/// past an odd output edge are dropped. A tile row at a time, in loops over its tiles that vectorise: each output
+/// row's even and odd columns, then interleaved into the row.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn transform_output<T: WinogradElement>(
+    p: &Plan,
+    m: &[T],
+    bias: Option<&[T]>,
+    first_image: usize,
+    first_row: usize,
+    rows: usize,
+    y: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let tiles_w = p.tiles_w();
+    let n = rows * tiles_w;
+    let plane = p.channels_out * n;
+    let scratch = grow(scratch, 6 * tiles_w);
+    let (columns, interleaved) = scratch.split_at_mut(4 * tiles_w);
+    for channel in 0..p.channels_out {
+        let shift = bias.map_or(T::ZERO, |bias| bias[channel]);
+        for r in 0..rows {
+            let global_row = first_row + r;
+            let (image, top) = (global_row / p.tiles_h(), 2 * (global_row % p.tiles_h()));
+            let at = channel * n + r * tiles_w;
+            let e = |i: usize| &m[i * plane + at..i * plane + at + tiles_w];
+            let (top_even, rest) = columns.split_at_mut(tiles_w);
+            let (top_odd, rest) = rest.split_at_mut(tiles_w);
+            let (bottom_even, bottom_odd) = rest.split_at_mut(tiles_w);
+            // A^T M gives, per column j of the 4x4 tile, a_j = m_j + m_4+j + m_8+j (top output row) and
+            // b_j = m_4+j - m_8+j - m_12+j (bottom); then A gives even = x_0 + x_1 + x_2, odd = x_1 - x_2 - x_3.
+            let ms: [&[T]; 16] = core::array::from_fn(e);
+            for k in 0..tiles_w {
+                let a: [T; 4] = core::array::from_fn(|j| ms[j][k] + ms[4 + j][k] + ms[8 + j][k]);
+                let b: [T; 4] = core::array::from_fn(|j| ms[4 + j][k] - ms[8 + j][k] - ms[12 + j][k]);
+                top_even[k] = a[0] + a[1] + a[2] + shift;
+                top_odd[k] = a[1] - a[2] - a[3] + shift;
+                bottom_even[k] = b[0] + b[1] + b[2] + shift;
+                bottom_odd[k] = b[1] - b[2] - b[3] + shift;
+            }
+            let base = ((image - first_image) * p.channels_out + channel) * p.out_h * p.out_w;
+            let interleaved = &mut interleaved[..2 * tiles_w];
+            for (i, (even, odd)) in [(&*top_even, &*top_odd), (&*bottom_even, &*bottom_odd)]
+                .into_iter()
+                .enumerate()
+            {
+                if top + i >= p.out_h {
+                    break;
+                }
+                for ((pair, e), o) in interleaved.chunks_exact_mut(2).zip(even).zip(odd) {
+                    pair[0] = *e;
+                    pair[1] = *o;
+                }
+                let row = base + (top + i) * p.out_w;
+                y[row..row + p.out_w].copy_from_slice(&interleaved[..p.out_w]);
+            }
+        }
+    }
+}
+
+/// One of the two transforms, with what it reads and writes.
+enum Transform<'a, T> {
+    /// `x` (the unit's images) -> `V` ([`transform_input`]).
+    Input { x: &'a [T], v: &'a mut [T] },
+    /// `M` plus the bias -> `y` (the unit's images) ([`transform_output`]).
+    Output {
+        m: &'a [T],
+        bias: Option<&'a [T]>,
+        y: &'a mut [T],
+    },
+}
+
+/// Tile rows `first_row .. first_row + rows` of a unit whose first image is `first_image`.
+#[derive(Clone, Copy)]
+struct TileRows {
+    first_image: usize,
+    first_row: usize,
+    rows: usize,
+}
+
+/// Runs a transform compiled for the widest vector unit the CPU has: the crate is built for baseline x86-64,
+/// whose 4-wide vectors would leave the transforms slower than the products they save on AVX-512 machines (gemm
+/// picks its kernels the same way, at run time).
+fn transform<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
+    #[inline(always)]
+    fn run<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
+        let TileRows {
+            first_image,
+            first_row,
+            rows,
+        } = tiles;
+        match step {
+            Transform::Input { x, v } => transform_input(p, x, first_image, first_row, rows, v, scratch),
+            Transform::Output { m, bias, y } => transform_output(p, m, bias, first_image, first_row, rows, y, scratch),
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
+            run(p, step, tiles, scratch)
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
+            run(p, step, tiles, scratch)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked on the line above).
+            return unsafe { avx512(p, step, tiles, scratch) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked on the line above).
+            return unsafe { avx2(p, step, tiles, scratch) };
+        }
+    }
+    run(p, step, tiles, scratch)
+}
+
+/// The convolution of `p` with transformed kernels `u[16, channels_out, channels_in]`.
+fn convolve<T: WinogradElement>(p: &Plan, x: &[T], u: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let mut y = vec![T::ZERO; p.batch * p.output_image_len()];
+    if y.is_empty() {
+        return y;
+    }
+    let threads = threads();
+    let images = p.images_per_unit::<T>(threads);
+    let chunk = p.chunk_tiles::<T>();
+    let parallel_product = p.batch.div_ceil(images) < threads;
+    let (c_in, c_out, tiles_w) = (p.channels_in, p.channels_out, p.tiles_w());
+    // Chunks of whole tile rows.
+    let chunk_rows = (chunk / tiles_w).max(1);
+    for_each_unit(&mut y, images * p.output_image_len(), |unit, y_unit, (v, m)| {
+        let mut scratch = Vec::new();
+        let first_image = unit * images;
+        let x_unit = &x[first_image * p.image_len()..];
+        let unit_start = first_image * p.tiles_h();
+        let unit_end = unit_start + y_unit.len() / p.output_image_len() * p.tiles_h();
+        for first_row in (unit_start..unit_end).step_by(chunk_rows) {
+            let rows = (first_row + chunk_rows).min(unit_end) - first_row;
+            let n = rows * tiles_w;
+            let v = grow(v, 16 * c_in * n);
+            let tiles = TileRows {
+                first_image,
+                first_row,
+                rows,
+            };
+            transform(p, Transform::Input { x: x_unit, v: &mut *v }, tiles, &mut scratch);
+            let m = grow(m, 16 * c_out * n);
+            for xi in 0..16 {
+                product(
+                    (c_out, n, c_in),
+                    &mut m[xi * c_out * n..(xi + 1) * c_out * n],
+                    false,
+                    &u[xi * c_out * c_in..(xi + 1) * c_out * c_in],
+                    (c_in, 1),
+                    &v[xi * c_in * n..(xi + 1) * c_in * n],
+                    (n, 1),
+                    parallel_product,
+                );
+            }
+            let output = Transform::Output {
+                m: &*m,
+                bias,
+                y: &mut *y_unit,
+            };
+            transform(p, output, tiles, &mut scratch);
+        }
+    });
+    y
+}
+
+/// Forward: `x [batch, channels_in, in_h, in_w]`, `w [channels_out, channels_in, 3, 3]`, `bias [channels_out]` ->
+/// `[batch, channels_out, out_h, out_w]`, for a geometry Winograd [`applies`] to.
+pub(crate) fn forward<T: WinogradElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    debug_assert!(applies(g));
+    let p = Plan {
+        batch: g.batch,
+        channels_in: g.channels_in,
+        in_h: g.in_h,
+        in_w: g.in_w,
+        channels_out: g.channels_out,
+        out_h: g.out_h,
+        out_w: g.out_w,
+        padding: g.padding,
+    };
+    let u = transform_kernels(g.channels_out, g.channels_in, |co, ci| {
+        let at = (co * g.channels_in + ci) * 9;
+        core::array::from_fn(|k| w[at + k])
+    });
+    convolve(&p, x, &u, bias)
+}
+
+/// Input gradient: `dy [batch, channels_out, out_h, out_w]` -> `dx [batch, channels_in, in_h, in_w]`, for a geometry
+/// Winograd [`applies`] to: the stride-1 convolution of `dy`, padded by `2 - padding`, with the kernel flipped in both axes
+/// and its channel axes swapped.
+pub(crate) fn input_gradient<T: WinogradElement>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
+    debug_assert!(applies(g));
+    let p = Plan {
+        batch: g.batch,
+        channels_in: g.channels_out,
+        in_h: g.out_h,
+        in_w: g.out_w,
+        channels_out: g.channels_in,
+        out_h: g.in_h,
+        out_w: g.in_w,
+        padding: [2 - g.padding[0], 2 - g.padding[1]],
+    };
+    let u = transform_kernels(g.channels_in, g.channels_out, |ci, co| {
+        let at = (co * g.channels_in + ci) * 9;
+        core::array::from_fn(|k| w[at + 8 - k])
+    });
+    convolve(&p, dy, &u, None)
+}
+
+/// The forward pass of an f32 or f64 convolution whose geometry passes `rule` ([`applies`] or [`pays`]); `None`
+/// for any other.
+pub(crate) fn forward_winograd(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    options: &ConvOptions<2>,
+    rule: fn(&Geometry) -> bool,
+) -> Option<FlexTensor> {
+    let g = Geometry::new(&shape4(x), &shape4(weight), options);
+    if !rule(&g) || weight.dtype() != x.dtype() || bias.is_some_and(|bias| bias.dtype() != x.dtype()) {
+        return None;
+    }
+    let [x, weight] = [x, weight].map(|tensor| tensor.to_contiguous());
+    let bias = bias.map(|bias| bias.to_contiguous());
+    let shape = [g.batch, g.channels_out, g.out_h, g.out_w];
+    match x.dtype() {
+        DType::F32 => {
+            let bias = bias.as_ref().map(|bias| bias.storage::<f32>());
+            Some(tensor(
+                forward::<f32>(&g, x.storage(), weight.storage(), bias),
+                shape,
+                DType::F32,
+            ))
+        }
+        DType::F64 => {
+            let bias = bias.as_ref().map(|bias| bias.storage::<f64>());
+            Some(tensor(
+                forward::<f64>(&g, x.storage(), weight.storage(), bias),
+                shape,
+                DType::F64,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The input gradient of an f32 or f64 convolution whose geometry passes `rule`; `None` for any other.
+pub(crate) fn x_backward_winograd(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    output_grad: &FlexTensor,
+    options: &ConvOptions<2>,
+    rule: fn(&Geometry) -> bool,
+) -> Option<FlexTensor> {
+    let x_shape = shape4(x);
+    let g = Geometry::new(&x_shape, &shape4(weight), options);
+    if !rule(&g) || output_grad.dtype() != weight.dtype() {
+        return None;
+    }
+    assert_eq!(
+        shape4(output_grad),
+        [g.batch, g.channels_out, g.out_h, g.out_w],
+        "conv2d_x_backward: output gradient shape"
+    );
+    let [weight, dy] = [weight, output_grad].map(|tensor| tensor.to_contiguous());
+    match weight.dtype() {
+        DType::F32 => Some(tensor(
+            input_gradient::<f32>(&g, weight.storage(), dy.storage()),
+            x_shape,
+            DType::F32,
+        )),
+        DType::F64 => Some(tensor(
+            input_gradient::<f64>(&g, weight.storage(), dy.storage()),
+            x_shape,
+            DType::F64,
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv2d_gemm;
+    use burn_backend::ops::ConvOptions;
+
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+            })
+            .collect()
+    }
+
+    /// Winograd's forward pass and input gradient against im2col + gemm's, which its own tests hold to the
+    /// definition; f64 to 1e-12, f32 to 2e-5 relative to the sum of absolute products.
+    fn check(x_shape: [usize; 4], c_out: usize, padding: usize) {
+        let options = ConvOptions::new([1, 1], [padding, padding], [1, 1], 1);
+        let w_shape = [c_out, x_shape[1], 3, 3];
+        let g = Geometry::new(&x_shape, &w_shape, &options);
+        assert!(applies(&g), "{x_shape:?} {w_shape:?} pad {padding}");
+        let x = values(x_shape.iter().product(), 1);
+        let w = values(w_shape.iter().product(), 2);
+        let dy = values(g.batch * g.channels_out * g.out_h * g.out_w, 3);
+        let bias = values(c_out, 4);
+        let want_y = conv2d_gemm::forward(&g, &x, &w, Some(&bias));
+        let want_dx = conv2d_gemm::input_gradient(&g, &w, &dy);
+        let close = |name: &str, got: &[f64], want: &[f64], tolerance: f64| {
+            assert_eq!(got.len(), want.len(), "{name} length");
+            for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (a - b).abs() <= tolerance,
+                    "{name}[{i}]: {a} vs {b} for {x_shape:?} {w_shape:?} pad {padding}"
+                );
+            }
+        };
+        close("forward", &forward(&g, &x, &w, Some(&bias)), &want_y, 1e-12);
+        close("input gradient", &input_gradient(&g, &w, &dy), &want_dx, 1e-12);
+        // f32: each output is a sum of channels_in * 9 products of values below 0.5 in size.
+        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        let scale = |channels: usize| channels as f64 * 9.0 * 0.25;
+        close(
+            "f32 forward",
+            &widen(forward(&g, &f32s(&x), &f32s(&w), Some(&f32s(&bias)))),
+            &want_y,
+            2e-6 * scale(g.channels_in),
+        );
+        close(
+            "f32 input gradient",
+            &widen(input_gradient(&g, &f32s(&w), &f32s(&dy))),
+            &want_dx,
+            2e-6 * scale(g.channels_out),
+        );
+    }
+
+    #[test]
+    fn matches_im2col_and_gemm() {
+        // ResNet shapes (padding 1), odd sides (a last tile half outside), no padding and padding 2.
+        check([2, 16, 8, 8], 16, 1);
+        check([3, 16, 7, 5], 24, 1);
+        check([2, 17, 9, 6], 16, 0);
+        check([2, 16, 5, 7], 18, 2);
+        check([1, 32, 3, 3], 16, 1);
+        check([2, 16, 3, 4], 16, 0);
+    }
+
+    #[test]
+    fn many_images_per_chunk_and_many_chunks_per_image() {
+        // 1x1 outputs in one tile each: a chunk holds many images.
+        check([70, 16, 3, 3], 16, 0);
+        // 48x40 outputs: 480 tiles per image, over several chunks.
+        check([2, 16, 48, 40], 16, 1);
+    }
+
+    #[test]
+    fn chosen_only_where_it_applies_and_pays() {
+        let g = |x: [usize; 4], w: [usize; 4], stride, padding, dilation, groups| {
+            Geometry::new(
+                &x,
+                &w,
+                &ConvOptions::new([stride; 2], [padding; 2], [dilation; 2], groups),
+            )
+        };
+        assert!(pays(&g([1, 64, 8, 8], [64, 64, 3, 3], 1, 1, 1, 1)));
+        assert!(
+            pays(&g([1, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1, 1)),
+            "a WideResNet's first stage"
+        );
+        assert!(applies(&g([1, 3, 8, 8], [64, 3, 3, 3], 1, 1, 1, 1)));
+        assert!(!pays(&g([1, 3, 8, 8], [64, 3, 3, 3], 1, 1, 1, 1)), "3 input channels");
+        assert!(!pays(&g([1, 64, 8, 8], [3, 64, 3, 3], 1, 1, 1, 1)), "3 output channels");
+        assert!(applies(&g([1, 512, 4, 4], [512, 512, 3, 3], 1, 1, 1, 1)));
+        assert!(!pays(&g([1, 512, 4, 4], [512, 512, 3, 3], 1, 1, 1, 1)), "4x4 pixels");
+        assert!(!pays(&g([1, 64, 9, 9], [64, 64, 3, 3], 1, 0, 1, 1)), "7x7 outputs");
+        assert!(!applies(&g([1, 64, 8, 8], [64, 64, 3, 3], 2, 1, 1, 1)), "stride 2");
+        assert!(!applies(&g([1, 64, 8, 8], [64, 64, 3, 3], 1, 2, 2, 1)), "dilation 2");
+        assert!(!applies(&g([1, 64, 8, 8], [64, 32, 3, 3], 1, 1, 1, 2)), "groups");
+        assert!(!applies(&g([1, 64, 8, 8], [64, 64, 1, 1], 1, 0, 1, 1)), "1x1");
+        assert!(!applies(&g([1, 64, 8, 8], [64, 64, 3, 3], 1, 3, 1, 1)), "padding 3");
+    }
+}
