@@ -63,10 +63,10 @@ fn main() {
     );
     println!(
         "| layer (x times) | forward burn-flex | im2col | Winograd | input gradient burn-flex | im2col | Winograd | \
-         weight gradient burn-flex | im2col |"
+         weight gradient burn-flex | im2col | Winograd |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let mut totals = [0.0f64; 8];
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut totals = [0.0f64; 9];
     let mut flex = [0.0f64; 3];
     for (c_in, c_out, size, stride, kernel, repeats) in layers {
         let pad = kernel / 2;
@@ -98,6 +98,7 @@ fn main() {
             Some(best(|| {
                 conv2d_paths::weight_backward_im2col(x.clone(), w.clone(), dy.clone(), &options)
             })),
+            winograd.then(|| best(|| conv2d_paths::weight_backward_winograd(&x, &w, &dy, &options).unwrap())),
         ];
         let flops = 2.0 * (batch * c_out * out * out * c_in * kernel * kernel) as f64;
         let cells: Vec<String> = times
@@ -113,14 +114,14 @@ fn main() {
             *total += repeats as f64 * times[i].or_else(|| times[i - 1]).unwrap_or(0.0);
         }
         let pick = |im2col: usize| times[if chosen { im2col + 1 } else { im2col }].unwrap_or(0.0);
-        for (total, time) in flex.iter_mut().zip([pick(1), pick(4), times[7].unwrap_or(0.0)]) {
+        for (total, time) in flex.iter_mut().zip([pick(1), pick(4), pick(7)]) {
             *total += repeats as f64 * time;
         }
     }
     let cells: Vec<String> = totals.iter().map(|t| format!("{:.1}", t * 1e3)).collect();
     println!("| all, each path where it applies | {} |", cells.join(" | "));
     println!(
-        "| all, as Flex chooses | | | {:.1} | | | {:.1} | | {:.1} |",
+        "| all, as Flex chooses | | | {:.1} | | | {:.1} | | | {:.1} |",
         flex[0] * 1e3,
         flex[1] * 1e3,
         flex[2] * 1e3

@@ -9,7 +9,7 @@ use burn_backend::ops::{ConvOptions, ModuleOps};
 use burn_flex::FlexTensor;
 
 use crate::conv2d_gemm::{forward_gemm, weight_backward_gemm, x_backward_gemm};
-use crate::winograd::{forward_winograd, pays, x_backward_winograd};
+use crate::winograd::{forward_winograd, pays, weight_backward_winograd, x_backward_winograd};
 
 /// `x [N, C_in, H, W]` convolved with `weight [C_out, C_in / groups, kh, kw]` -> `[N, C_out, H', W']`.
 pub(crate) fn conv2d(
@@ -47,7 +47,10 @@ pub(crate) fn conv2d_weight_backward(
     output_grad: FlexTensor,
     options: ConvOptions<2>,
 ) -> FlexTensor {
-    weight_backward_gemm(x, weight, output_grad, &options)
+    match weight_backward_winograd(&x, &weight, &output_grad, &options, pays) {
+        Some(dw) => dw,
+        None => weight_backward_gemm(x, weight, output_grad, &options),
+    }
 }
 
 /// Each path on its own, whatever the shape, for benchmarks and comparisons (`examples/conv2d_layers.rs`);
@@ -94,7 +97,7 @@ pub mod paths {
         crate::conv2d_gemm::x_backward_gemm(x, weight, output_grad, options)
     }
 
-    /// The weight gradient as im2col + gemm (the only path).
+    /// The weight gradient as im2col + gemm.
     pub fn weight_backward_im2col(
         x: FlexTensor,
         weight: FlexTensor,
@@ -102,6 +105,16 @@ pub mod paths {
         options: &ConvOptions<2>,
     ) -> FlexTensor {
         crate::conv2d_gemm::weight_backward_gemm(x, weight, output_grad, options)
+    }
+
+    /// The weight gradient with Winograd F(2x2, 3x3), or `None` where it does not apply.
+    pub fn weight_backward_winograd(
+        x: &FlexTensor,
+        weight: &FlexTensor,
+        output_grad: &FlexTensor,
+        options: &ConvOptions<2>,
+    ) -> Option<FlexTensor> {
+        crate::winograd::weight_backward_winograd(x, weight, output_grad, options, crate::winograd::applies)
     }
 
     /// The input gradient with Winograd F(2x2, 3x3), or `None` where it does not apply.

@@ -554,7 +554,7 @@ pub(crate) fn input_gradient<T: ConvElement>(g: &Geometry, w: &[T], dy: &[T]) ->
 }
 
 /// Weight gradient: `x`, `dy` -> `dw [channels_out, channels_in / groups, kh, kw]`.
-fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+pub(crate) fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let (rows, out_per_group) = (g.rows(), g.out_per_group());
     let weight_len = g.channels_out * rows;
     let columns = g.columns();
@@ -590,6 +590,16 @@ fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
         }
         dw
     };
+    sum_in_order(parts, weight_len, partial)
+}
+
+/// `partial(0) + partial(1) + ... + partial(parts - 1)`, each `len` long, computed in parallel and summed in that
+/// order, so the result repeats bit for bit on the same machine (a weight gradient's parts of the batch).
+pub(crate) fn sum_in_order<T: ConvElement>(
+    parts: usize,
+    len: usize,
+    partial: impl Fn(usize) -> Vec<T> + Sync + Send,
+) -> Vec<T> {
     #[cfg(feature = "rayon")]
     let partials: Vec<Vec<T>> = {
         use rayon::prelude::*;
@@ -598,13 +608,13 @@ fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     #[cfg(not(feature = "rayon"))]
     let partials: Vec<Vec<T>> = (0..parts).map(partial).collect();
     let mut partials = partials.into_iter();
-    let mut dw = partials.next().unwrap_or_else(|| vec![T::ZERO; weight_len]);
+    let mut sum = partials.next().unwrap_or_else(|| vec![T::ZERO; len]);
     for other in partials {
-        for (d, v) in dw.iter_mut().zip(other) {
+        for (d, v) in sum.iter_mut().zip(other) {
             *d = *d + v;
         }
     }
-    dw
+    sum
 }
 
 pub(crate) fn shape4(tensor: &FlexTensor) -> [usize; 4] {

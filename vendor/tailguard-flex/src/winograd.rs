@@ -27,7 +27,7 @@ use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
 use burn_flex::FlexTensor;
 
-use crate::conv2d_gemm::{ConvElement, Geometry, for_each_unit, grow, product, shape4, tensor, threads};
+use crate::conv2d_gemm::{ConvElement, Geometry, for_each_unit, grow, product, shape4, sum_in_order, tensor, threads};
 
 /// Fewest and most 2x2 tiles per chunk of the 16 products.
 const MIN_CHUNK_TILES: usize = 64;
@@ -319,7 +319,70 @@ fn transform_output<T: WinogradElement>(
     }
 }
 
-/// One of the two transforms, with what it reads and writes.
+/// `E[16, channels_out, n]` for the `rows` tile rows from global tile row `first_row` on (`dy` holds the whole
+/// batch): `A e A^T` of each tile's 2x2 output gradient `e` (zeros past an odd edge), with
+/// `A = [[1, 0], [1, 1], [1, -1], [0, -1]]` (F(2x2, 3x3)'s `A^T` transposed: the weight gradient is the forward
+/// pass's bilinear form read the other way, `dW = G^T [sum over tiles (A e A^T) ⊙ (B^T d B)] G`). A tile row at a
+/// time, even and odd columns apart, in loops over the row's tiles.
+#[inline(always)]
+fn transform_output_gradient<T: WinogradElement>(
+    p: &Plan,
+    dy: &[T],
+    first_row: usize,
+    rows: usize,
+    e: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let tiles_w = p.tiles_w();
+    let n = rows * tiles_w;
+    let plane = p.channels_out * n;
+    let scratch = grow(scratch, 4 * tiles_w);
+    for channel in 0..p.channels_out {
+        for r in 0..rows {
+            let global_row = first_row + r;
+            let (image, top) = (global_row / p.tiles_h(), 2 * (global_row % p.tiles_h()));
+            let base = (image * p.channels_out + channel) * p.out_h * p.out_w;
+            // The tile row's two output rows (a: top, b: bottom), each as even and odd columns.
+            for (i, columns) in scratch.chunks_exact_mut(2 * tiles_w).enumerate() {
+                let (even, odd) = columns.split_at_mut(tiles_w);
+                if top + i < p.out_h {
+                    let row = &dy[base + (top + i) * p.out_w..base + (top + i + 1) * p.out_w];
+                    for ((pair, even), odd) in row.chunks(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+                        *even = pair[0];
+                        *odd = pair.get(1).copied().unwrap_or(T::ZERO);
+                    }
+                } else {
+                    even.fill(T::ZERO);
+                    odd.fill(T::ZERO);
+                }
+            }
+            let (a, b) = scratch.split_at(2 * tiles_w);
+            let (a_even, a_odd, b_even, b_odd) = (&a[..tiles_w], &a[tiles_w..], &b[..tiles_w], &b[tiles_w..]);
+            let at = channel * n + r * tiles_w;
+            // A e: rows a, a + b, a - b, -b; then each times A^T: even, even + odd, even - odd, -odd.
+            for i in 0..4 {
+                let out = |j: usize| (i * 4 + j) * plane + at;
+                let (e0, rest) = e[out(0)..].split_at_mut(plane);
+                let (e1, rest) = rest.split_at_mut(plane);
+                let (e2, e3) = rest.split_at_mut(plane);
+                for k in 0..tiles_w {
+                    let (even, odd) = match i {
+                        0 => (a_even[k], a_odd[k]),
+                        1 => (a_even[k] + b_even[k], a_odd[k] + b_odd[k]),
+                        2 => (a_even[k] - b_even[k], a_odd[k] - b_odd[k]),
+                        _ => (T::ZERO - b_even[k], T::ZERO - b_odd[k]),
+                    };
+                    e0[k] = even;
+                    e1[k] = even + odd;
+                    e2[k] = even - odd;
+                    e3[k] = T::ZERO - odd;
+                }
+            }
+        }
+    }
+}
+
+/// One of the three transforms, with what it reads and writes.
 enum Transform<'a, T> {
     /// `x` (the unit's images) -> `V` ([`transform_input`]).
     Input { x: &'a [T], v: &'a mut [T] },
@@ -329,6 +392,8 @@ enum Transform<'a, T> {
         bias: Option<&'a [T]>,
         y: &'a mut [T],
     },
+    /// The output gradient `dy` (the whole batch) -> `E` ([`transform_output_gradient`]).
+    OutputGradient { dy: &'a [T], e: &'a mut [T] },
 }
 
 /// Tile rows `first_row .. first_row + rows` of a unit whose first image is `first_image`.
@@ -353,6 +418,7 @@ fn transform<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRo
         match step {
             Transform::Input { x, v } => transform_input(p, x, first_image, first_row, rows, v, scratch),
             Transform::Output { m, bias, y } => transform_output(p, m, bias, first_image, first_row, rows, y, scratch),
+            Transform::OutputGradient { dy, e } => transform_output_gradient(p, dy, first_row, rows, e, scratch),
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -473,6 +539,110 @@ pub(crate) fn input_gradient<T: WinogradElement>(g: &Geometry, w: &[T], dy: &[T]
     convolve(&p, dy, &u, None)
 }
 
+/// Weight gradient: `x`, `dy` -> `dw [channels_out, channels_in, 3, 3]`, for a geometry Winograd [`applies`] to:
+/// `dW = G^T M G` with `M[ξ][c_out, c_in] = sum over tiles E[ξ][c_out, tile] V[ξ][c_in, tile]`, 16 products over the
+/// batch's tiles. The tile rows are split in one fixed part per thread, summed in order (bit for bit repeatable).
+pub(crate) fn weight_gradient<T: WinogradElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    debug_assert!(applies(g));
+    let p = Plan {
+        batch: g.batch,
+        channels_in: g.channels_in,
+        in_h: g.in_h,
+        in_w: g.in_w,
+        channels_out: g.channels_out,
+        out_h: g.out_h,
+        out_w: g.out_w,
+        padding: g.padding,
+    };
+    let (c_in, c_out, tiles_w) = (p.channels_in, p.channels_out, p.tiles_w());
+    let tile_rows = p.batch * p.tiles_h();
+    let parts = threads().clamp(1, tile_rows.max(1));
+    let per_part = tile_rows.div_ceil(parts).max(1);
+    let chunk_rows = (p.chunk_tiles::<T>() / tiles_w).max(1);
+    let (plane, parallel_product) = (c_out * c_in, parts < threads());
+    let m = sum_in_order(parts, 16 * plane, |part| {
+        let mut m = vec![T::ZERO; 16 * plane];
+        let (start, end) = ((part * per_part).min(tile_rows), ((part + 1) * per_part).min(tile_rows));
+        let (mut v, mut e, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, first_row) in (start..end).step_by(chunk_rows).enumerate() {
+            let rows = (first_row + chunk_rows).min(end) - first_row;
+            let n = rows * tiles_w;
+            let tiles = TileRows {
+                first_image: 0,
+                first_row,
+                rows,
+            };
+            let v = grow(&mut v, 16 * c_in * n);
+            transform(&p, Transform::Input { x, v: &mut *v }, tiles, &mut scratch);
+            let e = grow(&mut e, 16 * c_out * n);
+            transform(&p, Transform::OutputGradient { dy, e: &mut *e }, tiles, &mut scratch);
+            for xi in 0..16 {
+                // M[ξ][c_out, c_in] += E[ξ][c_out, n] @ V[ξ][c_in, n]^T
+                product(
+                    (c_out, c_in, n),
+                    &mut m[xi * plane..(xi + 1) * plane],
+                    index > 0,
+                    &e[xi * c_out * n..(xi + 1) * c_out * n],
+                    (n, 1),
+                    &v[xi * c_in * n..(xi + 1) * c_in * n],
+                    (1, n),
+                    parallel_product,
+                );
+            }
+        }
+        m
+    });
+    // G^T M G for each channel pair, with G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]].
+    let mut dw = vec![T::ZERO; plane * 9];
+    let g_t = |v: [T; 4]| {
+        let (sum, difference) = (T::HALF * (v[1] + v[2]), T::HALF * (v[1] - v[2]));
+        [v[0] + sum, difference, sum + v[3]]
+    };
+    for (pair, kernel) in dw.chunks_exact_mut(9).enumerate() {
+        let columns: [[T; 3]; 4] =
+            core::array::from_fn(|j| g_t(core::array::from_fn(|i| m[(i * 4 + j) * plane + pair])));
+        for kh in 0..3 {
+            let row = g_t(core::array::from_fn(|j| columns[j][kh]));
+            kernel[kh * 3..kh * 3 + 3].copy_from_slice(&row);
+        }
+    }
+    dw
+}
+
+/// The weight gradient of an f32 or f64 convolution whose geometry passes `rule`; `None` for any other.
+pub(crate) fn weight_backward_winograd(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    output_grad: &FlexTensor,
+    options: &ConvOptions<2>,
+    rule: fn(&Geometry) -> bool,
+) -> Option<FlexTensor> {
+    let w_shape = shape4(weight);
+    let g = Geometry::new(&shape4(x), &w_shape, options);
+    if !rule(&g) || output_grad.dtype() != x.dtype() {
+        return None;
+    }
+    assert_eq!(
+        shape4(output_grad),
+        [g.batch, g.channels_out, g.out_h, g.out_w],
+        "conv2d_weight_backward: output gradient shape"
+    );
+    let [x, dy] = [x, output_grad].map(|tensor| tensor.to_contiguous());
+    match x.dtype() {
+        DType::F32 => Some(tensor(
+            weight_gradient::<f32>(&g, x.storage(), dy.storage()),
+            w_shape,
+            DType::F32,
+        )),
+        DType::F64 => Some(tensor(
+            weight_gradient::<f64>(&g, x.storage(), dy.storage()),
+            w_shape,
+            DType::F64,
+        )),
+        _ => None,
+    }
+}
+
 /// The forward pass of an f32 or f64 convolution whose geometry passes `rule` ([`applies`] or [`pays`]); `None`
 /// for any other.
 pub(crate) fn forward_winograd(
@@ -575,6 +745,7 @@ mod tests {
         let bias = values(c_out, 4);
         let want_y = conv2d_gemm::forward(&g, &x, &w, Some(&bias));
         let want_dx = conv2d_gemm::input_gradient(&g, &w, &dy);
+        let want_dw = conv2d_gemm::weight_gradient(&g, &x, &dy);
         let close = |name: &str, got: &[f64], want: &[f64], tolerance: f64| {
             assert_eq!(got.len(), want.len(), "{name} length");
             for (i, (a, b)) in got.iter().zip(want).enumerate() {
@@ -586,6 +757,7 @@ mod tests {
         };
         close("forward", &forward(&g, &x, &w, Some(&bias)), &want_y, 1e-12);
         close("input gradient", &input_gradient(&g, &w, &dy), &want_dx, 1e-12);
+        close("weight gradient", &weight_gradient(&g, &x, &dy), &want_dw, 1e-11);
         // f32: each output is a sum of channels_in * 9 products of values below 0.5 in size.
         let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
         let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
@@ -601,6 +773,13 @@ mod tests {
             &widen(input_gradient(&g, &f32s(&w), &f32s(&dy))),
             &want_dx,
             2e-6 * scale(g.channels_out),
+        );
+        // Each weight gradient is a sum of batch * out_h * out_w products.
+        close(
+            "f32 weight gradient",
+            &widen(weight_gradient(&g, &f32s(&x), &f32s(&dy))),
+            &want_dw,
+            2e-6 * (g.batch * g.out_h * g.out_w) as f64 * 0.25,
         );
     }
 
