@@ -1,6 +1,6 @@
 //! The three operations tailguard computes itself: 2D convolution (ungrouped; grouped and depthwise ones keep
 //! burn-flex's paths) and both of its gradients (all groups). 3x3 stride-1 convolutions with at least 16 channels
-//! and 8x8 pixels take Winograd's F(2x2, 3x3) for the forward pass and the input gradient (`winograd.rs`), where it
+//! and 8x8 pixels take Winograd's F(2x2, 3x3) for the forward pass and both gradients (`winograd.rs`), where it
 //! was measured faster; the rest are im2col + gemm
 //! products over the whole batch (`conv2d_gemm.rs`). burn-flex computes the forward pass one image at a time and
 //! leaves both gradients to burn-backend's defaults, which waste the cores a CPU training step has (`PATCHED.md`).
@@ -80,7 +80,7 @@ pub mod paths {
         crate::winograd::forward_winograd(x, weight, bias, options, crate::winograd::applies)
     }
 
-    /// Whether [`crate::Flex`] takes Winograd for this convolution's forward pass and input gradient (3x3 stride 1,
+    /// Whether [`crate::Flex`] takes Winograd for this convolution and its gradients (3x3 stride 1,
     /// at least 16 channels both ways and 8x8 output pixels); `x_shape` `[N, C_in, H, W]`, `weight_shape`
     /// `[C_out, C_in / groups, kh, kw]`.
     pub fn winograd_chosen(x_shape: [usize; 4], weight_shape: [usize; 4], options: &ConvOptions<2>) -> bool {

@@ -1,8 +1,9 @@
 //! 3x3 stride-1 convolutions with Winograd's F(2x2, 3x3): 16 multiplications per 2x2 output tile and channel pair
 //! instead of 36.
 //!
-//! A 3x3 stride-1 convolution is most of the FLOPs of ResNet-18 and the WideResNets, in the forward pass and in the
-//! input gradient (itself a 3x3 stride-1 convolution of the output gradient with the flipped, transposed kernel).
+//! A 3x3 stride-1 convolution is most of the FLOPs of ResNet-18 and the WideResNets, in the forward pass, in the
+//! input gradient (itself a 3x3 stride-1 convolution of the output gradient with the flipped, transposed kernel) and
+//! in the weight gradient (the same bilinear form read the other way, [`weight_gradient`]).
 //! With the output cut into 2x2 tiles, each read from a 4x4 input patch `d`, Winograd's minimal filtering gives
 //!
 //! `y = A^T [ (G g G^T) ⊙ (B^T d B) ] A`,
@@ -58,7 +59,7 @@ impl WinogradElement for f64 {
     const HALF: Self = 0.5;
 }
 
-/// Whether Winograd can compute the forward pass of `g` (and, the same shape mirrored, its input gradient): a 3x3
+/// Whether Winograd can compute the forward pass of `g` (and its input and weight gradients): a 3x3
 /// kernel, stride 1, no dilation, one group, padding at most 2 (so the input gradient's padding `2 - p` is not
 /// negative).
 pub(crate) fn applies(g: &Geometry) -> bool {
