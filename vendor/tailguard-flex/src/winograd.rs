@@ -100,6 +100,20 @@ struct Plan {
 }
 
 impl Plan {
+    /// The forward pass of `g` (also the shape the weight gradient's tiles follow).
+    fn forward(g: &Geometry) -> Self {
+        Self {
+            batch: g.batch,
+            channels_in: g.channels_in,
+            in_h: g.in_h,
+            in_w: g.in_w,
+            channels_out: g.channels_out,
+            out_h: g.out_h,
+            out_w: g.out_w,
+            padding: g.padding,
+        }
+    }
+
     fn tiles_h(&self) -> usize {
         self.out_h.div_ceil(2)
     }
@@ -501,16 +515,7 @@ fn convolve<T: WinogradElement>(p: &Plan, x: &[T], u: &[T], bias: Option<&[T]>) 
 /// `[batch, channels_out, out_h, out_w]`, for a geometry Winograd [`applies`] to.
 pub(crate) fn forward<T: WinogradElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     debug_assert!(applies(g));
-    let p = Plan {
-        batch: g.batch,
-        channels_in: g.channels_in,
-        in_h: g.in_h,
-        in_w: g.in_w,
-        channels_out: g.channels_out,
-        out_h: g.out_h,
-        out_w: g.out_w,
-        padding: g.padding,
-    };
+    let p = Plan::forward(g);
     let u = transform_kernels(g.channels_out, g.channels_in, |co, ci| {
         let at = (co * g.channels_in + ci) * 9;
         core::array::from_fn(|k| w[at + k])
@@ -545,16 +550,7 @@ pub(crate) fn input_gradient<T: WinogradElement>(g: &Geometry, w: &[T], dy: &[T]
 /// batch's tiles. The tile rows are split in one fixed part per thread, summed in order (bit for bit repeatable).
 pub(crate) fn weight_gradient<T: WinogradElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     debug_assert!(applies(g));
-    let p = Plan {
-        batch: g.batch,
-        channels_in: g.channels_in,
-        in_h: g.in_h,
-        in_w: g.in_w,
-        channels_out: g.channels_out,
-        out_h: g.out_h,
-        out_w: g.out_w,
-        padding: g.padding,
-    };
+    let p = Plan::forward(g);
     let (c_in, c_out, tiles_w) = (p.channels_in, p.channels_out, p.tiles_w());
     let tile_rows = p.batch * p.tiles_h();
     let parts = threads().clamp(1, tile_rows.max(1));
