@@ -17,28 +17,49 @@
 #   6. data-parallel scaling: the same epoch with `train --devices cuda:0,...` on 1, 2, 4, ... of the machine's GPUs
 #      (skipped with one GPU), images/s and the speed-up over one GPU;
 #   with peak GPU memory sampled by nvidia-smi for every step, everything written into OUT (default
-#   gpu-check-results). Meant to finish in under 8 minutes on an H100-class GPU.
+#   gpu-check-results), summed up in OUT/summary.md. Meant to finish in under 8 minutes on an H100-class GPU.
+#   Exits non-zero when a step failed (the others still run: a borrowed machine's minutes are not spent twice).
+# Back here: benches/gpu-check.sh record OUT [DOC]
+#   appends OUT/summary.md to DOC (default docs/benchmarks.md) under a dated heading naming the GPU.
+# Rehearsal, on a CPU-only machine with Mesa's lavapipe and a Python with torch: benches/gpu-check.sh rehearse [OUT]
+#   the same three commands end to end (bundle built with --features wgpu in the dev profile, the build CI's lavapipe
+#   step already has; run against `wgpu:cpu` at tiny sizes: a linear model, batch 8, 20 images per class; record into
+#   a copy of docs/benchmarks.md), failing on any step that fails, so that a lent GPU's first minutes are not lost to
+#   a script error. About 5 minutes once built (lavapipe compiles every kernel).
 # Environment: PYTHON (with torch; default python3), DATA (a CIFAR-binary archive for steps 4 and 5; default: the
-# bundle's CIFAR-10-LT, else its embedded subset; the report names the one used).
+# bundle's CIFAR-10-LT, else its embedded subset; the report names the one used). For bundle: FEATURES (default
+# cuda) and PROFILE (release or dev; default release). For run: DEVICE (passed to every tailguard command as
+# --device; default the build's default device) and TINY=1 (the rehearsal's sizes).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 
 bundle() {
-    local root out test_binary target
+    local root out test_binary target features=${FEATURES:-cuda} profile=${PROFILE:-release} profile_flag folder
     root=$(cd "$here/.." && pwd)
     target=${CARGO_TARGET_DIR:-$root/target}
     out=${1:-$target/gpu-check}
+    case "$profile" in
+        release) profile_flag=--release; folder=release ;;
+        # As CI's lavapipe step builds it (the program's crate unoptimised: 3 minutes instead of 15), so a rehearsal
+        # after CI reuses that build.
+        dev) profile_flag="--config profile.dev.package.tailguard.opt-level=0"; folder=debug ;;
+        *) echo "error: PROFILE must be release or dev, not $profile" >&2; exit 2 ;;
+    esac
     mkdir -p "$out"
-    cargo build --release -p tailguard --features cuda --manifest-path "$root/Cargo.toml"
-    cp "$target/release/tailguard" "$out/tailguard"
+    # shellcheck disable=SC2086
+    cargo build $profile_flag -p tailguard --features "$features" --manifest-path "$root/Cargo.toml"
+    cp "$target/$folder/tailguard" "$out/tailguard"
     # The test binary's path is printed by cargo; take the gpu_backend one.
-    test_binary=$(cargo test --release -p tailguard --features cuda --test gpu_backend --no-run \
+    # shellcheck disable=SC2086
+    test_binary=$(cargo test $profile_flag -p tailguard --features "$features" --test gpu_backend --no-run \
         --manifest-path "$root/Cargo.toml" 2>&1 | sed -n 's/.*Executable tests\/gpu_backend.rs (\(.*\))/\1/p' | tail -1)
+    if [ -z "$test_binary" ]; then echo "error: cargo did not name the gpu_backend test binary" >&2; exit 1; fi
     case "$test_binary" in /*) ;; *) test_binary="$root/$test_binary" ;; esac
     cp "$test_binary" "$out/gpu_backend"
     # Same layout as the repository, so run.sh finds bench.py and compare.py relative to itself.
     mkdir -p "$out/benches"
+    rm -rf "$out/benches/pytorch"
     cp -r "$root/benches/pytorch" "$out/benches/pytorch"
     cp "$root/configs/cifar10-lt/pgd-at-rho100.toml" "$out/pgd-at-rho100.toml"
     cp "$root/datasets/cifar10-lt-mini.tar.gz" "$out/"
@@ -48,7 +69,7 @@ bundle() {
         images=$(mktemp -d)
         tar -xf "$shared/cifar10-jpeg-train.tar" -C "$images"
         tar -xf "$shared/cifar10-jpeg-test.tar" -C "$images"
-        "$target/release/tailguard" data --dataset imagefolder --data-dir "$images" --imbalance 100 \
+        "$out/tailguard" data --dataset imagefolder --data-dir "$images" --imbalance 100 \
             --export "$out/cifar10-lt-rho100.tar.gz" --test-per-class 100
         rm -rf "$images"
     fi
@@ -56,10 +77,16 @@ bundle() {
     echo "bundle ready in $out: copy it to the GPU machine and run $out/gpu-check.sh run"
 }
 
-# Runs "$@" while nvidia-smi samples the GPU memory in use; prints the peak in MiB to $peak_file.
+# Runs "$@" while nvidia-smi samples the GPU memory in use; prints the peak in MiB ("-" without nvidia-smi) to
+# $peak_file.
 with_memory() {
     local peak_file=$1
     shift
+    if ! command -v nvidia-smi >/dev/null; then
+        echo "-" >"$peak_file"
+        "$@"
+        return
+    fi
     local log
     log=$(mktemp)
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$log" 2>/dev/null &
@@ -77,29 +104,49 @@ run() {
     local python=${PYTHON:-python3}
     local tg="$here/tailguard"
     mkdir -p "$out"
-    local start=$SECONDS
+    local start=$SECONDS failures=0
+    # Every tailguard command gets DEVICE when it is set (the rehearsal's wgpu:cpu).
+    local device=()
+    if [ -n "${DEVICE:-}" ]; then device=(--device "$DEVICE"); fi
+    # Sizes: the GPU's, or the rehearsal's (a linear model: lavapipe autotunes each convolution for minutes).
+    local archs=(resnet18 wrn-34-10) batch=128 iterations=3 apgd=20 matmul=2048 limit=1000 eval_batch=500
+    local train_sets=()
+    if [ "${TINY:-0}" = 1 ]; then
+        archs=(linear) batch=8 iterations=1 apgd=2 matmul=256 limit=20 eval_batch=10
+        train_sets=(--set model.arch=linear --set data.n_max=20 --set data.imbalance=10 --set "optim.batch_size=$batch")
+    fi
+    fail() {
+        echo "FAILED: $*" | tee -a "$out/summary.md"
+        failures=$((failures + 1))
+    }
     {
         echo "# tailguard GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
-        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+        if command -v nvidia-smi >/dev/null; then
+            nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+        else
+            echo "no nvidia-smi: ${DEVICE:-default device} (peak memory not sampled)"
+        fi
     } | tee "$out/summary.md"
 
     echo "== devices" | tee -a "$out/summary.md"
-    "$tg" devices | tee "$out/devices.txt" | tee -a "$out/summary.md"
+    "$tg" devices | tee "$out/devices.txt" | tee -a "$out/summary.md" || fail "tailguard devices"
 
-    echo "== GPU test suite (CUDA against the CPU backend)" | tee -a "$out/summary.md"
+    echo "== GPU test suite (against the CPU backend)" | tee -a "$out/summary.md"
     if "$here/gpu_backend" --test-threads 1 >"$out/gpu_backend.txt" 2>&1; then
         grep "test result" "$out/gpu_backend.txt" | tee -a "$out/summary.md"
     else
-        echo "FAILED: see gpu_backend.txt" | tee -a "$out/summary.md"
+        fail "GPU test suite: see gpu_backend.txt"
         tail -20 "$out/gpu_backend.txt"
     fi
 
-    echo "== bench against PyTorch (batch 128)" | tee -a "$out/summary.md"
-    for arch in resnet18 wrn-34-10; do
-        TAILGUARD="$tg" PYTHON="$python" OUT="$out/bench-$arch" \
-            "$here/benches/pytorch/run.sh" --arch "$arch" --batch 128 --iterations 3 --warmup 1 \
-            --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations 20 \
-            2>"$out/bench-$arch.log" | tee -a "$out/summary.md" || echo "bench $arch failed: see bench-$arch.log" | tee -a "$out/summary.md"
+    echo "== bench against PyTorch (batch $batch)" | tee -a "$out/summary.md"
+    local arch
+    for arch in "${archs[@]}"; do
+        TAILGUARD="$tg" TAILGUARD_ARGS="${device[*]}" PYTHON="$python" OUT="$out/bench-$arch" \
+            "$here/benches/pytorch/run.sh" --arch "$arch" --batch "$batch" --iterations "$iterations" --warmup 1 \
+            --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations "$apgd" --matmul-size "$matmul" \
+            2>"$out/bench-$arch.log" | tee -a "$out/summary.md"
+        [ "${PIPESTATUS[0]}" = 0 ] || fail "bench $arch: see bench-$arch.log"
     done
 
     local data=${DATA:-}
@@ -108,46 +155,52 @@ run() {
             if [ -e "$candidate" ]; then data=$candidate; break; fi
         done
     fi
-    echo "== one PGD-10 AT epoch, ResNet-18, long-tailed CIFAR-10 (rho 100) from $(basename "$data")" | tee -a "$out/summary.md"
-    with_memory "$out/train-peak-mib.txt" "$tg" train --config "$here/pgd-at-rho100.toml" \
-        --set "data.data_dir=$data" --set optim.epochs=1 --set data.validation_fraction=0 \
-        --out "$out/train-run" --force --json >"$out/train.jsonl" 2>"$out/train.log" || true
+    echo "== one PGD-10 AT epoch, ${archs[0]/linear/a linear model}, long-tailed CIFAR-10 from $(basename "$data")" \
+        | tee -a "$out/summary.md"
+    with_memory "$out/train-peak-mib.txt" "$tg" train --config "$here/pgd-at-rho100.toml" "${device[@]}" \
+        --set "data.data_dir=$data" --set optim.epochs=1 --set data.validation_fraction=0 "${train_sets[@]}" \
+        --out "$out/train-run" --force --json >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
     if [ -s "$out/train.jsonl" ]; then
-        "$python" - "$out" <<'PY' | tee -a "$out/summary.md"
+        "$python" - "$out" "$batch" "${archs[0]}" <<'PY' | tee -a "$out/summary.md" || fail "the epoch's figures"
 import json, sys, math
-out = sys.argv[1]
+out, batch, arch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 epoch = json.loads(open(f"{out}/train.jsonl").read().splitlines()[-1])
 images = epoch["images_per_second"] * epoch["seconds"]
-twin = json.load(open(f"{out}/bench-resnet18/pytorch.json"))
+twin = json.load(open(f"{out}/bench-{arch}/pytorch.json"))
 step = next(r for r in twin["results"] if r["workload"] == "pgd10-at")["median_seconds"]
-steps = math.ceil(images / 128)
+steps = math.ceil(images / batch)
 peak = open(f"{out}/train-peak-mib.txt").read().strip() or "-"
 print(f"tailguard epoch {epoch['seconds']:.1f} s ({epoch['images_per_second']:.0f} img/s, peak {peak} MiB); "
       f"PyTorch twin {steps} steps x {step:.3f} s = {steps * step:.1f} s; ratio {epoch['seconds'] / (steps * step):.2f}")
 PY
-    else
-        echo "training failed: see train.log" | tee -a "$out/summary.md"
     fi
 
-    echo "== AA-lite on 1,000 test images" | tee -a "$out/summary.md"
+    echo "== AA-lite on $limit test images" | tee -a "$out/summary.md"
     if [ -d "$out/train-run/last" ]; then
         local started=$SECONDS
-        with_memory "$out/eval-peak-mib.txt" "$tg" eval --checkpoint "$out/train-run/last" --dataset cifar10 \
-            --data-dir "$data" --attacks clean,aa-lite --limit 1000 --batch-size 500 \
-            --report "$out/eval" --force >"$out/eval.log" 2>&1 || echo "eval failed: see eval.log" | tee -a "$out/summary.md"
-        echo "tailguard AA-lite on 1,000 images: $((SECONDS - started)) s, peak $(cat "$out/eval-peak-mib.txt") MiB" \
-            | tee -a "$out/summary.md"
+        if with_memory "$out/eval-peak-mib.txt" "$tg" eval --checkpoint "$out/train-run/last" "${device[@]}" \
+            --dataset cifar10 --data-dir "$data" --attacks clean,aa-lite --limit "$limit" --batch-size "$eval_batch" \
+            --report "$out/eval" --force >"$out/eval.log" 2>&1; then
+            echo "tailguard AA-lite on $limit images: $((SECONDS - started)) s, peak $(cat "$out/eval-peak-mib.txt") MiB" \
+                | tee -a "$out/summary.md"
+        else
+            fail "eval: see eval.log"
+        fi
+    else
+        fail "no checkpoint to evaluate (training failed)"
     fi
+
+    # The rehearsal has one device and still walks the loop once, so its figures' code runs before a GPU's does.
     local gpus
-    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    if [ -n "${DEVICE:-}" ]; then gpus=1; else gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); fi
     echo "== data-parallel scaling over ${gpus:-0} GPUs (one PGD-10 AT epoch each)" | tee -a "$out/summary.md"
-    if [ "${gpus:-0}" -ge 2 ]; then
+    if [ "${gpus:-0}" -ge 2 ] || [ -n "${DEVICE:-}" ]; then
         local n=1 list base=""
         while [ "$n" -le "$gpus" ]; do
-            list=$(seq -s, -f 'cuda:%g' 0 $((n - 1)))
+            if [ -n "${DEVICE:-}" ]; then list=$DEVICE; else list=$(seq -s, -f 'cuda:%g' 0 $((n - 1))); fi
             "$tg" train --config "$here/pgd-at-rho100.toml" --set "data.data_dir=$data" --set optim.epochs=1 \
-                --set data.validation_fraction=0 --out "$out/scaling-$n" --force --devices "$list" --json \
-                >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || echo "$n GPUs failed: see scaling-$n.log" | tee -a "$out/summary.md"
+                --set data.validation_fraction=0 "${train_sets[@]}" --out "$out/scaling-$n" --force --devices "$list" \
+                --json >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || fail "$n GPUs: see scaling-$n.log"
             if [ -s "$out/scaling-$n.jsonl" ]; then
                 local rate
                 rate=$("$python" -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['images_per_second'])" "$out/scaling-$n.jsonl")
@@ -159,11 +212,69 @@ PY
     else
         echo "skipped: one GPU" | tee -a "$out/summary.md"
     fi
-    echo "total $((SECONDS - start)) s" | tee -a "$out/summary.md"
+    echo "total $((SECONDS - start)) s, $failures failed step(s)" | tee -a "$out/summary.md"
+    [ "$failures" = 0 ]
+}
+
+# Appends a run's summary to the benchmarks document under a heading with its date and GPU.
+record() {
+    local out=${1:?usage: gpu-check.sh record OUT [DOC]}
+    local doc=${2:-$here/../docs/benchmarks.md}
+    if [ ! -s "$out/summary.md" ]; then
+        echo "error: $out/summary.md not found: give the folder gpu-check.sh run wrote" >&2
+        exit 1
+    fi
+    local title gpu
+    title=$(head -1 "$out/summary.md" | sed 's/^# //')
+    gpu=$(sed -n 2p "$out/summary.md")
+    if grep -qF "### $title" "$doc"; then
+        echo "error: $doc already has \"$title\"" >&2
+        exit 1
+    fi
+    {
+        echo
+        echo "### $title ($gpu)"
+        echo
+        echo "Recorded with \`benches/gpu-check.sh record\` from \`$(basename "$out")/summary.md\`:"
+        echo
+        echo '```text'
+        tail -n +3 "$out/summary.md"
+        echo '```'
+    } >>"$doc"
+    echo "appended \"$title\" to $doc"
+}
+
+# The whole flow on a CPU-only machine: bundle (wgpu, dev profile), run on lavapipe at tiny sizes, record into a
+# copy of the benchmarks document.
+rehearse() {
+    local root target out
+    root=$(cd "$here/.." && pwd)
+    target=${CARGO_TARGET_DIR:-$root/target}
+    out=${1:-$target/gpu-check-rehearsal}
+    if ! "${PYTHON:-python3}" -c "import torch" 2>/dev/null; then
+        echo "error: ${PYTHON:-python3} cannot import torch: point PYTHON at an interpreter that can" >&2
+        exit 1
+    fi
+    local icd
+    icd=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json 2>/dev/null | head -1)
+    if [ -z "$icd" ]; then
+        echo "error: Mesa's lavapipe is not installed (bash .ci/lavapipe installs it)" >&2
+        exit 1
+    fi
+    export VK_ICD_FILENAMES=$icd CUBECL_AUTOTUNE_LEVEL=minimal
+    export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+    FEATURES=wgpu PROFILE=dev bundle "$out/bundle"
+    DEVICE=wgpu:cpu TINY=1 "$out/bundle/gpu-check.sh" run "$out/results"
+    cp "$root/docs/benchmarks.md" "$out/benchmarks.md"
+    "$out/bundle/gpu-check.sh" record "$out/results" "$out/benchmarks.md"
+    grep -q "ratio" "$out/benchmarks.md"
+    echo "rehearsal passed: $out/results/summary.md, recorded into $out/benchmarks.md"
 }
 
 case "${1:-}" in
     bundle) shift; bundle "$@" ;;
     run) shift; run "$@" ;;
-    *) echo "usage: $0 bundle [FOLDER] | run [OUT]" >&2; exit 2 ;;
+    record) shift; record "$@" ;;
+    rehearse) shift; rehearse "$@" ;;
+    *) echo "usage: $0 bundle [FOLDER] | run [OUT] | record OUT [DOC] | rehearse [OUT]" >&2; exit 2 ;;
 esac

@@ -82,7 +82,20 @@ class ResNet(nn.Module):
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class Linear(nn.Module):
+    """A linear classifier on the flattened pixels (tailguard's `linear`: the GPU check's rehearsal uses it)."""
+
+    def __init__(self, classes):
+        super().__init__()
+        self.head = nn.Linear(3 * 32 * 32, classes)
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+
+
 def build(arch, classes):
+    if arch == "linear":
+        return Linear(classes)
     if arch in ("resnet18", "preact-resnet18"):
         return ResNet(stage_plan(64, [64, 128, 256, 512], [2, 2, 2, 2]), 64, classes, arch.startswith("preact"))
     if arch.startswith("wrn-"):
@@ -94,6 +107,8 @@ def build(arch, classes):
 
 def forward_multiply_adds(arch, classes):
     """Convolutions and linear layers, as tailguard's flops.rs."""
+    if arch == "linear":
+        return 3 * 32 * 32 * classes
     if arch.startswith("wrn-"):
         depth, widen = (int(v) for v in arch[4:].split("-"))
         stem, plan = 16, stage_plan(16, [16 * widen, 32 * widen, 64 * widen], [(depth - 4) // 6] * 3)

@@ -5,7 +5,8 @@
 #
 # Common arguments: --arch --batch --workloads --iterations --warmup --apgd-iterations --matmul-size --classes.
 # Environment: TAILGUARD (binary; default target/release/tailguard, built if missing, with CARGO_FEATURES),
-# PYTHON (an interpreter with torch; default python3), OUT (report folder; default target/bench).
+# PYTHON (an interpreter with torch; default python3), OUT (report folder; default target/bench), TAILGUARD_ARGS
+# (more arguments for `tailguard bench` only, e.g. `--device wgpu:cpu`).
 # On a GPU machine: build here with `cargo build --release -p tailguard --features cuda`, copy the binary and this
 # folder there, and run with TAILGUARD=path/to/tailguard.
 set -euo pipefail
@@ -23,6 +24,7 @@ if ! "$python" -c "import torch" 2>/dev/null; then
     exit 1
 fi
 mkdir -p "$out"
-"$tailguard" bench "$@" --out "$out/tailguard.json"
+# shellcheck disable=SC2086
+"$tailguard" bench "$@" ${TAILGUARD_ARGS:-} --out "$out/tailguard.json"
 "$python" -W ignore "$root/benches/pytorch/bench.py" "$@" --out "$out/pytorch.json"
 "$python" "$root/benches/pytorch/compare.py" "$out/tailguard.json" "$out/pytorch.json" --markdown

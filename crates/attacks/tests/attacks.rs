@@ -13,13 +13,7 @@ use tailguard_models::{Architecture, Classifier, Mode, Model, ModelConfig, Netwo
 
 type B = Autodiff<Flex>;
 
-/// Burn 0.21 keeps one random generator per process: tests that draw from it (initial weights, images, random
-/// starts) would see each other's draws when run at once, so every test of this file takes this lock.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::serial;
 
 fn flags(t: Tensor<Flex, 1, Bool>) -> Vec<bool> {
     t.into_data().convert::<bool>().to_vec().unwrap()

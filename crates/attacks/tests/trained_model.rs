@@ -50,14 +50,7 @@ fn batch(n: usize, seed: u64) -> (Tensor<Flex, 4>, Tensor<Flex, 1, Int>) {
     )
 }
 
-/// Burn 0.21 keeps one random generator per process, shared by every thread: two tests drawing from it at once
-/// would interleave their draws (initial weights, random starts) and each would see the other's timing. The tests of
-/// this file take this lock for their whole run, so each sees the same draws on every run and on every machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::serial;
 
 fn trained_model() -> Model<B> {
     let device = Default::default();

@@ -21,14 +21,9 @@ use tailguard_trainers::{
     DataParallelConfig, EpochRecord, Replica, Run, Silent, TrainConfig, chain, train_data_parallel,
 };
 
-mod common;
-
-use common::tiny_archive;
+use crate::common::tiny_archive;
 
 type B = Autodiff<Flex>;
-
-/// burn-collective keeps one session per backend and process: one data-parallel run at a time.
-static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn config(data: &Path, method: &str, batch_size: usize) -> TrainConfig {
     let text = format!(
@@ -101,7 +96,6 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn check_equal_to_one_device(method: &str) {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     // A batch size whose last batch still has an image for each of 4 devices (a smaller one would be skipped).
@@ -149,17 +143,20 @@ fn check_equal_to_one_device(method: &str) {
 
 #[test]
 fn pgd_at_on_two_and_four_devices_equals_one_device() {
+    let _serial = crate::serial();
     check_equal_to_one_device("name = \"pgd-at\"");
 }
 
 #[test]
 fn taet_on_two_and_four_devices_equals_one_device() {
+    let _serial = crate::serial();
     // One clean epoch, then HARL over the global batch's class statistics.
     check_equal_to_one_device("name = \"taet\"\nce_epochs = 1");
 }
 
 #[test]
 fn harl_on_local_statistics_would_differ() {
+    let _serial = crate::serial();
     // What the global statistics are for: HARL of the shards' own class means is not HARL of the batch.
     use tailguard_trainers::losses::{AbsentClasses, harl};
     let device = Default::default();
@@ -192,7 +189,7 @@ fn harl_on_local_statistics_would_differ() {
 
 #[test]
 fn a_device_that_fails_stops_the_others_with_its_error() {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let config = config(&data, "name = \"pgd-at\"", 20);
@@ -234,6 +231,7 @@ fn a_device_that_fails_stops_the_others_with_its_error() {
 
 #[test]
 fn a_layout_without_the_writer_is_refused() {
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let config = config(&data, "name = \"pgd-at\"", 20);
@@ -251,7 +249,7 @@ fn a_layout_without_the_writer_is_refused() {
 
 #[test]
 fn a_data_parallel_run_resumes_where_it_stopped() {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let images: usize = config(&data, "name = \"pgd-at\"", 20)
@@ -306,7 +304,7 @@ fn a_data_parallel_run_resumes_where_it_stopped() {
 
 #[test]
 fn a_data_parallel_run_keeps_one_average_and_saves_it() {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let mut config = config(&data, "name = \"pgd-at\"", 16);

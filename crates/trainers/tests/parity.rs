@@ -113,6 +113,7 @@ fn check_loss<const N: usize>(
 
 #[test]
 fn every_loss_and_its_gradients_equal_the_official_code() {
+    let _serial = crate::serial();
     let t = load("losses.safetensors");
     let y = labels(&t, "labels");
     let device = Default::default();
@@ -146,6 +147,7 @@ fn every_loss_and_its_gradients_equal_the_official_code() {
 
 #[test]
 fn reat_inner_weights_equal_the_official_code() {
+    let _serial = crate::serial();
     let t = load("losses.safetensors");
     let mut reat = Reat::<B>::new(PgdConfig::new(), &COUNTS, 1.0);
     let predicted: Vec<f64> = get(&t, "reat.predicted").1.iter().map(|&v| v as f64).collect();
@@ -364,6 +366,7 @@ impl Findings<'_> {
 
 #[test]
 fn two_training_steps_of_every_method_equal_the_official_code() {
+    let _serial = crate::serial();
     let listing: Listing =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases.json")).unwrap()).unwrap();
     let mut failures = Vec::new();

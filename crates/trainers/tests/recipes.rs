@@ -17,9 +17,7 @@ use tailguard_trainers::{
     Silent, StepInput, StepOutput, TrainConfig, TrainData, TrainError, Trainer, TrainerConfig,
 };
 
-mod common;
-
-use common::tiny_archive;
+use crate::common::tiny_archive;
 
 type B = Autodiff<Flex>;
 
@@ -73,9 +71,6 @@ fn loop_settings() -> TrainerConfig {
         .with_seed(SEED)
 }
 
-/// The backend's random generator is global: exact comparisons must not run concurrently.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn train(mut trainer: Trainer<B, Model<B>>) -> Vec<Vec<f32>> {
     while !trainer.finished() {
         trainer.run_epoch(&mut Silent).unwrap();
@@ -92,7 +87,7 @@ fn model(config: &TrainConfig, data: &TrainData) -> Model<B> {
 
 #[test]
 fn typed_recipes_train_what_the_configuration_file_trains() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data_path = tiny_archive(dir.path());
     let robustlt = RobustLtConfig::new(0.3, 0.5);
@@ -217,6 +212,7 @@ fn typed_recipes_train_what_the_configuration_file_trains() {
 
 #[test]
 fn the_recipe_carries_robustlt_quirks_that_a_bare_budget_policy_does_not() {
+    let _serial = crate::serial();
     let attack = attack();
     let plain = Recipe::new(MethodConfig::at_bsl(), attack.clone());
     let robust_lt = Recipe::robust_lt(MethodConfig::at_bsl(), attack, RobustLtConfig::new(0.3, 0.8));
@@ -298,7 +294,7 @@ fn assert_no_flag(message: &str) {
 
 #[test]
 fn library_errors_are_typed_and_name_no_flag() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data_path = tiny_archive(dir.path());
     let config = file_config(&data_path, "name = \"natural\"", "", "linear", "uniform");

@@ -9,9 +9,7 @@ use burn::module::AutodiffModule;
 use tailguard_flex::Flex;
 use tailguard_trainers::{Silent, TrainConfig};
 
-mod common;
-
-use common::tiny_archive;
+use crate::common::tiny_archive;
 
 type B = Autodiff<Flex>;
 
@@ -56,9 +54,6 @@ attack_steps = 2
     TrainConfig::parse(&text, &[]).unwrap()
 }
 
-/// The backend's random generator is global: tests that check exact reproducibility must not run concurrently.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Every float tensor of a model (parameters and running statistics), in visiting order.
 fn all_tensors(model: &tailguard_models::Model<Flex>) -> Vec<Vec<f32>> {
     tailguard_models::testing::float_tensors(model)
@@ -66,7 +61,7 @@ fn all_tensors(model: &tailguard_models::Model<Flex>) -> Vec<Vec<f32>> {
 
 #[test]
 fn resume_continues_bit_identically() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let device = Default::default();
@@ -124,7 +119,7 @@ fn resume_continues_bit_identically() {
 
 #[test]
 fn an_averaged_run_keeps_saves_and_resumes_its_average_bit_identically() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let device = Default::default();
@@ -201,7 +196,7 @@ fn an_averaged_run_keeps_saves_and_resumes_its_average_bit_identically() {
 
 #[test]
 fn checkpoints_record_what_evaluation_needs() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let out = dir.path().join("run");
@@ -230,7 +225,7 @@ fn checkpoints_record_what_evaluation_needs() {
 
 #[test]
 fn robal_trains_a_cosine_head() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let config = config_with(&data, 1, "name = \"robal\"", "");
@@ -250,7 +245,7 @@ fn robal_trains_a_cosine_head() {
 
 #[test]
 fn reat_trains_and_carries_its_counts_through_a_resume() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let device = Default::default();
@@ -277,7 +272,7 @@ fn reat_trains_and_carries_its_counts_through_a_resume() {
 
 #[test]
 fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let config = config_with(&data, 2, "name = \"pgd-at\"", "");
@@ -301,6 +296,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn trainer_parts_that_do_not_fit_each_other_are_refused() {
+    let _serial = crate::serial();
     use tailguard_models::{Architecture, ModelConfig};
     use tailguard_trainers::{BudgetPolicy, Trainer, TrainerConfig};
     let dir = tempfile::tempdir().unwrap();
@@ -339,8 +335,8 @@ fn trainer_parts_that_do_not_fit_each_other_are_refused() {
 
 #[test]
 fn open_starts_or_resumes_and_builds_the_trainer_once_the_folder_is_checked() {
+    let _serial = crate::serial();
     use tailguard_trainers::{Opening, Run, RunDescription, TrainError};
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let device = Default::default();
@@ -381,7 +377,7 @@ fn open_starts_or_resumes_and_builds_the_trainer_once_the_folder_is_checked() {
 
 #[test]
 fn fine_tuning_starts_from_a_checkpoints_weights_and_resumes_without_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_archive(dir.path());
     let device = Default::default();
