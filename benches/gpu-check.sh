@@ -47,16 +47,16 @@ bundle() {
         *) echo "error: PROFILE must be release or dev, not $profile" >&2; exit 2 ;;
     esac
     mkdir -p "$out"
-    # shellcheck disable=SC2086
-    cargo build $profile_flag -p tailguard --features "$features" --manifest-path "$root/Cargo.toml"
-    cp "$target/$folder/tailguard" "$out/tailguard"
-    # The test binary's path is printed by cargo; take the gpu_backend one.
+    # One build gives both: cargo builds the program for its integration tests (a separate `cargo build` would
+    # resolve features without the dev-dependencies and compile much of Burn again). The test binary's path is
+    # printed by cargo; take the gpu_backend one.
     # shellcheck disable=SC2086
     test_binary=$(cargo test $profile_flag -p tailguard --features "$features" --test gpu_backend --no-run \
-        --manifest-path "$root/Cargo.toml" 2>&1 | sed -n 's/.*Executable tests\/gpu_backend.rs (\(.*\))/\1/p' | tail -1)
+        --manifest-path "$root/Cargo.toml" 2>&1 | tee /dev/stderr | sed -n 's/.*Executable tests\/gpu_backend.rs (\(.*\))/\1/p' | tail -1)
     if [ -z "$test_binary" ]; then echo "error: cargo did not name the gpu_backend test binary" >&2; exit 1; fi
     case "$test_binary" in /*) ;; *) test_binary="$root/$test_binary" ;; esac
     cp "$test_binary" "$out/gpu_backend"
+    cp "$target/$folder/tailguard" "$out/tailguard"
     # Same layout as the repository, so run.sh finds bench.py and compare.py relative to itself.
     mkdir -p "$out/benches"
     rm -rf "$out/benches/pytorch"
