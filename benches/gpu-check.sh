@@ -25,7 +25,7 @@
 #   the same three commands end to end (bundle built with --features wgpu in the dev profile, the build CI's lavapipe
 #   step already has; run against `wgpu:cpu` at tiny sizes: a linear model, batch 8, 20 images per class; record into
 #   a copy of docs/benchmarks.md), failing on any step that fails, so that a lent GPU's first minutes are not lost to
-#   a script error. About 5 minutes once built (lavapipe compiles every kernel).
+#   a script error. About 11 minutes on 2 cores once built (lavapipe compiles every kernel).
 # Environment: PYTHON (with torch; default python3), DATA (a CIFAR-binary archive for steps 4 and 5; default: the
 # bundle's CIFAR-10-LT, else its embedded subset; the report names the one used). For bundle: FEATURES (default
 # cuda) and PROFILE (release or dev; default release). For run: DEVICE (passed to every tailguard command as
@@ -59,8 +59,8 @@ bundle() {
     cp "$target/$folder/tailguard" "$out/tailguard"
     # Same layout as the repository, so run.sh finds bench.py and compare.py relative to itself.
     mkdir -p "$out/benches"
-    rm -rf "$out/benches/pytorch"
-    cp -r "$root/benches/pytorch" "$out/benches/pytorch"
+    mkdir -p "$out/benches/pytorch"
+    cp "$root"/benches/pytorch/*.py "$root"/benches/pytorch/*.sh "$out/benches/pytorch/"
     cp "$root/configs/cifar10-lt/pgd-at-rho100.toml" "$out/pgd-at-rho100.toml"
     cp "$root/datasets/cifar10-lt-mini.tar.gz" "$out/"
     local shared="$root/../shared/datasets"
@@ -142,11 +142,13 @@ run() {
     echo "== bench against PyTorch (batch $batch)" | tee -a "$out/summary.md"
     local arch
     for arch in "${archs[@]}"; do
-        TAILGUARD="$tg" TAILGUARD_ARGS="${device[*]}" PYTHON="$python" OUT="$out/bench-$arch" \
+        # In a condition, so that a failed bench is counted instead of ending the script (set -e, pipefail).
+        if ! TAILGUARD="$tg" TAILGUARD_ARGS="${device[*]}" PYTHON="$python" OUT="$out/bench-$arch" \
             "$here/benches/pytorch/run.sh" --arch "$arch" --batch "$batch" --iterations "$iterations" --warmup 1 \
             --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations "$apgd" --matmul-size "$matmul" \
-            2>"$out/bench-$arch.log" | tee -a "$out/summary.md"
-        [ "${PIPESTATUS[0]}" = 0 ] || fail "bench $arch: see bench-$arch.log"
+            2>"$out/bench-$arch.log" | tee -a "$out/summary.md"; then
+            fail "bench $arch: see bench-$arch.log"
+        fi
     done
 
     local data=${DATA:-}
@@ -157,9 +159,11 @@ run() {
     fi
     echo "== one PGD-10 AT epoch, ${archs[0]/linear/a linear model}, long-tailed CIFAR-10 from $(basename "$data")" \
         | tee -a "$out/summary.md"
-    with_memory "$out/train-peak-mib.txt" "$tg" train --config "$here/pgd-at-rho100.toml" "${device[@]}" \
-        --set "data.data_dir=$data" --set optim.epochs=1 --set data.validation_fraction=0 "${train_sets[@]}" \
-        --out "$out/train-run" --force --json >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
+    # One epoch, as step 4 and the scaling runs of step 6 train it.
+    local epoch=(train --config "$here/pgd-at-rho100.toml" --set "data.data_dir=$data" --set optim.epochs=1
+                 --set data.validation_fraction=0 "${train_sets[@]}")
+    with_memory "$out/train-peak-mib.txt" "$tg" "${epoch[@]}" "${device[@]}" --out "$out/train-run" --force --json \
+        >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
     if [ -s "$out/train.jsonl" ]; then
         "$python" - "$out" "$batch" "${archs[0]}" <<'PY' | tee -a "$out/summary.md" || fail "the epoch's figures"
 import json, sys, math
@@ -198,9 +202,8 @@ PY
         local n=1 list base=""
         while [ "$n" -le "$gpus" ]; do
             if [ -n "${DEVICE:-}" ]; then list=$DEVICE; else list=$(seq -s, -f 'cuda:%g' 0 $((n - 1))); fi
-            "$tg" train --config "$here/pgd-at-rho100.toml" --set "data.data_dir=$data" --set optim.epochs=1 \
-                --set data.validation_fraction=0 "${train_sets[@]}" --out "$out/scaling-$n" --force --devices "$list" \
-                --json >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || fail "$n GPUs: see scaling-$n.log"
+            "$tg" "${epoch[@]}" --out "$out/scaling-$n" --force --devices "$list" --json \
+                >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || fail "$n GPUs: see scaling-$n.log"
             if [ -s "$out/scaling-$n.jsonl" ]; then
                 local rate
                 rate=$("$python" -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['images_per_second'])" "$out/scaling-$n.jsonl")

@@ -9,8 +9,8 @@ mod runs;
 
 /// Burn 0.21 keeps one random generator per process, shared by every thread: two tests drawing from it at once
 /// would interleave their draws (initial weights, random starts, shuffles) and each would see the other's timing.
-/// Every test of this binary takes this lock for its whole run (burn-collective also keeps one session per backend and process:
-/// one data-parallel run at a time).
+/// Every test of this binary takes this lock for its whole run (burn-collective also keeps one session per backend
+/// and process: one data-parallel run at a time).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The lock above; a test that panicked while holding it does not fail the others.
