@@ -183,13 +183,65 @@ fn transform_kernels<T: WinogradElement>(rows: usize, cols: usize, kernel: impl 
     u
 }
 
+/// The tile rows `first_row .. first_row + rows` (global: image `row / tiles_h`, tile row `row % tiles_h` in it) cut
+/// at image borders: `(image, first tile row in the image, tile rows, offset of the first tile in the chunk)`.
+fn image_segments(p: &Plan, first_row: usize, rows: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let (tiles_h, tiles_w, end) = (p.tiles_h(), p.tiles_w(), first_row + rows);
+    let mut row = first_row;
+    core::iter::from_fn(move || {
+        (row < end).then(|| {
+            let (image, top) = (row / tiles_h, row % tiles_h);
+            let count = (tiles_h - top).min(end - row);
+            let segment = (image, top, count, (row - first_row) * tiles_w);
+            row += count;
+            segment
+        })
+    })
+}
+
+/// One row-wise combination `j` of `B^T d` (`d0 - d2`, `d1 + d2`, `d2 - d1`, `d1 - d3`) followed by the four
+/// column-wise ones (`c0 - c2`, `c1 + c2`, `c2 - c1`, `c1 - c3`), over a whole image segment at once: `top[c]` and
+/// `bottom[c]` hold column kind `c` (patch columns 0..4 of every tile) of the patch rows the combination reads
+/// (rows `j`'s first and second operand), and `v[q]` receives output `4 j + q`. Flat loops over the segment's tiles,
+/// so they vectorise however few tiles a row has.
+#[inline(always)]
+fn input_tile_rows<T: WinogradElement, const J: usize>(top: [&[T]; 4], bottom: [&[T]; 4], v: [&mut [T]; 4]) {
+    let combine = |a: T, b: T| match J {
+        0 | 3 => a - b,
+        1 => a + b,
+        _ => b - a,
+    };
+    let [v0, v1, v2, v3] = v;
+    let len = v0.len();
+    let (t0, t1, t2, t3) = (&top[0][..len], &top[1][..len], &top[2][..len], &top[3][..len]);
+    let (b0, b1, b2, b3) = (
+        &bottom[0][..len],
+        &bottom[1][..len],
+        &bottom[2][..len],
+        &bottom[3][..len],
+    );
+    let (v1, v2, v3) = (&mut v1[..len], &mut v2[..len], &mut v3[..len]);
+    for k in 0..len {
+        let (c0, c1, c2, c3) = (
+            combine(t0[k], b0[k]),
+            combine(t1[k], b1[k]),
+            combine(t2[k], b2[k]),
+            combine(t3[k], b3[k]),
+        );
+        v0[k] = c0 - c2;
+        v1[k] = c1 + c2;
+        v2[k] = c2 - c1;
+        v3[k] = c1 - c3;
+    }
+}
+
 /// `V[16, channels_in, n]` for the `rows` tile rows from global tile row `first_row` on (whole images from
 /// `first_image` on in `x`; `n = rows * tiles_w`): `B^T d B` of each tile's 4x4 input patch `d` (zeros outside the
 /// image), with `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
 ///
-/// A tile row at a time, in loops over the row's tiles that vectorise: its four input rows, padded, are split into
-/// even and odd columns (tile `k` reads columns `2k .. 2k + 3`: even `k, k + 1`, odd `k, k + 1`), combined row-wise
-/// (`B^T d`), then column-wise (`(B^T d) B`) into the 16 outputs, each contiguous over the tiles.
+/// Per image segment and channel: each padded input row is read once and split into the four patch columns of
+/// every tile (tile `k` reads columns `2k .. 2k + 4`), even and odd rows apart, so patch row `i` of tile row `t` is
+/// row `t + i / 2` of the even or odd rows; then the combinations run as flat loops over the segment's tiles.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transform_input<T: WinogradElement>(
@@ -204,68 +256,63 @@ fn transform_input<T: WinogradElement>(
     let tiles_w = p.tiles_w();
     let n = rows * tiles_w;
     let plane = p.channels_in * n;
-    // Input columns -padding .. 2 * half - padding of one input row, then its even and odd columns, four rows each.
-    let half = tiles_w + 1;
-    let width = 2 * half;
-    let scratch = grow(scratch, width + 8 * half);
-    let (padded, split) = scratch.split_at_mut(width);
-    let (even, odd) = split.split_at_mut(4 * half);
+    let width = 2 * tiles_w + 2;
+    // The padded row, then [even, odd rows][column kind][(rows + 1) * tiles_w].
+    let kind_len = (rows + 1) * tiles_w;
+    let scratch = grow(scratch, width + 8 * kind_len);
+    let (padded, columns) = scratch.split_at_mut(width);
     let (first_column, last_column) = (p.padding[1], (p.in_w + p.padding[1]).min(width));
-    for channel in 0..p.channels_in {
-        for r in 0..rows {
-            let global_row = first_row + r;
-            let (image, top) = (global_row / p.tiles_h(), 2 * (global_row % p.tiles_h()));
+    let mut planes: Vec<&mut [T]> = v[..16 * plane].chunks_exact_mut(plane).collect();
+    for (image, top, count, offset) in image_segments(p, first_row, rows) {
+        let len = count * tiles_w;
+        for channel in 0..p.channels_in {
             let base = ((image - first_image) * p.channels_in + channel) * p.in_h * p.in_w;
-            for (i, (even, odd)) in even.chunks_exact_mut(half).zip(odd.chunks_exact_mut(half)).enumerate() {
-                match (top + i).checked_sub(p.padding[0]).filter(|&ih| ih < p.in_h) {
+            // Padded rows 2 top .. 2 (top + count) + 2.
+            for i in 0..2 * (count + 1) {
+                let row_columns = |kind: usize| {
+                    let at = ((i % 2) * 4 + kind) * kind_len + (i / 2) * tiles_w;
+                    at..at + tiles_w
+                };
+                match (2 * top + i).checked_sub(p.padding[0]).filter(|&ih| ih < p.in_h) {
                     Some(ih) if first_column < last_column => {
                         padded[..first_column].fill(T::ZERO);
                         let from = base + ih * p.in_w;
                         padded[first_column..last_column].copy_from_slice(&x[from..from + last_column - first_column]);
                         padded[last_column..].fill(T::ZERO);
-                        for ((pair, e), o) in padded.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-                            *e = pair[0];
-                            *o = pair[1];
+                        for kind in 0..4 {
+                            let out = &mut columns[row_columns(kind)];
+                            for (value, pair) in out.iter_mut().zip(padded[kind..].chunks(2)) {
+                                *value = pair[0];
+                            }
                         }
                     }
-                    _ => {
-                        even.fill(T::ZERO);
-                        odd.fill(T::ZERO);
-                    }
+                    _ => (0..4).for_each(|kind| columns[row_columns(kind)].fill(T::ZERO)),
                 }
             }
-            // B^T d, row-wise (in place: r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3).
-            for columns in [&mut *even, &mut *odd] {
-                let (d0, rest) = columns.split_at_mut(half);
-                let (d1, rest) = rest.split_at_mut(half);
-                let (d2, d3) = rest.split_at_mut(half);
-                for (((a0, a1), a2), a3) in d0.iter_mut().zip(d1.iter_mut()).zip(d2.iter_mut()).zip(d3.iter_mut()) {
-                    let (b0, b1, b2, b3) = (*a0, *a1, *a2, *a3);
-                    *a0 = b0 - b2;
-                    *a1 = b1 + b2;
-                    *a2 = b2 - b1;
-                    *a3 = b1 - b3;
-                }
-            }
-            // (B^T d) B, column-wise: c0 - c2, c1 + c2, c2 - c1, c1 - c3 with c0, c2 even, c1, c3 odd.
-            let at = channel * n + r * tiles_w;
-            for (i, (e, o)) in even.chunks_exact(half).zip(odd.chunks_exact(half)).enumerate() {
-                let (e0, e1, o0, o1) = (&e[..tiles_w], &e[1..], &o[..tiles_w], &o[1..]);
-                let out = |j: usize| (i * 4 + j) * plane + at;
-                let (v0, rest) = v[out(0)..].split_at_mut(plane);
-                let (v1, rest) = rest.split_at_mut(plane);
-                let (v2, v3) = rest.split_at_mut(plane);
-                for (value, (c0, c2)) in v0[..tiles_w].iter_mut().zip(e0.iter().zip(e1)) {
-                    *value = *c0 - *c2;
-                }
-                for (value, (c1, c2)) in v1[..tiles_w].iter_mut().zip(o0.iter().zip(e1)) {
-                    *value = *c1 + *c2;
-                }
-                for (value, (c1, c2)) in v2[..tiles_w].iter_mut().zip(o0.iter().zip(e1)) {
-                    *value = *c2 - *c1;
-                }
-                for (value, (c1, c3)) in v3[..tiles_w].iter_mut().zip(o0.iter().zip(o1)) {
-                    *value = *c1 - *c3;
+            let kinds = |parity: usize, shift: usize| -> [&[T]; 4] {
+                core::array::from_fn(|kind| {
+                    let at = (parity * 4 + kind) * kind_len + shift * tiles_w;
+                    &columns[at..at + len]
+                })
+            };
+            let (even, odd, even_next, odd_next) = (kinds(0, 0), kinds(1, 0), kinds(0, 1), kinds(1, 1));
+            let at = channel * n + offset;
+            for j in 0..4 {
+                let [v0, v1, v2, v3] = &mut planes[4 * j..4 * j + 4] else {
+                    unreachable!()
+                };
+                let v = [
+                    &mut v0[at..at + len],
+                    &mut v1[at..at + len],
+                    &mut v2[at..at + len],
+                    &mut v3[at..at + len],
+                ];
+                // Patch rows d0 = even, d1 = odd, d2 = even_next, d3 = odd_next.
+                match j {
+                    0 => input_tile_rows::<T, 0>(even, even_next, v),
+                    1 => input_tile_rows::<T, 1>(odd, even_next, v),
+                    2 => input_tile_rows::<T, 2>(odd, even_next, v),
+                    _ => input_tile_rows::<T, 3>(odd, odd_next, v),
                 }
             }
         }
@@ -274,8 +321,8 @@ fn transform_input<T: WinogradElement>(
 
 /// Writes `A^T M A` of each tile of `M[16, channels_out, n]` (tile rows as in [`transform_input`]) plus the bias
 /// into `y` (whole images from `first_image` on), with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`; the row and column
-/// past an odd output edge are dropped. A tile row at a time, in loops over its tiles that vectorise: each output
-/// row's even and odd columns, then interleaved into the row.
+/// past an odd output edge are dropped. Per image segment and channel: the four outputs of every tile (top and
+/// bottom row, even and odd column) in flat loops over the segment's tiles, then interleaved into the output rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transform_output<T: WinogradElement>(
@@ -291,22 +338,21 @@ fn transform_output<T: WinogradElement>(
     let tiles_w = p.tiles_w();
     let n = rows * tiles_w;
     let plane = p.channels_out * n;
-    let scratch = grow(scratch, 6 * tiles_w);
-    let (columns, interleaved) = scratch.split_at_mut(4 * tiles_w);
-    for channel in 0..p.channels_out {
-        let shift = bias.map_or(T::ZERO, |bias| bias[channel]);
-        for r in 0..rows {
-            let global_row = first_row + r;
-            let (image, top) = (global_row / p.tiles_h(), 2 * (global_row % p.tiles_h()));
-            let at = channel * n + r * tiles_w;
-            let e = |i: usize| &m[i * plane + at..i * plane + at + tiles_w];
-            let (top_even, rest) = columns.split_at_mut(tiles_w);
-            let (top_odd, rest) = rest.split_at_mut(tiles_w);
-            let (bottom_even, bottom_odd) = rest.split_at_mut(tiles_w);
+    let scratch = grow(scratch, 4 * n + 2 * tiles_w);
+    let (outputs, interleaved) = scratch.split_at_mut(4 * n);
+    for (image, top, count, offset) in image_segments(p, first_row, rows) {
+        let len = count * tiles_w;
+        for channel in 0..p.channels_out {
+            let shift = bias.map_or(T::ZERO, |bias| bias[channel]);
+            let at = channel * n + offset;
+            let ms: [&[T]; 16] = core::array::from_fn(|i| &m[i * plane + at..i * plane + at + len]);
+            let (top_even, rest) = outputs.split_at_mut(len);
+            let (top_odd, rest) = rest.split_at_mut(len);
+            let (bottom_even, rest) = rest.split_at_mut(len);
+            let bottom_odd = &mut rest[..len];
             // A^T M gives, per column j of the 4x4 tile, a_j = m_j + m_4+j + m_8+j (top output row) and
             // b_j = m_4+j - m_8+j - m_12+j (bottom); then A gives even = x_0 + x_1 + x_2, odd = x_1 - x_2 - x_3.
-            let ms: [&[T]; 16] = core::array::from_fn(e);
-            for k in 0..tiles_w {
+            for k in 0..len {
                 let a: [T; 4] = core::array::from_fn(|j| ms[j][k] + ms[4 + j][k] + ms[8 + j][k]);
                 let b: [T; 4] = core::array::from_fn(|j| ms[4 + j][k] - ms[8 + j][k] - ms[12 + j][k]);
                 top_even[k] = a[0] + a[1] + a[2] + shift;
@@ -316,19 +362,27 @@ fn transform_output<T: WinogradElement>(
             }
             let base = ((image - first_image) * p.channels_out + channel) * p.out_h * p.out_w;
             let interleaved = &mut interleaved[..2 * tiles_w];
-            for (i, (even, odd)) in [(&*top_even, &*top_odd), (&*bottom_even, &*bottom_odd)]
-                .into_iter()
-                .enumerate()
-            {
-                if top + i >= p.out_h {
-                    break;
+            for t in 0..count {
+                let tile_row = t * tiles_w..(t + 1) * tiles_w;
+                for (i, (even, odd)) in [(&*top_even, &*top_odd), (&*bottom_even, &*bottom_odd)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let out_row = 2 * (top + t) + i;
+                    if out_row >= p.out_h {
+                        break;
+                    }
+                    for ((pair, e), o) in interleaved
+                        .chunks_exact_mut(2)
+                        .zip(&even[tile_row.clone()])
+                        .zip(&odd[tile_row.clone()])
+                    {
+                        pair[0] = *e;
+                        pair[1] = *o;
+                    }
+                    let row = base + out_row * p.out_w;
+                    y[row..row + p.out_w].copy_from_slice(&interleaved[..p.out_w]);
                 }
-                for ((pair, e), o) in interleaved.chunks_exact_mut(2).zip(even).zip(odd) {
-                    pair[0] = *e;
-                    pair[1] = *o;
-                }
-                let row = base + (top + i) * p.out_w;
-                y[row..row + p.out_w].copy_from_slice(&interleaved[..p.out_w]);
             }
         }
     }
@@ -337,8 +391,9 @@ fn transform_output<T: WinogradElement>(
 /// `E[16, channels_out, n]` for the `rows` tile rows from global tile row `first_row` on (`dy` holds the whole
 /// batch): `A e A^T` of each tile's 2x2 output gradient `e` (zeros past an odd edge), with
 /// `A = [[1, 0], [1, 1], [1, -1], [0, -1]]` (F(2x2, 3x3)'s `A^T` transposed: the weight gradient is the forward
-/// pass's bilinear form read the other way, `dW = G^T [sum over tiles (A e A^T) ⊙ (B^T d B)] G`). A tile row at a
-/// time, even and odd columns apart, in loops over the row's tiles.
+/// pass's bilinear form read the other way, `dW = G^T [sum over tiles (A e A^T) ⊙ (B^T d B)] G`). Per image segment
+/// and channel: the tiles' two output-gradient rows split into even and odd columns, then flat loops over the
+/// segment's tiles.
 #[inline(always)]
 fn transform_output_gradient<T: WinogradElement>(
     p: &Plan,
@@ -351,36 +406,46 @@ fn transform_output_gradient<T: WinogradElement>(
     let tiles_w = p.tiles_w();
     let n = rows * tiles_w;
     let plane = p.channels_out * n;
-    let scratch = grow(scratch, 4 * tiles_w);
-    for channel in 0..p.channels_out {
-        for r in 0..rows {
-            let global_row = first_row + r;
-            let (image, top) = (global_row / p.tiles_h(), 2 * (global_row % p.tiles_h()));
+    // [top row even, top row odd, bottom row even, bottom row odd][n].
+    let scratch = grow(scratch, 4 * n);
+    let mut planes: Vec<&mut [T]> = e[..16 * plane].chunks_exact_mut(plane).collect();
+    for (image, top, count, offset) in image_segments(p, first_row, rows) {
+        let len = count * tiles_w;
+        for channel in 0..p.channels_out {
             let base = (image * p.channels_out + channel) * p.out_h * p.out_w;
-            // The tile row's two output rows (a: top, b: bottom), each as even and odd columns.
-            for (i, columns) in scratch.chunks_exact_mut(2 * tiles_w).enumerate() {
-                let (even, odd) = columns.split_at_mut(tiles_w);
-                if top + i < p.out_h {
-                    let row = &dy[base + (top + i) * p.out_w..base + (top + i + 1) * p.out_w];
-                    for ((pair, even), odd) in row.chunks(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-                        *even = pair[0];
-                        *odd = pair.get(1).copied().unwrap_or(T::ZERO);
+            for t in 0..count {
+                for i in 0..2 {
+                    let out_row = 2 * (top + t) + i;
+                    let (even, odd) = scratch.split_at_mut((2 * i + 1) * n);
+                    let even = &mut even[2 * i * n + t * tiles_w..2 * i * n + (t + 1) * tiles_w];
+                    let odd = &mut odd[t * tiles_w..(t + 1) * tiles_w];
+                    if out_row < p.out_h {
+                        let row = &dy[base + out_row * p.out_w..base + (out_row + 1) * p.out_w];
+                        for ((pair, even), odd) in row.chunks(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+                            *even = pair[0];
+                            *odd = pair.get(1).copied().unwrap_or(T::ZERO);
+                        }
+                    } else {
+                        even.fill(T::ZERO);
+                        odd.fill(T::ZERO);
                     }
-                } else {
-                    even.fill(T::ZERO);
-                    odd.fill(T::ZERO);
                 }
             }
-            let (a, b) = scratch.split_at(2 * tiles_w);
-            let (a_even, a_odd, b_even, b_odd) = (&a[..tiles_w], &a[tiles_w..], &b[..tiles_w], &b[tiles_w..]);
-            let at = channel * n + r * tiles_w;
+            let part = |i: usize| &scratch[i * n..i * n + len];
+            let (a_even, a_odd, b_even, b_odd) = (part(0), part(1), part(2), part(3));
+            let at = channel * n + offset;
             // A e: rows a, a + b, a - b, -b; then each times A^T: even, even + odd, even - odd, -odd.
             for i in 0..4 {
-                let out = |j: usize| (i * 4 + j) * plane + at;
-                let (e0, rest) = e[out(0)..].split_at_mut(plane);
-                let (e1, rest) = rest.split_at_mut(plane);
-                let (e2, e3) = rest.split_at_mut(plane);
-                for k in 0..tiles_w {
+                let [e0, e1, e2, e3] = &mut planes[4 * i..4 * i + 4] else {
+                    unreachable!()
+                };
+                let (e0, e1, e2, e3) = (
+                    &mut e0[at..at + len],
+                    &mut e1[at..at + len],
+                    &mut e2[at..at + len],
+                    &mut e3[at..at + len],
+                );
+                for k in 0..len {
                     let (even, odd) = match i {
                         0 => (a_even[k], a_odd[k]),
                         1 => (a_even[k] + b_even[k], a_odd[k] + b_odd[k]),
