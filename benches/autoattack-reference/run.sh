@@ -12,15 +12,18 @@
 # `--attacks clean,aa-lite,aa`; lite: `clean,aa-lite`; rand: `clean,aa-rand`; plus: `clean,aa-plus`) and
 # `compare.py` (the reference
 # AutoAttack, `pip install torch safetensors pyautoattack`) on the same images with the same attacks, and prints
-# both. TAILGUARD_BIN names a built program (default target/debug/tailguard); NORM is linf (default) or l2, EPS the
-# budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default), lite, rand or plus.
+# both. TAILGUARD_BIN names a built program (default: the release build, built here: the times are compared with
+# PyTorch's optimised kernels, and a dev build, whose program crate CI compiles unoptimised, ran Square 30x slower);
+# NORM is linf (default) or l2, EPS the budget (default 8/255 in linf, 0.5 in l2), VERSION standard (default), lite,
+# rand or plus.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 checkpoint="$1"
 data="$2"
 out="${3:-target/autoattack-reference}"
 per_class="${4:-50}"
-bin="${TAILGUARD_BIN:-target/debug/tailguard}"
+bin="${TAILGUARD_BIN:-}"
+if [ -z "$bin" ]; then cargo build -q --release -p tailguard; bin=target/release/tailguard; fi
 mkdir -p "$out"
 "$bin" export --checkpoint "$checkpoint" --out "$out/model.safetensors" --force
 "$bin" data --dataset cifar10 --data-dir "$data" --imbalance 1 --n-max 1 --export "$out/test.tar.gz" \

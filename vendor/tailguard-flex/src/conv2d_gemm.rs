@@ -192,16 +192,27 @@ impl Geometry {
 
 /// Calls `f(image, output row, first output column, length, offset in the tile)` for each run of output pixels of
 /// one output row inside columns `[start, end)`.
+#[inline(always)]
 fn for_each_row_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+    if start >= end {
+        return;
+    }
+    // Divisions once, then counters: runs are one output row (8-32 pixels in a CIFAR network), so divisions per
+    // run cost as much as the copy.
     let pixels = g.pixels();
+    let (mut image, pixel) = (start / pixels, start % pixels);
+    let (mut oh, mut ow) = (pixel / g.out_w, pixel % g.out_w);
     let mut column = start;
     while column < end {
-        let image = column / pixels;
-        let pixel = column % pixels;
-        let (oh, ow) = (pixel / g.out_w, pixel % g.out_w);
         let len = (g.out_w - ow).min(end - column);
         f(image, oh, ow, len, column - start);
         column += len;
+        ow = 0;
+        oh += 1;
+        if oh == g.out_h {
+            oh = 0;
+            image += 1;
+        }
     }
 }
 
@@ -218,10 +229,9 @@ fn for_each_image_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(
     }
 }
 
-/// One run of a column-buffer row: output pixels `[at, at + len)` of the tile, on one output row of one image.
+/// One run of a column-buffer row: output pixels from `at` on in the tile, on one output row of one image.
 struct PatchRun {
     at: usize,
-    len: usize,
     /// Start of the input row the kernel row reads (in the unit's images), or `None` when it falls in the padding.
     input_row: Option<usize>,
     /// Offsets in the run whose input column is inside the image.
@@ -232,6 +242,7 @@ struct PatchRun {
 
 /// Calls `f` for each run of row `row` (input channel of `group`, kernel row, kernel column) of the column buffer of
 /// output columns `[start, end)`; the input holds whole images from `first_image` on.
+#[inline(always)]
 fn for_each_patch_run(
     g: &Geometry,
     first_image: usize,
@@ -253,7 +264,6 @@ fn for_each_patch_run(
         let first_input_column = if first < last { g.input_column(first, kw) } else { 0 };
         f(PatchRun {
             at,
-            len,
             input_row,
             inside: first - ow..last - ow,
             first_input_column,
@@ -263,6 +273,9 @@ fn for_each_patch_run(
 
 /// `col[rows, end - start]` (row-major): the input patches of output columns `[start, end)` for `group`.
 /// `x` holds whole images from image `first_image` on.
+///
+/// Compiled for AVX-512 or AVX2 where the CPU has them (the crate is built for baseline x86-64): the gathers of
+/// strided layers vectorise only with them.
 fn im2col<T: ConvElement>(
     g: &Geometry,
     x: &[T],
@@ -272,26 +285,125 @@ fn im2col<T: ConvElement>(
     end: usize,
     col: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<T: ConvElement>(
+            g: &Geometry,
+            x: &[T],
+            image: usize,
+            group: usize,
+            start: usize,
+            end: usize,
+            col: &mut [T],
+        ) {
+            im2col_body(g, x, image, group, start, end, col)
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<T: ConvElement>(
+            g: &Geometry,
+            x: &[T],
+            image: usize,
+            group: usize,
+            start: usize,
+            end: usize,
+            col: &mut [T],
+        ) {
+            im2col_body(g, x, image, group, start, end, col)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked on the line above).
+            return unsafe { avx512(g, x, first_image, group, start, end, col) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked on the line above).
+            return unsafe { avx2(g, x, first_image, group, start, end, col) };
+        }
+    }
+    im2col_body(g, x, first_image, group, start, end, col)
+}
+
+/// [`im2col`]'s loops, written out (a closure per run was compiled apart, without the vector units).
+#[inline(always)]
+fn im2col_body<T: ConvElement>(
+    g: &Geometry,
+    x: &[T],
+    first_image: usize,
+    group: usize,
+    start: usize,
+    end: usize,
+    col: &mut [T],
+) {
     let n = end - start;
+    if n == 0 {
+        return;
+    }
+    let kernel = g.kernel_h * g.kernel_w;
+    let (pixels, stride) = (g.pixels(), g.stride[1]);
+    let (start_image, start_pixel) = (start / pixels, start % pixels);
     for (row, dst) in col[..g.rows() * n].chunks_exact_mut(n).enumerate() {
-        for_each_patch_run(g, first_image, group, row, start, end, |run| {
-            let out = &mut dst[run.at..run.at + run.len];
-            let Some(row_start) = run.input_row else {
-                out.fill(T::ZERO);
-                return;
-            };
-            out[..run.inside.start].fill(T::ZERO);
-            out[run.inside.end..].fill(T::ZERO);
-            let inside = &mut out[run.inside];
-            let src = &x[row_start + run.first_input_column..row_start + g.in_w];
-            if g.stride[1] == 1 {
-                inside.copy_from_slice(&src[..inside.len()]);
-            } else {
-                for (value, &input) in inside.iter_mut().zip(src.iter().step_by(g.stride[1])) {
-                    *value = input;
+        let channel = group * g.in_per_group() + row / kernel;
+        let (kh, kw) = ((row % kernel) / g.kernel_w, row % g.kernel_w);
+        let (lo, hi) = g.valid_out_columns(kw);
+        // One run per output row (as `for_each_patch_run`), with counters instead of divisions.
+        let (mut image, mut oh, mut ow, mut at) = (start_image, start_pixel / g.out_w, start_pixel % g.out_w, 0);
+        while at < n {
+            let len = (g.out_w - ow).min(n - at);
+            let out = &mut dst[at..at + len];
+            match g.input_row(oh, kh) {
+                None => out.fill(T::ZERO),
+                Some(ih) => {
+                    let row_start = (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w;
+                    let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
+                    out[..first - ow].fill(T::ZERO);
+                    out[last - ow..].fill(T::ZERO);
+                    if first < last {
+                        let src = &x[row_start + g.input_column(first, kw)..row_start + g.in_w];
+                        gather(&mut out[first - ow..last - ow], src, stride);
+                    }
                 }
             }
-        });
+            at += len;
+            ow = 0;
+            oh += 1;
+            if oh == g.out_h {
+                oh = 0;
+                image += 1;
+            }
+        }
+    }
+}
+
+/// `out[i] = src[i * stride]`.
+#[inline(always)]
+fn gather<T: ConvElement>(out: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => out.copy_from_slice(&src[..out.len()]),
+        // A constant stride vectorises (as shuffles); a variable one stays one element at a time.
+        2 => gather_strided::<T, 2>(out, src),
+        _ => gather_strided_by(out, src, stride),
+    }
+}
+
+#[inline(always)]
+fn gather_strided<T: ConvElement, const STRIDE: usize>(out: &mut [T], src: &[T]) {
+    let Some((last, body)) = out.split_last_mut() else {
+        return;
+    };
+    for (value, group) in body.iter_mut().zip(src.chunks_exact(STRIDE)) {
+        *value = group[0];
+    }
+    *last = src[body.len() * STRIDE];
+}
+
+#[inline(always)]
+fn gather_strided_by<T: ConvElement>(out: &mut [T], src: &[T], stride: usize) {
+    if let Some(last) = out.len().checked_sub(1) {
+        // Indexed reads from a slice cut to the last one read: no bounds checks in the loop.
+        let src = &src[..last * stride + 1];
+        for (i, value) in out.iter_mut().enumerate() {
+            *value = src[i * stride];
+        }
     }
 }
 
