@@ -137,6 +137,18 @@ run() {
     else
         fail "GPU test suite: see gpu_backend.txt"
         tail -20 "$out/gpu_backend.txt"
+        # The failed tests once more: on lavapipe a gradient mismatch came and went between processes with the
+        # same binary and autotune cache (docs/benchmarks.md). Still counted as a failure; the rerun says which kind.
+        local failed=()
+        mapfile -t failed < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out/gpu_backend.txt")
+        if [ ${#failed[@]} -gt 0 ]; then
+            if "$here/gpu_backend" --test-threads 1 --exact "${failed[@]}" >"$out/gpu_backend-rerun.txt" 2>&1; then
+                echo "rerun of the ${#failed[@]} failed test(s): passed (intermittent)" | tee -a "$out/summary.md"
+            else
+                echo "rerun of the ${#failed[@]} failed test(s): failed again (see gpu_backend-rerun.txt)" \
+                    | tee -a "$out/summary.md"
+            fi
+        fi
     fi
 
     echo "== bench against PyTorch (batch $batch)" | tee -a "$out/summary.md"
