@@ -190,32 +190,6 @@ impl Geometry {
     }
 }
 
-/// Calls `f(image, output row, first output column, length, offset in the tile)` for each run of output pixels of
-/// one output row inside columns `[start, end)`.
-#[inline(always)]
-fn for_each_row_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
-    if start >= end {
-        return;
-    }
-    // Divisions once, then counters: runs are one output row (8-32 pixels in a CIFAR network), so divisions per
-    // run cost as much as the copy.
-    let pixels = g.pixels();
-    let (mut image, pixel) = (start / pixels, start % pixels);
-    let (mut oh, mut ow) = (pixel / g.out_w, pixel % g.out_w);
-    let mut column = start;
-    while column < end {
-        let len = (g.out_w - ow).min(end - column);
-        f(image, oh, ow, len, column - start);
-        column += len;
-        ow = 0;
-        oh += 1;
-        if oh == g.out_h {
-            oh = 0;
-            image += 1;
-        }
-    }
-}
-
 /// Calls `f(image, first pixel, length, offset in the tile)` for each image's run of pixels in `[start, end)`.
 fn for_each_image_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     let pixels = g.pixels();
@@ -229,9 +203,10 @@ fn for_each_image_run(g: &Geometry, start: usize, end: usize, mut f: impl FnMut(
     }
 }
 
-/// One run of a column-buffer row: output pixels from `at` on in the tile, on one output row of one image.
+/// One run of a column-buffer row: output pixels `[at, at + len)` of the tile, on one output row of one image.
 struct PatchRun {
     at: usize,
+    len: usize,
     /// Start of the input row the kernel row reads (in the unit's images), or `None` when it falls in the padding.
     input_row: Option<usize>,
     /// Offsets in the run whose input column is inside the image.
@@ -240,42 +215,86 @@ struct PatchRun {
     first_input_column: usize,
 }
 
-/// Calls `f` for each run of row `row` (input channel of `group`, kernel row, kernel column) of the column buffer of
-/// output columns `[start, end)`; the input holds whole images from `first_image` on.
-#[inline(always)]
-fn for_each_patch_run(
-    g: &Geometry,
-    first_image: usize,
-    group: usize,
-    row: usize,
-    start: usize,
-    end: usize,
-    mut f: impl FnMut(PatchRun),
-) {
-    let kernel = g.kernel_h * g.kernel_w;
-    let channel = group * g.in_per_group() + row / kernel;
-    let (kh, kw) = ((row % kernel) / g.kernel_w, row % g.kernel_w);
-    let (lo, hi) = g.valid_out_columns(kw);
-    for_each_row_run(g, start, end, |image, oh, ow, len, at| {
+/// The runs of row `row` (input channel of `group`, kernel row, kernel column) of the column buffer of output columns
+/// `[start, end)`, one per output row; the input holds whole images from `first_image` on. Divisions once, then
+/// counters (a run is only 8-32 pixels in a CIFAR network).
+struct PatchRuns<'a> {
+    g: &'a Geometry,
+    /// Offset of the channel's first input row in the unit's images.
+    channel_offset: usize,
+    kh: usize,
+    kw: usize,
+    /// Output columns whose input column at `kw` is inside the image.
+    valid: (usize, usize),
+    image: usize,
+    oh: usize,
+    ow: usize,
+    at: usize,
+    n: usize,
+}
+
+impl<'a> PatchRuns<'a> {
+    #[inline(always)]
+    fn new(g: &'a Geometry, first_image: usize, group: usize, row: usize, start: usize, end: usize) -> Self {
+        let kernel = g.kernel_h * g.kernel_w;
+        let channel = group * g.in_per_group() + row / kernel;
+        let kw = row % g.kernel_w;
+        let (pixels, first) = (g.pixels(), start.min(end));
+        let pixel = first % pixels;
+        Self {
+            g,
+            channel_offset: (channel * g.in_h) * g.in_w,
+            kh: (row % kernel) / g.kernel_w,
+            kw,
+            valid: g.valid_out_columns(kw),
+            // Image counted from the unit's first, as the input slice starts there.
+            image: first / pixels - first_image,
+            oh: pixel / g.out_w,
+            ow: pixel % g.out_w,
+            at: 0,
+            n: end.saturating_sub(start),
+        }
+    }
+}
+
+impl Iterator for PatchRuns<'_> {
+    type Item = PatchRun;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<PatchRun> {
+        if self.at >= self.n {
+            return None;
+        }
+        let g = self.g;
+        let (ow, len) = (self.ow, (g.out_w - self.ow).min(self.n - self.at));
         let input_row = g
-            .input_row(oh, kh)
-            .map(|ih| (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w);
-        let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
-        let first_input_column = if first < last { g.input_column(first, kw) } else { 0 };
-        f(PatchRun {
-            at,
+            .input_row(self.oh, self.kh)
+            .map(|ih| self.image * g.image_len() + self.channel_offset + ih * g.in_w);
+        let (first, last) = (self.valid.0.clamp(ow, ow + len), self.valid.1.clamp(ow, ow + len));
+        let run = PatchRun {
+            at: self.at,
+            len,
             input_row,
             inside: first - ow..last - ow,
-            first_input_column,
-        });
-    });
+            first_input_column: if first < last {
+                g.input_column(first, self.kw)
+            } else {
+                0
+            },
+        };
+        self.at += len;
+        self.ow = 0;
+        self.oh += 1;
+        if self.oh == g.out_h {
+            self.oh = 0;
+            self.image += 1;
+        }
+        Some(run)
+    }
 }
 
 /// `col[rows, end - start]` (row-major): the input patches of output columns `[start, end)` for `group`.
 /// `x` holds whole images from image `first_image` on.
-///
-/// Compiled for AVX-512 or AVX2 where the CPU has them (the crate is built for baseline x86-64): the gathers of
-/// strided layers vectorise only with them.
 fn im2col<T: ConvElement>(
     g: &Geometry,
     x: &[T],
@@ -285,90 +304,19 @@ fn im2col<T: ConvElement>(
     end: usize,
     col: &mut [T],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: ConvElement>(
-            g: &Geometry,
-            x: &[T],
-            image: usize,
-            group: usize,
-            start: usize,
-            end: usize,
-            col: &mut [T],
-        ) {
-            im2col_body(g, x, image, group, start, end, col)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2<T: ConvElement>(
-            g: &Geometry,
-            x: &[T],
-            image: usize,
-            group: usize,
-            start: usize,
-            end: usize,
-            col: &mut [T],
-        ) {
-            im2col_body(g, x, image, group, start, end, col)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            return unsafe { avx512(g, x, first_image, group, start, end, col) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked on the line above).
-            return unsafe { avx2(g, x, first_image, group, start, end, col) };
-        }
-    }
-    im2col_body(g, x, first_image, group, start, end, col)
-}
-
-/// [`im2col`]'s loops, written out (a closure per run was compiled apart, without the vector units).
-#[inline(always)]
-fn im2col_body<T: ConvElement>(
-    g: &Geometry,
-    x: &[T],
-    first_image: usize,
-    group: usize,
-    start: usize,
-    end: usize,
-    col: &mut [T],
-) {
     let n = end - start;
-    if n == 0 {
-        return;
-    }
-    let kernel = g.kernel_h * g.kernel_w;
-    let (pixels, stride) = (g.pixels(), g.stride[1]);
-    let (start_image, start_pixel) = (start / pixels, start % pixels);
     for (row, dst) in col[..g.rows() * n].chunks_exact_mut(n).enumerate() {
-        let channel = group * g.in_per_group() + row / kernel;
-        let (kh, kw) = ((row % kernel) / g.kernel_w, row % g.kernel_w);
-        let (lo, hi) = g.valid_out_columns(kw);
-        // One run per output row (as `for_each_patch_run`), with counters instead of divisions.
-        let (mut image, mut oh, mut ow, mut at) = (start_image, start_pixel / g.out_w, start_pixel % g.out_w, 0);
-        while at < n {
-            let len = (g.out_w - ow).min(n - at);
-            let out = &mut dst[at..at + len];
-            match g.input_row(oh, kh) {
-                None => out.fill(T::ZERO),
-                Some(ih) => {
-                    let row_start = (((image - first_image) * g.channels_in + channel) * g.in_h + ih) * g.in_w;
-                    let (first, last) = (lo.clamp(ow, ow + len), hi.clamp(ow, ow + len));
-                    out[..first - ow].fill(T::ZERO);
-                    out[last - ow..].fill(T::ZERO);
-                    if first < last {
-                        let src = &x[row_start + g.input_column(first, kw)..row_start + g.in_w];
-                        gather(&mut out[first - ow..last - ow], src, stride);
-                    }
-                }
-            }
-            at += len;
-            ow = 0;
-            oh += 1;
-            if oh == g.out_h {
-                oh = 0;
-                image += 1;
+        for run in PatchRuns::new(g, first_image, group, row, start, end) {
+            let out = &mut dst[run.at..run.at + run.len];
+            let Some(row_start) = run.input_row else {
+                out.fill(T::ZERO);
+                continue;
+            };
+            out[..run.inside.start].fill(T::ZERO);
+            out[run.inside.end..].fill(T::ZERO);
+            if !run.inside.is_empty() {
+                let src = &x[row_start + run.first_input_column..row_start + g.in_w];
+                gather(&mut out[run.inside], src, g.stride[1]);
             }
         }
     }
@@ -379,7 +327,7 @@ fn im2col_body<T: ConvElement>(
 fn gather<T: ConvElement>(out: &mut [T], src: &[T], stride: usize) {
     match stride {
         1 => out.copy_from_slice(&src[..out.len()]),
-        // A constant stride vectorises (as shuffles); a variable one stays one element at a time.
+        // A constant stride lets the compiler vectorise the gather (as shuffles); `step_by` did not.
         2 => gather_strided::<T, 2>(out, src),
         _ => gather_strided_by(out, src, stride),
     }
@@ -418,24 +366,29 @@ fn col2im_add<T: ConvElement>(
     dx: &mut [T],
 ) {
     let n = end - start;
+    let stride = g.stride[1];
     for (row, src) in col[..g.rows() * n].chunks_exact(n).enumerate() {
-        for_each_patch_run(g, first_image, group, row, start, end, |run| {
+        for run in PatchRuns::new(g, first_image, group, row, start, end) {
             let Some(row_start) = run.input_row else {
-                return;
+                continue;
             };
             let values = &src[run.at + run.inside.start..run.at + run.inside.end];
-            let dst = &mut dx[row_start + run.first_input_column..row_start + g.in_w];
-            // Stride 1 as its own loop: a plain zip vectorises, a stepped one does not.
-            if g.stride[1] == 1 {
+            let Some(last) = values.len().checked_sub(1) else {
+                continue;
+            };
+            // Cut to the last element written, so the loops carry no bounds checks.
+            let from = row_start + run.first_input_column;
+            let dst = &mut dx[from..from + last * stride + 1];
+            if stride == 1 {
                 for (d, &v) in dst.iter_mut().zip(values) {
                     *d = *d + v;
                 }
             } else {
-                for (d, &v) in dst.iter_mut().step_by(g.stride[1]).zip(values) {
-                    *d = *d + v;
+                for (i, &v) in values.iter().enumerate() {
+                    dst[i * stride] = dst[i * stride] + v;
                 }
             }
-        });
+        }
     }
 }
 
