@@ -325,28 +325,9 @@ fn im2col<T: ConvElement>(
 /// `out[i] = src[i * stride]`.
 #[inline(always)]
 fn gather<T: ConvElement>(out: &mut [T], src: &[T], stride: usize) {
-    match stride {
-        1 => out.copy_from_slice(&src[..out.len()]),
-        // A constant stride lets the compiler vectorise the gather (as shuffles); `step_by` did not.
-        2 => gather_strided::<T, 2>(out, src),
-        _ => gather_strided_by(out, src, stride),
-    }
-}
-
-#[inline(always)]
-fn gather_strided<T: ConvElement, const STRIDE: usize>(out: &mut [T], src: &[T]) {
-    let Some((last, body)) = out.split_last_mut() else {
-        return;
-    };
-    for (value, group) in body.iter_mut().zip(src.chunks_exact(STRIDE)) {
-        *value = group[0];
-    }
-    *last = src[body.len() * STRIDE];
-}
-
-#[inline(always)]
-fn gather_strided_by<T: ConvElement>(out: &mut [T], src: &[T], stride: usize) {
-    if let Some(last) = out.len().checked_sub(1) {
+    if stride == 1 {
+        out.copy_from_slice(&src[..out.len()]);
+    } else if let Some(last) = out.len().checked_sub(1) {
         // Indexed reads from a slice cut to the last one read: no bounds checks in the loop.
         let src = &src[..last * stride + 1];
         for (i, value) in out.iter_mut().enumerate() {
