@@ -9,15 +9,16 @@
 #   1. `tailguard devices`;
 #   2. the GPU test suite on CUDA (every architecture forward/backward, BatchNorm modes, PGD/APGD, one step of every
 #      method, a checkpoint round trip, all against the CPU backend);
-#   3. `tailguard bench` against its PyTorch twin for resnet18 and wrn-34-10 at batch 128 (ratios of time and
-#      peak memory);
+#   3. `tailguard bench` against its PyTorch twin for resnet18 (and wrn-34-10 with ARCHS) at batch 128 (ratios of
+#      time and peak memory);
 #   4. one CIFAR-10-LT (rho 100) PGD-10 AT epoch of ResNet-18 with `tailguard train`, timed, against the twin's
 #      measured PGD-10 AT step times the same number of steps;
 #   5. AA-lite on 1,000 test images with `tailguard eval`, timed;
 #   6. data-parallel scaling: the same epoch with `train --devices cuda:0,...` on 1, 2, 4, ... of the machine's GPUs
 #      (skipped with one GPU), images/s and the speed-up over one GPU;
 #   with peak GPU memory sampled by nvidia-smi for every step, everything written into OUT (default
-#   gpu-check-results), summed up in OUT/summary.md. Meant to finish in under 8 minutes on an H100-class GPU.
+#   gpu-check-results), summed up in OUT/summary.md. On a bare machine most of the first minutes go to NVRTC
+#   compiling kernels (about 0.5 s each, docs/benchmarks.md): give each step room with STEP_LIMIT.
 #   Exits non-zero when a step failed (the others still run: a borrowed machine's minutes are not spent twice).
 # Back here: benches/gpu-check.sh record OUT [DOC]
 #   appends OUT/summary.md to DOC (default docs/benchmarks.md) under a dated heading naming the GPU.
@@ -26,10 +27,12 @@
 #   step already has; run against `wgpu:cpu` at tiny sizes: a linear model, batch 8, 20 images per class; record into
 #   a copy of docs/benchmarks.md), failing on any step that fails, so that a lent GPU's first minutes are not lost to
 #   a script error. About 11 minutes on 2 cores once built (lavapipe compiles every kernel).
-# Environment: PYTHON (with torch; default python3), DATA (a CIFAR-binary archive for steps 4 and 5; default: the
-# bundle's CIFAR-10-LT, else its embedded subset; the report names the one used). For bundle: FEATURES (default
+# Environment: PYTHON (with torch; default python3), DATA (for steps 4 and 5, a CIFAR-binary archive or a folder of
+# JPEGs in train/<class>/ and test/<class>/; default: the bundle's CIFAR-10-LT, else its embedded subset; the report
+# names the one used). For bundle: FEATURES (default
 # cuda) and PROFILE (release or dev; default release). For run: DEVICE (passed to every tailguard command as
-# --device; default the build's default device) and TINY=1 (the rehearsal's sizes).
+# --device; default the build's default device), ARCHS (the benched architectures; default resnet18), TINY=1 (the rehearsal's sizes) and STEP_LIMIT (seconds after which
+# a step is stopped and counted as failed; default none).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -77,6 +80,16 @@ bundle() {
     echo "bundle ready in $out: copy it to the GPU machine and run $out/gpu-check.sh run"
 }
 
+# Runs "$@", stopped after STEP_LIMIT seconds when that is set: on a borrowed machine one hung step must not take
+# the minutes the others need.
+limited() {
+    if [ -n "${STEP_LIMIT:-}" ]; then
+        timeout "$STEP_LIMIT" "$@"
+    else
+        "$@"
+    fi
+}
+
 # Runs "$@" while nvidia-smi samples the GPU memory in use; prints the peak in MiB ("-" without nvidia-smi) to
 # $peak_file.
 with_memory() {
@@ -99,17 +112,38 @@ with_memory() {
     return $status
 }
 
+# cubecl-cuda compiles kernels with NVRTC at run time, with CUDA's headers (CUDA_PATH, else /usr/local/cuda), and
+# cudarc loads libcuda and libnvrtc by name: point both at what the machine has when they are not set already.
+cuda_environment() {
+    if [ -z "${CUDA_PATH:-}" ] && command -v nvcc >/dev/null; then
+        CUDA_PATH=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+        export CUDA_PATH
+    fi
+    local dirs
+    # Not CUDA's compat/ folder: its forward-compatibility libcuda hides the installed driver ("no device found").
+    dirs=$( { find "${CUDA_PATH:-/usr/local/cuda}" -maxdepth 4 -name 'libnvrtc.so*' -not -path '*/compat/*' -printf '%h\n'
+              find /usr/local/nvidia -maxdepth 3 -name 'libcuda.so*' -printf '%h\n'; } 2>/dev/null | sort -u | paste -sd: -)
+    if [ -n "$dirs" ]; then
+        export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
+    echo "CUDA_PATH=${CUDA_PATH:-unset}; libraries from ${dirs:-the default loader paths}"
+}
+
 run() {
     local out=${1:-gpu-check-results}
     local python=${PYTHON:-python3}
     local tg="$here/tailguard"
     mkdir -p "$out"
     local start=$SECONDS failures=0
+    # The GPU's run (DEVICE unset: the CUDA build's default device) needs CUDA found; the rehearsal does not.
+    if [ -z "${DEVICE:-}" ]; then cuda_environment; fi
     # Every tailguard command gets DEVICE when it is set (the rehearsal's wgpu:cpu).
     local device=()
     if [ -n "${DEVICE:-}" ]; then device=(--device "$DEVICE"); fi
     # Sizes: the GPU's, or the rehearsal's (a linear model: lavapipe autotunes each convolution for minutes).
-    local archs=(resnet18 wrn-34-10) batch=128 iterations=3 apgd=20 matmul=2048 limit=1000 eval_batch=500
+    # WRN-34-10 only when asked (ARCHS="resnet18 wrn-34-10"): on a bare machine each architecture's kernels are
+    # compiled by NVRTC first (ResNet-18's first step: 152 kernels, 83 s on the H200 of 2026-12-04).
+    local archs=(${ARCHS:-resnet18}) batch=128 iterations=3 apgd=20 matmul=2048 limit=1000 eval_batch=500
     local train_sets=()
     if [ "${TINY:-0}" = 1 ]; then
         archs=(linear) batch=8 iterations=1 apgd=2 matmul=256 limit=20 eval_batch=10
@@ -132,7 +166,9 @@ run() {
     "$tg" devices | tee "$out/devices.txt" | tee -a "$out/summary.md" || fail "tailguard devices"
 
     echo "== GPU test suite (against the CPU backend)" | tee -a "$out/summary.md"
-    if "$here/gpu_backend" --test-threads 1 >"$out/gpu_backend.txt" 2>&1; then
+    # The suite runs the program too: the one beside it, not the path it was built with.
+    export TAILGUARD_BIN="$tg"
+    if limited "$here/gpu_backend" --test-threads 1 >"$out/gpu_backend.txt" 2>&1; then
         grep "test result" "$out/gpu_backend.txt" | tee -a "$out/summary.md"
     else
         fail "GPU test suite: see gpu_backend.txt"
@@ -142,7 +178,7 @@ run() {
         local failed=()
         mapfile -t failed < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out/gpu_backend.txt")
         if [ ${#failed[@]} -gt 0 ]; then
-            if "$here/gpu_backend" --test-threads 1 --exact "${failed[@]}" >"$out/gpu_backend-rerun.txt" 2>&1; then
+            if limited "$here/gpu_backend" --test-threads 1 --exact "${failed[@]}" >"$out/gpu_backend-rerun.txt" 2>&1; then
                 echo "rerun of the ${#failed[@]} failed test(s): passed (intermittent)" | tee -a "$out/summary.md"
             else
                 echo "rerun of the ${#failed[@]} failed test(s): failed again (see gpu_backend-rerun.txt)" \
@@ -156,7 +192,7 @@ run() {
     for arch in "${archs[@]}"; do
         # In a condition, so that a failed bench is counted instead of ending the script (set -e, pipefail).
         if ! TAILGUARD="$tg" TAILGUARD_ARGS="${device[*]}" PYTHON="$python" OUT="$out/bench-$arch" \
-            "$here/benches/pytorch/run.sh" --arch "$arch" --batch "$batch" --iterations "$iterations" --warmup 1 \
+            limited "$here/benches/pytorch/run.sh" --arch "$arch" --batch "$batch" --iterations "$iterations" --warmup 1 \
             --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations "$apgd" --matmul-size "$matmul" \
             2>"$out/bench-$arch.log" | tee -a "$out/summary.md"; then
             fail "bench $arch: see bench-$arch.log"
@@ -169,12 +205,17 @@ run() {
             if [ -e "$candidate" ]; then data=$candidate; break; fi
         done
     fi
+    # A folder is read as CIFAR-10 JPEGs in train/<class>/ and test/<class>/ (smaller to carry than the binary
+    # archive: an image folder of the rho-100 split's images is 21 MB against 38), an archive as CIFAR-binary.
+    local dataset=cifar10
+    if [ -d "$data" ]; then dataset=imagefolder; fi
     echo "== one PGD-10 AT epoch, ${archs[0]/linear/a linear model}, long-tailed CIFAR-10 from $(basename "$data")" \
         | tee -a "$out/summary.md"
     # One epoch, as step 4 and the scaling runs of step 6 train it.
-    local epoch=(train --config "$here/pgd-at-rho100.toml" --set "data.data_dir=$data" --set optim.epochs=1
+    local epoch=(train --config "$here/pgd-at-rho100.toml" --set "data.dataset=$dataset" --set "data.data_dir=$data"
+                 --set optim.epochs=1
                  --set data.validation_fraction=0 "${train_sets[@]}")
-    with_memory "$out/train-peak-mib.txt" "$tg" "${epoch[@]}" "${device[@]}" --out "$out/train-run" --force --json \
+    with_memory "$out/train-peak-mib.txt" limited "$tg" "${epoch[@]}" "${device[@]}" --out "$out/train-run" --force --json \
         >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
     if [ -s "$out/train.jsonl" ]; then
         "$python" - "$out" "$batch" "${archs[0]}" <<'PY' | tee -a "$out/summary.md" || fail "the epoch's figures"
@@ -194,8 +235,8 @@ PY
     echo "== AA-lite on $limit test images" | tee -a "$out/summary.md"
     if [ -d "$out/train-run/last" ]; then
         local started=$SECONDS
-        if with_memory "$out/eval-peak-mib.txt" "$tg" eval --checkpoint "$out/train-run/last" "${device[@]}" \
-            --dataset cifar10 --data-dir "$data" --attacks clean,aa-lite --limit "$limit" --batch-size "$eval_batch" \
+        if with_memory "$out/eval-peak-mib.txt" limited "$tg" eval --checkpoint "$out/train-run/last" "${device[@]}" \
+            --dataset "$dataset" --data-dir "$data" --attacks clean,aa-lite --limit "$limit" --batch-size "$eval_batch" \
             --report "$out/eval" --force >"$out/eval.log" 2>&1; then
             echo "tailguard AA-lite on $limit images: $((SECONDS - started)) s, peak $(cat "$out/eval-peak-mib.txt") MiB" \
                 | tee -a "$out/summary.md"

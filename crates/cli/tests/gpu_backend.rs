@@ -22,7 +22,14 @@ type Gpu = burn::backend::Wgpu;
 type Cpu = Flex;
 
 /// Relative tolerance of the comparisons: GPU kernels sum in other orders and may fuse operations.
+#[cfg(not(feature = "cuda"))]
 const TOLERANCE: f32 = 1e-3;
+/// On CUDA the products are coarser: cubek's matrix-product and convolution kernels stage f32 operands as TF32 on
+/// tensor-core GPUs (10-bit mantissa; cubek-matmul 0.2, `definition/blueprint.rs`), as PyTorch's cuDNN convolutions do
+/// by default. The first H200 run (2026-12-04, docs/benchmarks.md) found a convolution weight gradient 1.7 % of its
+/// largest value away from the CPU's under the tolerance above; a wrong kernel is off by the order of the value itself.
+#[cfg(feature = "cuda")]
+const TOLERANCE: f32 = 5e-2;
 
 /// A deterministic pseudo-random batch in [0, 1], (n, 3, 32, 32), and labels.
 fn batch(n: usize, classes: usize, salt: u32) -> (Vec<f32>, Vec<i64>) {
@@ -412,12 +419,9 @@ fn a_checkpoint_written_on_the_gpu_reads_back_on_the_cpu() {
 
 #[test]
 fn the_program_lists_its_gpu_devices_and_refuses_a_missing_one() {
-    let tailguard = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tailguard"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    // TAILGUARD_BIN: the program beside this binary when both were copied to a GPU machine (benches/gpu-check.sh).
+    let program = std::env::var_os("TAILGUARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_tailguard").into());
+    let tailguard = |args: &[&str]| std::process::Command::new(&program).args(args).output().unwrap();
     let output = tailguard(&["devices", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
