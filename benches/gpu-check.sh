@@ -134,6 +134,14 @@ run() {
     local python=${PYTHON:-python3}
     local tg="$here/tailguard"
     mkdir -p "$out"
+    out=$(cd "$out" && pwd)
+    # DATA relative to where run was called: the steps below run inside OUT.
+    if [ -n "${DATA:-}" ] && [ -e "$DATA" ]; then DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA"); fi
+    # Every process of a run compiles its kernels anew on a bare machine (NVRTC, about 0.5 s each on the H200 of
+    # 2026-12-04): cubecl-cuda keeps compiled kernels when its configuration names a cache, and cubecl reads
+    # cubecl.toml from the working folder, so the steps run inside OUT with one there. (wgpu ignores the setting.)
+    printf '[compilation]\ncache = { file = "%s" }\n' "$out/kernel-cache" >"$out/cubecl.toml"
+    cd "$out"
     local start=$SECONDS failures=0
     # The GPU's run (DEVICE unset: the CUDA build's default device) needs CUDA found; the rehearsal does not.
     if [ -z "${DEVICE:-}" ]; then cuda_environment; fi
