@@ -5,6 +5,11 @@
 #   builds `tailguard` and the GPU test suite with --features cuda (no CUDA toolkit needed to build), and copies
 #   them with the PyTorch twin into FOLDER (default target/gpu-check), with CIFAR-10-LT (rho 100, 1,000 test images)
 #   as a CIFAR-binary archive made from ../shared/datasets when it is there (else the embedded subset is used).
+# Here, for a transfer with a size limit:  benches/gpu-check.sh pack [FOLDER] [CARRY]
+#   packs FOLDER (default target/gpu-check) into CARRY (default target/gpu-carry): bundle.tar.xz (the programs with
+#   their symbols, the scripts, the config: about 19 MB) and, from ../shared/datasets, the rho-100 split's training
+#   images and 100 test images per class as JPEGs (cifar10-lt-rho100-jpeg.tar, about 21 MB against 38 for the
+#   CIFAR-binary archive). There: unpack both, then DATA=<the unpacked images> <bundle>/gpu-check.sh run OUT.
 # There (the GPU machine, PyTorch installed): FOLDER/gpu-check.sh run [OUT]
 #   1. `tailguard devices`;
 #   2. the GPU test suite on CUDA (every architecture forward/backward, BatchNorm modes, PGD/APGD, one step of every
@@ -78,6 +83,50 @@ bundle() {
     fi
     cp "$0" "$out/gpu-check.sh"
     echo "bundle ready in $out: copy it to the GPU machine and run $out/gpu-check.sh run"
+}
+
+pack() {
+    local root target bundle carry shared
+    root=$(cd "$here/.." && pwd)
+    target=${CARGO_TARGET_DIR:-$root/target}
+    bundle=${1:-$target/gpu-check}
+    carry=${2:-$target/gpu-carry}
+    shared="$root/../shared/datasets"
+    if [ ! -x "$bundle/tailguard" ] || [ ! -x "$bundle/gpu_backend" ]; then
+        echo "error: $bundle holds no bundle: run $0 bundle first" >&2
+        exit 1
+    fi
+    mkdir -p "$carry"
+    tar -cJf "$carry/bundle.tar.xz.part" -C "$bundle" --exclude='cifar10-lt-*.tar.gz' .
+    mv "$carry/bundle.tar.xz.part" "$carry/bundle.tar.xz"
+    if [ -f "$shared/cifar10-jpeg-train.tar" ]; then
+        local images subset classes class index count files
+        images=$(mktemp -d)
+        subset=$(mktemp -d)
+        tar -xf "$shared/cifar10-jpeg-train.tar" -C "$images"
+        tar -xf "$shared/cifar10-jpeg-test.tar" -C "$images"
+        # The rho-100 sizes, 5000 * 100^(-c/9) for class c in name order as tailguard sorts an image folder, and five
+        # more each: tailguard draws the split from what the folder holds, so it needs at least as many.
+        mapfile -t classes < <(ls "$images/train" | sort)
+        index=0
+        for class in "${classes[@]}"; do
+            count=$(awk -v c="$index" 'BEGIN { n = int(5000 * 100 ^ (-c / 9)) + 5; print (n > 5000 ? 5000 : n) }')
+            mkdir -p "$subset/train/$class" "$subset/test/$class"
+            # Arrays, not `ls | head`: head closing the pipe early fails the pipeline under pipefail.
+            mapfile -t files < <(cd "$images/train/$class" && ls | sort)
+            (cd "$images/train/$class" && cp -t "$subset/train/$class" "${files[@]:0:count}")
+            mapfile -t files < <(cd "$images/test/$class" && ls | sort)
+            (cd "$images/test/$class" && cp -t "$subset/test/$class" "${files[@]:0:100}")
+            index=$((index + 1))
+        done
+        tar -cf "$carry/cifar10-lt-rho100-jpeg.tar.part" -C "$subset" .
+        mv "$carry/cifar10-lt-rho100-jpeg.tar.part" "$carry/cifar10-lt-rho100-jpeg.tar"
+        rm -rf "$images" "$subset"
+    else
+        echo "note: $shared not found: no image folder packed (run then uses the embedded subset)" >&2
+    fi
+    du -ch "$carry"/* | tail -1
+    echo "packed into $carry"
 }
 
 # Runs "$@", stopped after STEP_LIMIT seconds when that is set: on a borrowed machine one hung step must not take
@@ -340,5 +389,6 @@ case "${1:-}" in
     run) shift; run "$@" ;;
     record) shift; record "$@" ;;
     rehearse) shift; rehearse "$@" ;;
-    *) echo "usage: $0 bundle [FOLDER] | run [OUT] | record OUT [DOC] | rehearse [OUT]" >&2; exit 2 ;;
+    pack) shift; pack "$@" ;;
+    *) echo "usage: $0 bundle [FOLDER] | pack [FOLDER] [CARRY] | run [OUT] | record OUT [DOC] | rehearse [OUT]" >&2; exit 2 ;;
 esac
