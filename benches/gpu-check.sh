@@ -34,10 +34,10 @@
 #   a script error. About 11 minutes on 2 cores once built (lavapipe compiles every kernel).
 # Environment: PYTHON (with torch; default python3), DATA (for steps 4 and 5, a CIFAR-binary archive or a folder of
 # JPEGs in train/<class>/ and test/<class>/; default: the bundle's CIFAR-10-LT, else its embedded subset; the report
-# names the one used). For bundle: FEATURES (default
-# cuda) and PROFILE (release or dev; default release). For run: DEVICE (passed to every tailguard command as
-# --device; default the build's default device), ARCHS (the benched architectures; default resnet18), TINY=1 (the rehearsal's sizes) and STEP_LIMIT (seconds after which
-# a step is stopped and counted as failed; default none).
+# names the one used). For bundle: FEATURES (default cuda) and PROFILE (release or dev; default release). For run:
+# DEVICE (passed to every tailguard command as --device; default the build's default device), ARCHS (the benched
+# architectures; default resnet18), TINY=1 (the rehearsal's sizes) and STEP_LIMIT (seconds after which a step is
+# stopped and counted as failed; default none).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -96,7 +96,13 @@ pack() {
         echo "error: $bundle holds no bundle: run $0 bundle first" >&2
         exit 1
     fi
+    # Only into a folder pack made (it names itself in .gpu-check-pack) or a new or empty one.
+    if [ -d "$carry" ] && [ -n "$(ls -A "$carry")" ] && [ ! -f "$carry/.gpu-check-pack" ]; then
+        echo "error: $carry holds files gpu-check.sh pack did not write: name another folder, or empty this one" >&2
+        exit 1
+    fi
     mkdir -p "$carry"
+    touch "$carry/.gpu-check-pack"
     tar -cJf "$carry/bundle.tar.xz.part" -C "$bundle" --exclude='cifar10-lt-*.tar.gz' .
     mv "$carry/bundle.tar.xz.part" "$carry/bundle.tar.xz"
     if [ -f "$shared/cifar10-jpeg-train.tar" ]; then
@@ -189,7 +195,12 @@ run() {
     # Every process of a run compiles its kernels anew on a bare machine (NVRTC, about 0.5 s each on the H200 of
     # 2026-12-04): cubecl-cuda keeps compiled kernels when its configuration names a cache, and cubecl reads
     # cubecl.toml from the working folder, so the steps run inside OUT with one there. (wgpu ignores the setting.)
-    printf '[compilation]\ncache = { file = "%s" }\n' "$out/kernel-cache" >"$out/cubecl.toml"
+    local marker="# written by tailguard's gpu-check.sh run"
+    if [ -f "$out/cubecl.toml" ] && [ "$(head -1 "$out/cubecl.toml")" != "$marker" ]; then
+        echo "error: $out/cubecl.toml was not written by gpu-check.sh: move it, or give run another OUT" >&2
+        exit 1
+    fi
+    printf '%s\n[compilation]\ncache = { file = "%s" }\n' "$marker" "$out/kernel-cache" >"$out/cubecl.toml"
     cd "$out"
     local start=$SECONDS failures=0
     # The GPU's run (DEVICE unset: the CUDA build's default device) needs CUDA found; the rehearsal does not.
@@ -270,8 +281,7 @@ run() {
         | tee -a "$out/summary.md"
     # One epoch, as step 4 and the scaling runs of step 6 train it.
     local epoch=(train --config "$here/pgd-at-rho100.toml" --set "data.dataset=$dataset" --set "data.data_dir=$data"
-                 --set optim.epochs=1
-                 --set data.validation_fraction=0 "${train_sets[@]}")
+                 --set optim.epochs=1 --set data.validation_fraction=0 "${train_sets[@]}")
     with_memory "$out/train-peak-mib.txt" limited "$tg" "${epoch[@]}" "${device[@]}" --out "$out/train-run" --force --json \
         >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
     if [ -s "$out/train.jsonl" ]; then
