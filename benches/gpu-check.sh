@@ -9,13 +9,14 @@
 #   packs FOLDER (default target/gpu-check) into CARRY (default target/gpu-carry): bundle.tar.xz (the programs with
 #   their symbols, the scripts, the config: about 19 MB) and, from ../shared/datasets, the rho-100 split's training
 #   images and 100 test images per class as JPEGs (cifar10-lt-rho100-jpeg.tar, about 21 MB against 38 for the
-#   CIFAR-binary archive). There: unpack both, then DATA=<the unpacked images> <bundle>/gpu-check.sh run OUT.
+#   CIFAR-binary archive), and KERNEL_CACHE (a kernel-cache.tgz an earlier run wrote) as kernel-cache.tgz. There:
+#   unpack both, then DATA=<the unpacked images> KERNEL_CACHE=<CARRY>/kernel-cache.tgz <bundle>/gpu-check.sh run OUT.
 # There (the GPU machine, PyTorch installed): FOLDER/gpu-check.sh run [OUT]
 #   1. `tailguard devices`;
-#   2. the GPU test suite on CUDA (every architecture forward/backward, BatchNorm modes, PGD/APGD, one step of every
+#   2. `tailguard bench` against its PyTorch twin for resnet18 (and wrn-34-10 with ARCHS) at batch 128 (ratios of
+#      time and peak memory); first, because it is the figure a lent GPU is for and it fills the kernel cache;
+#   3. the GPU test suite on CUDA (every architecture forward/backward, BatchNorm modes, PGD/APGD, one step of every
 #      method, a checkpoint round trip, all against the CPU backend);
-#   3. `tailguard bench` against its PyTorch twin for resnet18 (and wrn-34-10 with ARCHS) at batch 128 (ratios of
-#      time and peak memory);
 #   4. one CIFAR-10-LT (rho 100) PGD-10 AT epoch of ResNet-18 with `tailguard train`, timed, against the twin's
 #      measured PGD-10 AT step times the same number of steps;
 #   5. AA-lite on 1,000 test images with `tailguard eval`, timed;
@@ -23,7 +24,8 @@
 #      (skipped with one GPU), images/s and the speed-up over one GPU;
 #   with peak GPU memory sampled by nvidia-smi for every step, everything written into OUT (default
 #   gpu-check-results), summed up in OUT/summary.md. On a bare machine most of the first minutes go to NVRTC
-#   compiling kernels (about 0.5 s each, docs/benchmarks.md): give each step room with STEP_LIMIT.
+#   compiling kernels (about 0.5 s each, docs/benchmarks.md): give each step room with STEP_LIMIT, and carry the
+#   cache of compiled kernels an earlier run left (OUT/kernel-cache.tgz; KERNEL_CACHE names it).
 #   Exits non-zero when a step failed (the others still run: a borrowed machine's minutes are not spent twice).
 # Back here: benches/gpu-check.sh record OUT [DOC]
 #   appends OUT/summary.md to DOC (default docs/benchmarks.md) under a dated heading naming the GPU.
@@ -36,8 +38,9 @@
 # JPEGs in train/<class>/ and test/<class>/; default: the bundle's CIFAR-10-LT, else its embedded subset; the report
 # names the one used). For bundle: FEATURES (default cuda) and PROFILE (release or dev; default release). For run:
 # DEVICE (passed to every tailguard command as --device; default the build's default device), ARCHS (the benched
-# architectures; default resnet18), TINY=1 (the rehearsal's sizes) and STEP_LIMIT (seconds after which a step is
-# stopped and counted as failed; default none).
+# architectures; default resnet18), TINY=1 (the rehearsal's sizes), STEP_LIMIT (seconds after which a step is
+# stopped and counted as failed; default none) and STEPS (which of bench, suite, train, eval and scaling to run, in
+# that order; default all: a second call on a machine still warm runs what the first did not reach).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -131,6 +134,10 @@ pack() {
     else
         echo "note: $shared not found: no image folder packed (run then uses the embedded subset)" >&2
     fi
+    if [ -n "${KERNEL_CACHE:-}" ]; then
+        cp "$KERNEL_CACHE" "$carry/kernel-cache.tgz.part"
+        mv "$carry/kernel-cache.tgz.part" "$carry/kernel-cache.tgz"
+    fi
     du -ch "$carry"/* | tail -1
     echo "packed into $carry"
 }
@@ -177,7 +184,9 @@ cuda_environment() {
     local dirs
     # Not CUDA's compat/ folder: its forward-compatibility libcuda hides the installed driver ("no device found").
     dirs=$( { find "${CUDA_PATH:-/usr/local/cuda}" -maxdepth 4 -name 'libnvrtc.so*' -not -path '*/compat/*' -printf '%h\n'
-              find /usr/local/nvidia -maxdepth 3 -name 'libcuda.so*' -printf '%h\n'; } 2>/dev/null | sort -u | paste -sd: -)
+              find /usr/local/nvidia -maxdepth 3 -name 'libcuda.so*' -printf '%h\n'
+              # A folder that is not there is no error here (find's status would end the script under pipefail).
+              true; } 2>/dev/null | sort -u | paste -sd: -)
     if [ -n "$dirs" ]; then
         export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     fi
@@ -201,6 +210,16 @@ run() {
         exit 1
     fi
     printf '%s\n[compilation]\ncache = { file = "%s" }\n' "$marker" "$out/kernel-cache" >"$out/cubecl.toml"
+    # A cache an earlier run brought back (KERNEL_CACHE, its OUT/kernel-cache.tgz) spares this machine the
+    # compilations that run made: on the H200 of 2026-12-04 a bare run spent its first 400 s in NVRTC.
+    if [ -n "${KERNEL_CACHE:-}" ] && [ ! -d "$out/kernel-cache" ]; then
+        if tar -tzf "$KERNEL_CACHE" | grep -qv '^kernel-cache/'; then
+            echo "error: $KERNEL_CACHE holds more than a kernel-cache/ folder: give the kernel-cache.tgz a run wrote" >&2
+            exit 1
+        fi
+        tar -xzf "$KERNEL_CACHE" -C "$out"
+        echo "kernel cache from $KERNEL_CACHE: $(du -sh "$out/kernel-cache" | cut -f1)"
+    fi
     cd "$out"
     local start=$SECONDS failures=0
     # The GPU's run (DEVICE unset: the CUDA build's default device) needs CUDA found; the rehearsal does not.
@@ -221,6 +240,14 @@ run() {
         echo "FAILED: $*" | tee -a "$out/summary.md"
         failures=$((failures + 1))
     }
+    local steps=" ${STEPS:-bench suite train eval scaling} " step
+    for step in $steps; do
+        case "$step" in
+            bench | suite | train | eval | scaling) ;;
+            *) echo "error: STEPS names \"$step\": the steps are bench, suite, train, eval and scaling" >&2; exit 2 ;;
+        esac
+    done
+    wants() { [[ "$steps" == *" $1 "* ]]; }
     {
         echo "# tailguard GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
         if command -v nvidia-smi >/dev/null; then
@@ -228,44 +255,51 @@ run() {
         else
             echo "no nvidia-smi: ${DEVICE:-default device} (peak memory not sampled)"
         fi
-    } | tee "$out/summary.md"
+    } >"$out/summary.head"
+    # A whole run starts the summary anew; one with STEPS continues it (a second call into the same OUT).
+    if [ -n "${STEPS:-}" ]; then tee -a "$out/summary.md" <"$out/summary.head"; else tee "$out/summary.md" <"$out/summary.head"; fi
+    rm -f "$out/summary.head"
 
     echo "== devices" | tee -a "$out/summary.md"
     "$tg" devices | tee "$out/devices.txt" | tee -a "$out/summary.md" || fail "tailguard devices"
 
-    echo "== GPU test suite (against the CPU backend)" | tee -a "$out/summary.md"
-    # The suite runs the program too: the one beside it, not the path it was built with.
-    export TAILGUARD_BIN="$tg"
-    if limited "$here/gpu_backend" --test-threads 1 >"$out/gpu_backend.txt" 2>&1; then
-        grep "test result" "$out/gpu_backend.txt" | tee -a "$out/summary.md"
-    else
-        fail "GPU test suite: see gpu_backend.txt"
-        tail -20 "$out/gpu_backend.txt"
-        # The failed tests once more: on lavapipe a gradient mismatch came and went between processes with the
-        # same binary and autotune cache (docs/benchmarks.md). Still counted as a failure; the rerun says which kind.
-        local failed=()
-        mapfile -t failed < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out/gpu_backend.txt")
-        if [ ${#failed[@]} -gt 0 ]; then
-            if limited "$here/gpu_backend" --test-threads 1 --exact "${failed[@]}" >"$out/gpu_backend-rerun.txt" 2>&1; then
-                echo "rerun of the ${#failed[@]} failed test(s): passed (intermittent)" | tee -a "$out/summary.md"
-            else
-                echo "rerun of the ${#failed[@]} failed test(s): failed again (see gpu_backend-rerun.txt)" \
-                    | tee -a "$out/summary.md"
+    if wants bench; then
+        echo "== bench against PyTorch (batch $batch)" | tee -a "$out/summary.md"
+        local arch
+        for arch in "${archs[@]}"; do
+            # In a condition, so that a failed bench is counted instead of ending the script (set -e, pipefail).
+            if ! TAILGUARD="$tg" TAILGUARD_ARGS="${device[*]}" PYTHON="$python" OUT="$out/bench-$arch" \
+                limited "$here/benches/pytorch/run.sh" --arch "$arch" --batch "$batch" --iterations "$iterations" --warmup 1 \
+                --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations "$apgd" --matmul-size "$matmul" \
+                2>"$out/bench-$arch.log" | tee -a "$out/summary.md"; then
+                fail "bench $arch: see bench-$arch.log"
+            fi
+        done
+    fi
+
+    if wants suite; then
+        echo "== GPU test suite (against the CPU backend)" | tee -a "$out/summary.md"
+        # The suite runs the program too: the one beside it, not the path it was built with.
+        export TAILGUARD_BIN="$tg"
+        if limited "$here/gpu_backend" --test-threads 1 >"$out/gpu_backend.txt" 2>&1; then
+            grep "test result" "$out/gpu_backend.txt" | tee -a "$out/summary.md"
+        else
+            fail "GPU test suite: see gpu_backend.txt"
+            tail -20 "$out/gpu_backend.txt"
+            # The failed tests once more: on lavapipe a gradient mismatch came and went between processes with the
+            # same binary and autotune cache (docs/benchmarks.md). Still counted as a failure; the rerun says which kind.
+            local failed=()
+            mapfile -t failed < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out/gpu_backend.txt")
+            if [ ${#failed[@]} -gt 0 ]; then
+                if limited "$here/gpu_backend" --test-threads 1 --exact "${failed[@]}" >"$out/gpu_backend-rerun.txt" 2>&1; then
+                    echo "rerun of the ${#failed[@]} failed test(s): passed (intermittent)" | tee -a "$out/summary.md"
+                else
+                    echo "rerun of the ${#failed[@]} failed test(s): failed again (see gpu_backend-rerun.txt)" \
+                        | tee -a "$out/summary.md"
+                fi
             fi
         fi
     fi
-
-    echo "== bench against PyTorch (batch $batch)" | tee -a "$out/summary.md"
-    local arch
-    for arch in "${archs[@]}"; do
-        # In a condition, so that a failed bench is counted instead of ending the script (set -e, pipefail).
-        if ! TAILGUARD="$tg" TAILGUARD_ARGS="${device[*]}" PYTHON="$python" OUT="$out/bench-$arch" \
-            limited "$here/benches/pytorch/run.sh" --arch "$arch" --batch "$batch" --iterations "$iterations" --warmup 1 \
-            --workloads natural,pgd10-at,pgd20-eval,apgd-ce-eval --apgd-iterations "$apgd" --matmul-size "$matmul" \
-            2>"$out/bench-$arch.log" | tee -a "$out/summary.md"; then
-            fail "bench $arch: see bench-$arch.log"
-        fi
-    done
 
     local data=${DATA:-}
     if [ -z "$data" ]; then
@@ -277,15 +311,16 @@ run() {
     # archive: an image folder of the rho-100 split's images is 21 MB against 38), an archive as CIFAR-binary.
     local dataset=cifar10
     if [ -d "$data" ]; then dataset=imagefolder; fi
-    echo "== one PGD-10 AT epoch, ${archs[0]/linear/a linear model}, long-tailed CIFAR-10 from $(basename "$data")" \
-        | tee -a "$out/summary.md"
     # One epoch, as step 4 and the scaling runs of step 6 train it.
     local epoch=(train --config "$here/pgd-at-rho100.toml" --set "data.dataset=$dataset" --set "data.data_dir=$data"
                  --set optim.epochs=1 --set data.validation_fraction=0 "${train_sets[@]}")
-    with_memory "$out/train-peak-mib.txt" limited "$tg" "${epoch[@]}" "${device[@]}" --out "$out/train-run" --force --json \
-        >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
-    if [ -s "$out/train.jsonl" ]; then
-        "$python" - "$out" "$batch" "${archs[0]}" <<'PY' | tee -a "$out/summary.md" || fail "the epoch's figures"
+    if wants train; then
+        echo "== one PGD-10 AT epoch, ${archs[0]/linear/a linear model}, long-tailed CIFAR-10 from $(basename "$data")" \
+            | tee -a "$out/summary.md"
+        with_memory "$out/train-peak-mib.txt" limited "$tg" "${epoch[@]}" "${device[@]}" --out "$out/train-run" --force --json \
+            >"$out/train.jsonl" 2>"$out/train.log" || fail "training: see train.log"
+        if [ -s "$out/train.jsonl" ]; then
+            "$python" - "$out" "$batch" "${archs[0]}" <<'PY' | tee -a "$out/summary.md" || fail "the epoch's figures"
 import json, sys, math
 out, batch, arch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 epoch = json.loads(open(f"{out}/train.jsonl").read().splitlines()[-1])
@@ -297,45 +332,55 @@ peak = open(f"{out}/train-peak-mib.txt").read().strip() or "-"
 print(f"tailguard epoch {epoch['seconds']:.1f} s ({epoch['images_per_second']:.0f} img/s, peak {peak} MiB); "
       f"PyTorch twin {steps} steps x {step:.3f} s = {steps * step:.1f} s; ratio {epoch['seconds'] / (steps * step):.2f}")
 PY
-    fi
-
-    echo "== AA-lite on $limit test images" | tee -a "$out/summary.md"
-    if [ -d "$out/train-run/last" ]; then
-        local started=$SECONDS
-        if with_memory "$out/eval-peak-mib.txt" limited "$tg" eval --checkpoint "$out/train-run/last" "${device[@]}" \
-            --dataset "$dataset" --data-dir "$data" --attacks clean,aa-lite --limit "$limit" --batch-size "$eval_batch" \
-            --report "$out/eval" --force >"$out/eval.log" 2>&1; then
-            echo "tailguard AA-lite on $limit images: $((SECONDS - started)) s, peak $(cat "$out/eval-peak-mib.txt") MiB" \
-                | tee -a "$out/summary.md"
-        else
-            fail "eval: see eval.log"
         fi
-    else
-        fail "no checkpoint to evaluate (training failed)"
     fi
 
-    # The rehearsal has one device and still walks the loop once, so its figures' code runs before a GPU's does.
-    local gpus
-    if [ -n "${DEVICE:-}" ]; then gpus=1; else gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); fi
-    echo "== data-parallel scaling over ${gpus:-0} GPUs (one PGD-10 AT epoch each)" | tee -a "$out/summary.md"
-    if [ "${gpus:-0}" -ge 2 ] || [ -n "${DEVICE:-}" ]; then
-        local n=1 list base=""
-        while [ "$n" -le "$gpus" ]; do
-            if [ -n "${DEVICE:-}" ]; then list=$DEVICE; else list=$(seq -s, -f 'cuda:%g' 0 $((n - 1))); fi
-            "$tg" "${epoch[@]}" --out "$out/scaling-$n" --force --devices "$list" --json \
-                >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || fail "$n GPUs: see scaling-$n.log"
-            if [ -s "$out/scaling-$n.jsonl" ]; then
-                local rate
-                rate=$("$python" -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['images_per_second'])" "$out/scaling-$n.jsonl")
-                base=${base:-$rate}
-                echo "$n GPU(s): $rate img/s, speed-up $("$python" -c "print(f'{$rate / $base:.2f}')")" | tee -a "$out/summary.md"
+    if wants eval; then
+        echo "== AA-lite on $limit test images" | tee -a "$out/summary.md"
+        if [ -d "$out/train-run/last" ]; then
+            local started=$SECONDS
+            if with_memory "$out/eval-peak-mib.txt" limited "$tg" eval --checkpoint "$out/train-run/last" "${device[@]}" \
+                --dataset "$dataset" --data-dir "$data" --attacks clean,aa-lite --limit "$limit" --batch-size "$eval_batch" \
+                --report "$out/eval" --force >"$out/eval.log" 2>&1; then
+                echo "tailguard AA-lite on $limit images: $((SECONDS - started)) s, peak $(cat "$out/eval-peak-mib.txt") MiB" \
+                    | tee -a "$out/summary.md"
+            else
+                fail "eval: see eval.log"
             fi
-            n=$((n * 2))
-        done
-    else
-        echo "skipped: one GPU" | tee -a "$out/summary.md"
+        else
+            fail "no checkpoint to evaluate (training failed)"
+        fi
     fi
+
+    if wants scaling; then
+        # The rehearsal has one device and still walks the loop once, so its figures' code runs before a GPU's does.
+        local gpus
+        if [ -n "${DEVICE:-}" ]; then gpus=1; else gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); fi
+        echo "== data-parallel scaling over ${gpus:-0} GPUs (one PGD-10 AT epoch each)" | tee -a "$out/summary.md"
+        if [ "${gpus:-0}" -ge 2 ] || [ -n "${DEVICE:-}" ]; then
+            local n=1 list base=""
+            while [ "$n" -le "$gpus" ]; do
+                if [ -n "${DEVICE:-}" ]; then list=$DEVICE; else list=$(seq -s, -f 'cuda:%g' 0 $((n - 1))); fi
+                "$tg" "${epoch[@]}" --out "$out/scaling-$n" --force --devices "$list" --json \
+                    >"$out/scaling-$n.jsonl" 2>"$out/scaling-$n.log" || fail "$n GPUs: see scaling-$n.log"
+                if [ -s "$out/scaling-$n.jsonl" ]; then
+                    local rate
+                    rate=$("$python" -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['images_per_second'])" "$out/scaling-$n.jsonl")
+                    base=${base:-$rate}
+                    echo "$n GPU(s): $rate img/s, speed-up $("$python" -c "print(f'{$rate / $base:.2f}')")" | tee -a "$out/summary.md"
+                fi
+                n=$((n * 2))
+            done
+        else
+            echo "skipped: one GPU" | tee -a "$out/summary.md"
+        fi
+    fi
+
     echo "total $((SECONDS - start)) s, $failures failed step(s)" | tee -a "$out/summary.md"
+    # What the next lent GPU needs to skip this run's compilations (bring it back, give it as KERNEL_CACHE).
+    if [ -d "$out/kernel-cache" ]; then
+        tar -czf "$out/kernel-cache.tgz.part" -C "$out" kernel-cache && mv "$out/kernel-cache.tgz.part" "$out/kernel-cache.tgz"
+    fi
     [ "$failures" = 0 ]
 }
 
