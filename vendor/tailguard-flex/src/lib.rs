@@ -16,6 +16,7 @@ extern crate alloc;
 mod conv2d;
 mod conv2d_gemm;
 mod delegated;
+mod direct;
 mod winograd;
 
 use alloc::string::String;
