@@ -801,11 +801,11 @@ pub(crate) fn weight_backward_gemm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct convolution, its input gradient and weight gradient, by definition (f64).
-    fn reference(g: &Geometry, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    pub(crate) fn reference(g: &Geometry, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let mut y = vec![0.0; g.batch * g.channels_out * g.pixels()];
         let mut dx = vec![0.0; x.len()];
         let mut dw = vec![0.0; w.len()];
@@ -840,7 +840,7 @@ mod tests {
         (y, dx, dw)
     }
 
-    fn values(len: usize, seed: u64) -> Vec<f64> {
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f64> {
         let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {

@@ -57,12 +57,8 @@ pub(crate) fn forward_direct(
     }
     let [x, weight] = [x, weight].map(|tensor| tensor.to_contiguous());
     let bias = bias.map(|bias| bias.to_contiguous());
-    let y = forward(
-        &g,
-        x.storage(),
-        weight.storage(),
-        bias.as_ref().map(|b| b.storage::<f32>()),
-    );
+    let bias = bias.as_ref().map(|b| b.storage::<f32>());
+    let y = forward(&g, x.storage(), weight.storage(), bias, Kernel::detect());
     Some(tensor(y, [g.batch, g.channels_out, g.out_h, g.out_w], DType::F32))
 }
 
@@ -192,14 +188,13 @@ fn pack_weights(g: &Geometry, w: &[f32]) -> Vec<f32> {
 }
 
 /// `x [batch, channels_in, in_h, in_w]`, `w [channels_out, channels_in, kh, kw]`, `bias [channels_out]` ->
-/// `[batch, channels_out, out_h, out_w]`, in parallel over images.
-fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// `[batch, channels_out, out_h, out_w]`, in parallel over images, with `kernel`'s vectors.
+fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, kernel: Kernel) -> Vec<f32> {
     let out_image = g.channels_out * g.out_h * g.out_w;
     let mut y = vec![0.0f32; g.batch * out_image];
     if y.is_empty() {
         return y;
     }
-    let kernel = Kernel::detect();
     let p = Planes::new(g, kernel.block_w(g.out_w));
     let packed = pack_weights(g, w);
     let offsets = p.tap_offsets(g);
@@ -371,82 +366,43 @@ fn tile_portable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv2d_gemm::tests::{reference, values};
 
-    /// The definition, in f64.
-    fn reference(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
-        let mut y = vec![0.0f64; g.batch * g.channels_out * g.out_h * g.out_w];
-        for n in 0..g.batch {
-            for co in 0..g.channels_out {
-                for oy in 0..g.out_h {
-                    for ox in 0..g.out_w {
-                        let mut sum = bias.map_or(0.0, |b| b[co] as f64);
-                        for ci in 0..g.channels_in {
-                            for kh in 0..g.kernel_h {
-                                for kw in 0..g.kernel_w {
-                                    let iy = (oy * g.stride[0] + kh) as isize - g.padding[0] as isize;
-                                    let ix = (ox * g.stride[1] + kw) as isize - g.padding[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
-                                        continue;
-                                    }
-                                    let xv =
-                                        x[((n * g.channels_in + ci) * g.in_h + iy as usize) * g.in_w + ix as usize];
-                                    let wv = w[((co * g.channels_in + ci) * g.kernel_h + kh) * g.kernel_w + kw];
-                                    sum += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        y[((n * g.channels_out + co) * g.out_h + oy) * g.out_w + ox] = sum;
-                    }
-                }
-            }
-        }
-        y
+    fn narrow(values: Vec<f64>) -> Vec<f32> {
+        values.into_iter().map(|v| v as f32).collect()
     }
 
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
+    fn wide(values: &[f32]) -> Vec<f64> {
+        values.iter().map(|&v| v as f64).collect()
     }
 
     fn check(x_shape: [usize; 4], w_shape: [usize; 4], stride: usize, padding: [usize; 2], with_bias: bool) {
         let options = ConvOptions::new([stride, stride], padding, [1, 1], 1);
         let g = Geometry::new(&x_shape, &w_shape, &options);
         assert!(applies(&g));
-        let x = values(x_shape.iter().product(), 1);
-        let w = values(w_shape.iter().product(), 2);
-        let bias = with_bias.then(|| values(w_shape[0], 3));
-        let got = forward(&g, &x, &w, bias.as_deref());
-        // The portable kernel too, whatever this CPU picks.
-        let p = Planes::new(&g, 8);
-        let (offsets, packed) = (p.tap_offsets(&g), pack_weights(&g, &w));
-        let in_image = g.channels_in * g.in_h * g.in_w;
-        let out_image = g.channels_out * g.out_h * g.out_w;
-        let mut portable = vec![0.0f32; got.len()];
-        let mut planes = vec![0.0f32; g.channels_in * p.channel_len()];
-        for (image, y) in portable.chunks_mut(out_image).enumerate() {
-            fill_planes(&g, &p, &x[image * in_image..][..in_image], &mut planes);
-            convolve_image(&g, &p, Kernel::Portable, &planes, &offsets, &packed, bias.as_deref(), y);
+        let x = narrow(values(x_shape.iter().product(), 1));
+        let w = narrow(values(w_shape.iter().product(), 2));
+        let bias = with_bias.then(|| narrow(values(w_shape[0], 3)));
+        // The definition in f64 on the same f32 values, plus the bias.
+        let pixels = g.out_h * g.out_w;
+        let no_gradient = vec![0.0; g.batch * g.channels_out * pixels];
+        let (mut want, _, _) = reference(&g, &wide(&x), &wide(&w), &no_gradient);
+        if let Some(bias) = &bias {
+            for (i, y) in want.iter_mut().enumerate() {
+                *y += bias[(i / pixels) % g.channels_out] as f64;
+            }
         }
-        assert_eq!(got.len(), portable.len());
-        let got: Vec<f32> = got.iter().chain(&portable).copied().collect();
-        let want: Vec<f64> = reference(&g, &x, &w, bias.as_deref())
-            .into_iter()
-            .cycle()
-            .take(got.len())
-            .collect();
-        assert_eq!(got.len(), want.len());
-        for (i, (&got, &want)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                "{x_shape:?} {w_shape:?} stride {stride} padding {padding:?}: element {i} is {got}, the definition {want}"
-            );
+        // The kernel this CPU picks, and the portable one whatever it picks.
+        for kernel in [Kernel::detect(), Kernel::Portable] {
+            let got = forward(&g, &x, &w, bias.as_deref(), kernel);
+            assert_eq!(got.len(), want.len());
+            for (i, (&got, &want)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{kernel:?} {x_shape:?} {w_shape:?} stride {stride} padding {padding:?}: element {i} is {got}, \
+                     the definition {want}"
+                );
+            }
         }
     }
 
