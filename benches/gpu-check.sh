@@ -135,6 +135,10 @@ pack() {
         echo "note: $shared not found: no image folder packed (run then uses the embedded subset)" >&2
     fi
     if [ -n "${KERNEL_CACHE:-}" ]; then
+        if [ ! -f "$KERNEL_CACHE" ]; then
+            echo "error: KERNEL_CACHE names $KERNEL_CACHE, which is not a file" >&2
+            exit 1
+        fi
         cp "$KERNEL_CACHE" "$carry/kernel-cache.tgz.part"
         mv "$carry/kernel-cache.tgz.part" "$carry/kernel-cache.tgz"
     fi
@@ -212,6 +216,10 @@ run() {
     printf '%s\n[compilation]\ncache = { file = "%s" }\n' "$marker" "$out/kernel-cache" >"$out/cubecl.toml"
     # A cache an earlier run brought back (KERNEL_CACHE, its OUT/kernel-cache.tgz) spares this machine the
     # compilations that run made: on the H200 of 2026-12-04 a bare run spent its first 400 s in NVRTC.
+    if [ -n "${KERNEL_CACHE:-}" ] && [ ! -f "$KERNEL_CACHE" ]; then
+        echo "error: KERNEL_CACHE names $KERNEL_CACHE, which is not a file" >&2
+        exit 1
+    fi
     if [ -n "${KERNEL_CACHE:-}" ] && [ ! -d "$out/kernel-cache" ]; then
         if tar -tzf "$KERNEL_CACHE" | grep -qv '^kernel-cache/'; then
             echo "error: $KERNEL_CACHE holds more than a kernel-cache/ folder: give the kernel-cache.tgz a run wrote" >&2
