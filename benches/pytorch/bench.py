@@ -93,9 +93,41 @@ class Linear(nn.Module):
         return self.head(x.flatten(1))
 
 
+class SmallCnn(nn.Module):
+    """tailguard's small-cnn-W: conv(W)-conv(2W, /2)-conv(4W, /2), each with BatchNorm and ReLU, global average
+    pooling, a linear head (the model of the AutoAttack reference comparison and the CPU study)."""
+
+    def __init__(self, width, classes):
+        super().__init__()
+        shapes = small_cnn_layers(width)
+        self.convs = nn.ModuleList([nn.Conv2d(i, o, 3, s, 1, bias=False) for i, o, s in shapes])
+        self.norms = nn.ModuleList([nn.BatchNorm2d(o) for _, o, _ in shapes])
+        self.head = nn.Linear(4 * width, classes)
+
+    def forward(self, x):
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def small_cnn_layers(width):
+    return [(3, width, 1), (width, 2 * width, 2), (2 * width, 4 * width, 2)]
+
+
+def small_cnn_width(arch):
+    """16 for `small-cnn`, W for `small-cnn-W`, None for other architectures."""
+    if arch == "small-cnn":
+        return 16
+    if arch.startswith("small-cnn-"):
+        return int(arch[len("small-cnn-"):])
+    return None
+
+
 def build(arch, classes):
     if arch == "linear":
         return Linear(classes)
+    if small_cnn_width(arch) is not None:
+        return SmallCnn(small_cnn_width(arch), classes)
     if arch in ("resnet18", "preact-resnet18"):
         return ResNet(stage_plan(64, [64, 128, 256, 512], [2, 2, 2, 2]), 64, classes, arch.startswith("preact"))
     if arch.startswith("wrn-"):
@@ -109,6 +141,13 @@ def forward_multiply_adds(arch, classes):
     """Convolutions and linear layers, as tailguard's flops.rs."""
     if arch == "linear":
         return 3 * 32 * 32 * classes
+    width = small_cnn_width(arch)
+    if width is not None:
+        total, pixels = 0, 32 * 32
+        for c_in, c_out, stride in small_cnn_layers(width):
+            pixels //= stride * stride
+            total += c_in * c_out * 9 * pixels
+        return total + 4 * width * classes
     if arch.startswith("wrn-"):
         depth, widen = (int(v) for v in arch[4:].split("-"))
         stem, plan = 16, stage_plan(16, [16 * widen, 32 * widen, 64 * widen], [(depth - 4) // 6] * 3)

@@ -19,7 +19,9 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::ops::Add;
+use std::thread::LocalKey;
 
 use burn_backend::ops::ConvOptions;
 use burn_backend::ops::conv::calculate_conv_output_size;
@@ -40,21 +42,41 @@ pub(crate) trait ConvElement:
 {
     const ZERO: Self;
     const ONE: Self;
+
+    /// This thread's work buffers for this element type (see [`with_buffers`]).
+    fn buffers() -> &'static LocalKey<Cell<Buffers<Self>>>;
 }
 
-impl ConvElement for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
+macro_rules! conv_element {
+    ($t:ty, $zero:expr, $one:expr) => {
+        impl ConvElement for $t {
+            const ZERO: Self = $zero;
+            const ONE: Self = $one;
+
+            fn buffers() -> &'static LocalKey<Cell<Buffers<Self>>> {
+                std::thread_local!(static BUFFERS: Cell<Buffers<$t>> = const { Cell::new((Vec::new(), Vec::new(), Vec::new())) });
+                &BUFFERS
+            }
+        }
+    };
 }
 
-impl ConvElement for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-}
+conv_element!(f32, 0.0, 1.0);
+conv_element!(f64, 0.0, 1.0);
+conv_element!(f16, f16::ZERO, f16::ONE);
 
-impl ConvElement for f16 {
-    const ZERO: Self = f16::ZERO;
-    const ONE: Self = f16::ONE;
+/// Three work buffers (column tiles, product tiles, a transform's rows), grown with [`grow`].
+pub(crate) type Buffers<T> = (Vec<T>, Vec<T>, Vec<T>);
+
+/// Runs `f` with this thread's work buffers, kept between convolutions. Fresh buffers per call (per rayon job)
+/// were allocated and zero-filled every time, past 128 KiB through mmap and a page fault per 4 KiB: a tenth of
+/// AutoAttack's time on the small CNN. A nested call on the same thread (rayon runs another unit while a product
+/// waits) finds empty buffers and allocates its own.
+pub(crate) fn with_buffers<T: ConvElement, R>(f: impl FnOnce(&mut Buffers<T>) -> R) -> R {
+    let mut buffers = T::buffers().take();
+    let result = f(&mut buffers);
+    T::buffers().set(buffers);
+    result
 }
 
 /// Shapes and options of one 2D convolution.
@@ -486,26 +508,22 @@ pub(crate) fn threads() -> usize {
     }
 }
 
-/// Runs `f(unit index, unit's chunk, scratch buffers)` on `data.chunks_mut(chunk)`, in parallel with rayon.
+/// Runs `f(unit index, unit's chunk, this thread's work buffers)` on `data.chunks_mut(chunk)`, in parallel with rayon.
 pub(crate) fn for_each_unit<T: ConvElement>(
     data: &mut [T],
     chunk: usize,
-    f: impl Fn(usize, &mut [T], &mut (Vec<T>, Vec<T>)) + Sync + Send,
+    f: impl Fn(usize, &mut [T], &mut Buffers<T>) + Sync + Send,
 ) {
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        data.par_chunks_mut(chunk).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |scratch, (unit, part)| f(unit, part, scratch),
-        );
+        data.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(unit, part)| with_buffers(|buffers| f(unit, part, buffers)));
     }
     #[cfg(not(feature = "rayon"))]
-    {
-        let mut scratch = (Vec::new(), Vec::new());
-        for (unit, part) in data.chunks_mut(chunk).enumerate() {
-            f(unit, part, &mut scratch);
-        }
+    for (unit, part) in data.chunks_mut(chunk).enumerate() {
+        with_buffers(|buffers| f(unit, part, buffers));
     }
 }
 
@@ -528,33 +546,37 @@ pub(crate) fn forward<T: ConvElement>(g: &Geometry, x: &[T], w: &[T], bias: Opti
     let tile = g.tile_columns::<T>();
     let parallel_product = g.batch.div_ceil(images) < threads;
     let (rows, out_per_group, pixels) = (g.rows(), g.out_per_group(), g.pixels());
-    for_each_unit(&mut y, images * g.channels_out * pixels, |unit, y_unit, (col, out)| {
-        let first_image = unit * images;
-        let x_unit = &x[first_image * g.image_len()..];
-        let unit_start = first_image * pixels;
-        let unit_end = unit_start + y_unit.len() / g.channels_out;
-        for start in (unit_start..unit_end).step_by(tile) {
-            let end = (start + tile).min(unit_end);
-            let n = end - start;
-            for group in 0..g.groups {
-                let col = grow(col, rows * n);
-                im2col(g, x_unit, first_image, group, start, end, col);
-                let out = grow(out, out_per_group * n);
-                let w_group = &w[group * out_per_group * rows..(group + 1) * out_per_group * rows];
-                product(
-                    (out_per_group, n, rows),
-                    out,
-                    false,
-                    w_group,
-                    (rows, 1),
-                    col,
-                    (n, 1),
-                    parallel_product,
-                );
-                scatter_output(g, out, bias, first_image, group, start, end, y_unit);
+    for_each_unit(
+        &mut y,
+        images * g.channels_out * pixels,
+        |unit, y_unit, (col, out, _)| {
+            let first_image = unit * images;
+            let x_unit = &x[first_image * g.image_len()..];
+            let unit_start = first_image * pixels;
+            let unit_end = unit_start + y_unit.len() / g.channels_out;
+            for start in (unit_start..unit_end).step_by(tile) {
+                let end = (start + tile).min(unit_end);
+                let n = end - start;
+                for group in 0..g.groups {
+                    let col = grow(col, rows * n);
+                    im2col(g, x_unit, first_image, group, start, end, col);
+                    let out = grow(out, out_per_group * n);
+                    let w_group = &w[group * out_per_group * rows..(group + 1) * out_per_group * rows];
+                    product(
+                        (out_per_group, n, rows),
+                        out,
+                        false,
+                        w_group,
+                        (rows, 1),
+                        col,
+                        (n, 1),
+                        parallel_product,
+                    );
+                    scatter_output(g, out, bias, first_image, group, start, end, y_unit);
+                }
             }
-        }
-    });
+        },
+    );
     y
 }
 
@@ -569,7 +591,7 @@ pub(crate) fn input_gradient<T: ConvElement>(g: &Geometry, w: &[T], dy: &[T]) ->
     let tile = g.tile_columns::<T>();
     let parallel_product = g.batch.div_ceil(images) < threads;
     let (rows, out_per_group, pixels) = (g.rows(), g.out_per_group(), g.pixels());
-    for_each_unit(&mut dx, images * g.image_len(), |unit, dx_unit, (col, dy_tile)| {
+    for_each_unit(&mut dx, images * g.image_len(), |unit, dx_unit, (col, dy_tile, _)| {
         let first_image = unit * images;
         let unit_start = first_image * pixels;
         let unit_end = unit_start + dx_unit.len() / g.image_len() * pixels;
@@ -611,29 +633,30 @@ pub(crate) fn weight_gradient<T: ConvElement>(g: &Geometry, x: &[T], dy: &[T]) -
     let partial = |part: usize| -> Vec<T> {
         let mut dw = vec![T::ZERO; weight_len];
         let (part_start, part_end) = ((part * per_part).min(columns), ((part + 1) * per_part).min(columns));
-        let (mut col, mut dy_tile) = (Vec::new(), Vec::new());
-        for (index, start) in (part_start..part_end).step_by(tile).enumerate() {
-            let end = (start + tile).min(part_end);
-            let n = end - start;
-            for group in 0..g.groups {
-                let col = grow(&mut col, rows * n);
-                im2col(g, x, 0, group, start, end, col);
-                let dy_tile = grow(&mut dy_tile, out_per_group * n);
-                gather_output(g, dy, group, start, end, dy_tile);
-                // dw_group[out_per_group, rows] += dy_tile[out_per_group, n] @ col^T [n, rows]
-                let dw_group = &mut dw[group * out_per_group * rows..(group + 1) * out_per_group * rows];
-                product(
-                    (out_per_group, rows, n),
-                    dw_group,
-                    index > 0,
-                    dy_tile,
-                    (n, 1),
-                    col,
-                    (1, n),
-                    parts < threads(),
-                );
+        with_buffers(|(col, dy_tile, _)| {
+            for (index, start) in (part_start..part_end).step_by(tile).enumerate() {
+                let end = (start + tile).min(part_end);
+                let n = end - start;
+                for group in 0..g.groups {
+                    let col = grow(col, rows * n);
+                    im2col(g, x, 0, group, start, end, col);
+                    let dy_tile = grow(dy_tile, out_per_group * n);
+                    gather_output(g, dy, group, start, end, dy_tile);
+                    // dw_group[out_per_group, rows] += dy_tile[out_per_group, n] @ col^T [n, rows]
+                    let dw_group = &mut dw[group * out_per_group * rows..(group + 1) * out_per_group * rows];
+                    product(
+                        (out_per_group, rows, n),
+                        dw_group,
+                        index > 0,
+                        dy_tile,
+                        (n, 1),
+                        col,
+                        (1, n),
+                        parts < threads(),
+                    );
+                }
             }
-        }
+        });
         dw
     };
     sum_in_order(parts, weight_len, partial)

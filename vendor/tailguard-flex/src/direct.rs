@@ -199,7 +199,7 @@ fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, kernel: Ker
     let packed = pack_weights(g, w);
     let offsets = p.tap_offsets(g);
     let in_image = g.channels_in * g.in_h * g.in_w;
-    for_each_unit(&mut y, out_image, |image, y_image, (planes, _)| {
+    for_each_unit(&mut y, out_image, |image, y_image, (planes, _, _)| {
         let planes = grow(planes, g.channels_in * p.channel_len());
         fill_planes(g, &p, &x[image * in_image..][..in_image], planes);
         convolve_image(g, &p, kernel, planes, &offsets, &packed, bias, y_image);

@@ -28,7 +28,9 @@ use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
 use burn_flex::FlexTensor;
 
-use crate::conv2d_gemm::{ConvElement, Geometry, for_each_unit, grow, product, shape4, sum_in_order, tensor, threads};
+use crate::conv2d_gemm::{
+    ConvElement, Geometry, for_each_unit, grow, product, shape4, sum_in_order, tensor, threads, with_buffers,
+};
 
 /// Fewest and most 2x2 tiles per chunk of the 16 products.
 const MIN_CHUNK_TILES: usize = 64;
@@ -536,43 +538,46 @@ fn convolve<T: WinogradElement>(p: &Plan, x: &[T], u: &[T], bias: Option<&[T]>) 
     let (c_in, c_out, tiles_w) = (p.channels_in, p.channels_out, p.tiles_w());
     // Chunks of whole tile rows.
     let chunk_rows = (chunk / tiles_w).max(1);
-    for_each_unit(&mut y, images * p.output_image_len(), |unit, y_unit, (v, m)| {
-        let mut scratch = Vec::new();
-        let first_image = unit * images;
-        let x_unit = &x[first_image * p.image_len()..];
-        let unit_start = first_image * p.tiles_h();
-        let unit_end = unit_start + y_unit.len() / p.output_image_len() * p.tiles_h();
-        for first_row in (unit_start..unit_end).step_by(chunk_rows) {
-            let rows = (first_row + chunk_rows).min(unit_end) - first_row;
-            let n = rows * tiles_w;
-            let v = grow(v, 16 * c_in * n);
-            let tiles = TileRows {
-                first_image,
-                first_row,
-                rows,
-            };
-            transform(p, Transform::Input { x: x_unit, v: &mut *v }, tiles, &mut scratch);
-            let m = grow(m, 16 * c_out * n);
-            for xi in 0..16 {
-                product(
-                    (c_out, n, c_in),
-                    &mut m[xi * c_out * n..(xi + 1) * c_out * n],
-                    false,
-                    &u[xi * c_out * c_in..(xi + 1) * c_out * c_in],
-                    (c_in, 1),
-                    &v[xi * c_in * n..(xi + 1) * c_in * n],
-                    (n, 1),
-                    parallel_product,
-                );
+    for_each_unit(
+        &mut y,
+        images * p.output_image_len(),
+        |unit, y_unit, (v, m, scratch)| {
+            let first_image = unit * images;
+            let x_unit = &x[first_image * p.image_len()..];
+            let unit_start = first_image * p.tiles_h();
+            let unit_end = unit_start + y_unit.len() / p.output_image_len() * p.tiles_h();
+            for first_row in (unit_start..unit_end).step_by(chunk_rows) {
+                let rows = (first_row + chunk_rows).min(unit_end) - first_row;
+                let n = rows * tiles_w;
+                let v = grow(v, 16 * c_in * n);
+                let tiles = TileRows {
+                    first_image,
+                    first_row,
+                    rows,
+                };
+                transform(p, Transform::Input { x: x_unit, v: &mut *v }, tiles, scratch);
+                let m = grow(m, 16 * c_out * n);
+                for xi in 0..16 {
+                    product(
+                        (c_out, n, c_in),
+                        &mut m[xi * c_out * n..(xi + 1) * c_out * n],
+                        false,
+                        &u[xi * c_out * c_in..(xi + 1) * c_out * c_in],
+                        (c_in, 1),
+                        &v[xi * c_in * n..(xi + 1) * c_in * n],
+                        (n, 1),
+                        parallel_product,
+                    );
+                }
+                let output = Transform::Output {
+                    m: &*m,
+                    bias,
+                    y: &mut *y_unit,
+                };
+                transform(p, output, tiles, scratch);
             }
-            let output = Transform::Output {
-                m: &*m,
-                bias,
-                y: &mut *y_unit,
-            };
-            transform(p, output, tiles, &mut scratch);
-        }
-    });
+        },
+    );
     y
 }
 
@@ -625,33 +630,34 @@ pub(crate) fn weight_gradient<T: WinogradElement>(g: &Geometry, x: &[T], dy: &[T
     let m = sum_in_order(parts, 16 * plane, |part| {
         let mut m = vec![T::ZERO; 16 * plane];
         let (start, end) = ((part * per_part).min(tile_rows), ((part + 1) * per_part).min(tile_rows));
-        let (mut v, mut e, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
-        for (index, first_row) in (start..end).step_by(chunk_rows).enumerate() {
-            let rows = (first_row + chunk_rows).min(end) - first_row;
-            let n = rows * tiles_w;
-            let tiles = TileRows {
-                first_image: 0,
-                first_row,
-                rows,
-            };
-            let v = grow(&mut v, 16 * c_in * n);
-            transform(&p, Transform::Input { x, v: &mut *v }, tiles, &mut scratch);
-            let e = grow(&mut e, 16 * c_out * n);
-            transform(&p, Transform::OutputGradient { dy, e: &mut *e }, tiles, &mut scratch);
-            for xi in 0..16 {
-                // M[ξ][c_out, c_in] += E[ξ][c_out, n] @ V[ξ][c_in, n]^T
-                product(
-                    (c_out, c_in, n),
-                    &mut m[xi * plane..(xi + 1) * plane],
-                    index > 0,
-                    &e[xi * c_out * n..(xi + 1) * c_out * n],
-                    (n, 1),
-                    &v[xi * c_in * n..(xi + 1) * c_in * n],
-                    (1, n),
-                    parallel_product,
-                );
+        with_buffers(|(v, e, scratch)| {
+            for (index, first_row) in (start..end).step_by(chunk_rows).enumerate() {
+                let rows = (first_row + chunk_rows).min(end) - first_row;
+                let n = rows * tiles_w;
+                let tiles = TileRows {
+                    first_image: 0,
+                    first_row,
+                    rows,
+                };
+                let v = grow(v, 16 * c_in * n);
+                transform(&p, Transform::Input { x, v: &mut *v }, tiles, scratch);
+                let e = grow(e, 16 * c_out * n);
+                transform(&p, Transform::OutputGradient { dy, e: &mut *e }, tiles, scratch);
+                for xi in 0..16 {
+                    // M[ξ][c_out, c_in] += E[ξ][c_out, n] @ V[ξ][c_in, n]^T
+                    product(
+                        (c_out, c_in, n),
+                        &mut m[xi * plane..(xi + 1) * plane],
+                        index > 0,
+                        &e[xi * c_out * n..(xi + 1) * c_out * n],
+                        (n, 1),
+                        &v[xi * c_in * n..(xi + 1) * c_in * n],
+                        (1, n),
+                        parallel_product,
+                    );
+                }
             }
-        }
+        });
         m
     });
     // G^T M G for each channel pair, with G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]].
