@@ -233,6 +233,29 @@ impl AttackPreset {
         self.run_in(model, images, labels, eps, Norm::Linf)
     }
 
+    /// Whether only points the model classifies correctly on clean images can stay robust: AutoAttack's versions
+    /// and its attacks alone start from the clean-correct points (robust = correct and not broken), while the
+    /// PGD-type presets count the final iterate whatever the clean prediction was.
+    pub fn attacks_correct_points_only(&self) -> bool {
+        matches!(
+            self,
+            AttackPreset::AaLite
+                | AttackPreset::AaRand
+                | AttackPreset::Aa
+                | AttackPreset::AaPlus
+                | AttackPreset::ApgdCe
+                | AttackPreset::ApgdT
+                | AttackPreset::ApgdDlr
+                | AttackPreset::ApgdCePlus
+                | AttackPreset::ApgdDlrPlus
+                | AttackPreset::Fab
+                | AttackPreset::ApgdCeEot
+                | AttackPreset::ApgdDlrEot
+                | AttackPreset::FabT
+                | AttackPreset::Square
+        )
+    }
+
     /// As [`AttackPreset::run`] in the ball of `norm`.
     ///
     /// # Panics

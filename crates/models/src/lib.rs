@@ -27,6 +27,9 @@
 /// AVX-512 products (the `tailguard-flex` crate). Name this type, not `burn::backend::Flex`, to train and attack at
 /// the program's speed and with its exact arithmetic.
 pub use tailguard_flex::Flex;
+/// Tunes glibc's malloc for a backend that allocates every operation's output anew; call it first in `main` on the
+/// CPU, as `tailguard` does (see the function's docs).
+pub use tailguard_flex::keep_freed_memory;
 
 pub mod architecture;
 pub mod batch_norm;

@@ -1,4 +1,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As `tailguard` does on the CPU: freed tensors' memory serves the next operation.
+    tailguard_models::keep_freed_memory();
     let dir = std::env::args()
         .nth(1)
         .map(std::path::PathBuf::from)

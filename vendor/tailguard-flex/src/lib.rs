@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+mod allocator;
 mod conv2d;
 mod conv2d_gemm;
 mod delegated;
@@ -21,6 +22,7 @@ mod winograd;
 
 use alloc::string::String;
 
+pub use allocator::keep_freed_memory;
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet};
 pub use burn_flex::{FlexDevice, FlexQTensor, FlexTensor, Layout};
 pub use conv2d::paths as conv2d_paths;
