@@ -64,7 +64,7 @@ impl<B: Backend> SmallCnn<B> {
     /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
     pub fn features(&self, mut x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
-            x = self.relu.forward(norm.forward(conv.forward(x), mode));
+            x = self.relu.forward(norm.after_conv(conv, x, mode));
         }
         global_average_pool(x)
     }

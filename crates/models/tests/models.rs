@@ -123,6 +123,67 @@ fn batch_norm_training_matches_pytorch_arithmetic() {
 }
 
 #[test]
+fn batch_norm_folded_into_its_convolution_is_the_same_function_with_the_same_gradients() {
+    use burn::module::Param;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use tailguard_models::ModalBatchNormConfig;
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 7);
+    for (bias, stride) in [(false, 1), (true, 2)] {
+        let conv = Conv2dConfig::new([3, 5], [3, 3])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(bias)
+            .init::<B>(&device);
+        let mut bn = ModalBatchNormConfig::new(5).init::<B>(&device);
+        // Statistics and affine parameters far from the identity, so a wrong fold cannot pass.
+        bn.running_mean = burn::module::RunningState::new(Tensor::from_data([0.3f32, -0.2, 0.5, 0.0, 1.0], &device));
+        bn.running_var = burn::module::RunningState::new(Tensor::from_data([0.5f32, 2.0, 0.1, 1.5, 3.0], &device));
+        bn.gamma = Param::from_tensor(Tensor::from_data([1.5f32, -0.7, 0.2, 2.0, 1.0], &device));
+        bn.beta = Param::from_tensor(Tensor::from_data([0.1f32, 0.4, -0.3, 0.0, 2.0], &device));
+        let x = Tensor::<B, 4>::random([2, 3, 9, 9], Distribution::Uniform(0.0, 1.0), &device);
+        let weights = Tensor::<B, 4>::random(
+            [2, 5, 9 / stride + 9 % stride, 9 / stride + 9 % stride],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let run = |folded: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if folded {
+                bn.after_conv(&conv, x.clone(), Mode::Inference)
+            } else {
+                bn.forward(conv.forward(x.clone()), Mode::Inference)
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let values = |t: Tensor<Inner, 4>| t.into_data().to_vec::<f32>().unwrap();
+            let gamma = bn.gamma.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let w = conv.weight.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let x_grad = values(x.grad(&grads).unwrap());
+            (values(y.inner()), x_grad, gamma, w)
+        };
+        let (folded, unfolded) = (run(true), run(false));
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * scale,
+                    "{what}: {x} vs {y} (bias {bias}, stride {stride})"
+                );
+            }
+        };
+        close(&folded.0, &unfolded.0, "output");
+        close(&folded.1, &unfolded.1, "input gradient");
+        close(&folded.2, &unfolded.2, "scale gradient");
+        close(&folded.3, &unfolded.3, "weight gradient");
+        // Not the identity: the fold changed the output by more than the tolerance if BatchNorm were dropped.
+        let plain: Vec<f32> = conv.forward(x.clone()).inner().into_data().to_vec().unwrap();
+        assert!(plain.iter().zip(&folded.0).any(|(a, b)| (a - b).abs() > 0.1));
+    }
+}
+
+#[test]
 fn inference_mode_keeps_statistics_and_gives_true_input_gradients() {
     let device = Default::default();
     let model = warmed_up_model(&device);
