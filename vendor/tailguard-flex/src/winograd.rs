@@ -153,6 +153,8 @@ impl Plan {
 
 /// `U[16, rows, cols] = G k G^T` for each 3x3 kernel `k = kernel(row, col)` (9 values, row-major), with
 /// `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`.
+// `offset` indexes the inner dimension of `staged`, as a column of the block.
+#[allow(clippy::needless_range_loop)]
 fn transform_kernels<T: WinogradElement>(rows: usize, cols: usize, kernel: impl Fn(usize, usize) -> [T; 9]) -> Vec<T> {
     // Columns per block: a block's 16 transformed values per kernel are staged and written as 16 contiguous runs.
     // Written kernel by kernel, each kernel's 16 values went to 16 planes a whole plane apart (1.6 MB for a 640x640
