@@ -237,23 +237,8 @@ impl AttackPreset {
     /// and its attacks alone start from the clean-correct points (robust = correct and not broken), while the
     /// PGD-type presets count the final iterate whatever the clean prediction was.
     pub fn attacks_correct_points_only(&self) -> bool {
-        matches!(
-            self,
-            AttackPreset::AaLite
-                | AttackPreset::AaRand
-                | AttackPreset::Aa
-                | AttackPreset::AaPlus
-                | AttackPreset::ApgdCe
-                | AttackPreset::ApgdT
-                | AttackPreset::ApgdDlr
-                | AttackPreset::ApgdCePlus
-                | AttackPreset::ApgdDlrPlus
-                | AttackPreset::Fab
-                | AttackPreset::ApgdCeEot
-                | AttackPreset::ApgdDlrEot
-                | AttackPreset::FabT
-                | AttackPreset::Square
-        )
+        // Every preset but clean and the PGD type is AutoAttack's (see `run_in`).
+        *self != AttackPreset::Clean && self.pgd_in(1.0, Norm::Linf).is_none()
     }
 
     /// As [`AttackPreset::run`] in the ball of `norm`.
@@ -418,4 +403,34 @@ pub struct AttackOutcome<B: AutodiffBackend> {
     pub robust: Tensor<Inner<B>, 1, Bool>,
     /// For AA-lite: robust points after each stage.
     pub stages: Option<AutoAttackStages>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autoattack_presets_attack_clean_correct_points_only() {
+        let gathered: Vec<&str> = AttackPreset::ALL
+            .iter()
+            .filter(|p| p.attacks_correct_points_only())
+            .map(|p| p.name())
+            .collect();
+        for name in [
+            "aa", "aa-lite", "aa-rand", "aa-plus", "apgd-ce", "apgd-t", "fab-t", "square", "fab",
+        ] {
+            assert!(gathered.contains(&name), "{name}: {gathered:?}");
+        }
+        for name in [
+            "clean",
+            "fgsm",
+            "pgd20",
+            "pgd20-step1",
+            "cw20",
+            "pgd10",
+            "taet-training",
+        ] {
+            assert!(!gathered.contains(&name), "{name}: {gathered:?}");
+        }
+    }
 }

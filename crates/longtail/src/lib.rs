@@ -43,7 +43,7 @@ pub use augment::Augmentation;
 pub use batcher::{Batch, BatchLoader, BatchLoaderConfig, HostBatch, Sampling, shard_rows};
 pub use dataset::{ImageDataset, ImageFit, ImageShape};
 pub use error::{DataError, DataResult};
-pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy, WorstClass};
+pub use metrics::{AccuracySummary, ClassGroups, ClassTally, GroupAccuracy, WorstClass, host_labels};
 pub use profile::{ImbalanceProfile, class_sizes};
 pub use rng::SeedStream;
 pub use sources::{

@@ -3,6 +3,20 @@
 //!
 //! A class with no test example is reported as absent, never averaged in as 0 or 1.
 
+/// Class indices (N) read to the host.
+pub fn host_labels<B: burn::tensor::backend::Backend>(
+    labels: burn::tensor::Tensor<B, 1, burn::tensor::Int>,
+) -> Vec<usize> {
+    labels
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l as usize)
+        .collect()
+}
+
 /// Correct predictions and support per class.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassTally {
@@ -75,14 +89,7 @@ impl ClassTally {
         labels: burn::tensor::Tensor<B, 1, burn::tensor::Int>,
         correct: burn::tensor::Tensor<B, 1, burn::tensor::Bool>,
     ) {
-        let labels: Vec<usize> = labels
-            .into_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| l as usize)
-            .collect();
+        let labels = host_labels(labels);
         let correct: Vec<bool> = correct.into_data().convert::<bool>().to_vec().unwrap_or_default();
         self.add(&labels, &correct);
     }

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use tailguard_attacks::{
     AttackOutcome, AttackPreset, AutoAttackStages, FrozenModel, Inner, Norm, PgdConfig, host_flags,
 };
-use tailguard_longtail::{BatchLoader, ClassTally, DataError};
+use tailguard_longtail::{BatchLoader, ClassTally, DataError, host_labels};
 use tailguard_models::Classifier;
 
 use crate::observer::EvaluationObserver;
@@ -161,18 +161,6 @@ pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
     Ok(results)
 }
 
-/// True classes of a batch, read to the host.
-fn host_labels<B: Backend>(labels: Tensor<B, 1, Int>) -> Vec<usize> {
-    labels
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|l| l as usize)
-        .collect()
-}
-
 /// Runs `attack` on each batch of `loader` as it comes.
 fn attack_every_batch<B: AutodiffBackend, M: Classifier<B>>(
     attack: &dyn EvaluationAttack<B, M>,
@@ -242,6 +230,47 @@ impl<B: AutodiffBackend> Pending<B> {
     }
 }
 
+/// What [`attack_correct_points`] has learnt so far, per image in the loader's order.
+struct Gathered {
+    labels: Vec<usize>,
+    robust: Vec<bool>,
+    /// AutoAttack's stage that broke each image (0: misclassified clean).
+    broken_at: Vec<Option<u8>>,
+    stages: Option<AutoAttackStages>,
+    tally: ClassTally,
+    /// Images whose result is known.
+    done: usize,
+}
+
+impl Gathered {
+    /// Attacks the first `count` pending points and records what became of each.
+    fn attack_pending<B: AutodiffBackend, M: Classifier<B>>(
+        &mut self,
+        attack: &dyn EvaluationAttack<B, M>,
+        frozen: &FrozenModel<B, M>,
+        pending: &mut Pending<B>,
+        count: usize,
+    ) {
+        let Some((images, labels, positions)) = pending.take(count) else {
+            return;
+        };
+        let outcome = attack.attack(frozen, images, labels);
+        let flags = host_flags::<B>(outcome.robust);
+        for (&position, &flag) in positions.iter().zip(&flags) {
+            self.robust[position] = flag;
+        }
+        let attacked: Vec<usize> = positions.iter().map(|&p| self.labels[p]).collect();
+        self.tally.add(&attacked, &flags);
+        if let Some(s) = outcome.stages {
+            for (&position, &stage) in positions.iter().zip(&s.broken_at) {
+                self.broken_at[position] = stage;
+            }
+            self.stages.get_or_insert_default().add(&s);
+        }
+        self.done += positions.len();
+    }
+}
+
 /// Runs `attack` on full batches of the points the model classifies correctly, gathered across the loader's
 /// batches (misclassified points are not robust, and AutoAttack's stages record them as broken by the clean pass).
 fn attack_correct_points<B: AutodiffBackend, M: Classifier<B>>(
@@ -254,57 +283,40 @@ fn attack_correct_points<B: AutodiffBackend, M: Classifier<B>>(
 ) -> Result<AttackResult, DataError> {
     let total = loader.dataset().len();
     let batch_size = loader.config().batch_size.max(1);
-    let mut tally = ClassTally::new(loader.dataset().num_classes());
-    let mut stages: Option<AutoAttackStages> = None;
-    let (mut robust, mut labels, mut broken_at) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::new());
+    let mut gathered = Gathered {
+        labels: Vec::with_capacity(total),
+        robust: Vec::with_capacity(total),
+        broken_at: Vec::with_capacity(total),
+        stages: None,
+        tally: ClassTally::new(loader.dataset().num_classes()),
+        done: 0,
+    };
     let mut pending = Pending::<B> {
         images: None,
         labels: None,
         positions: Vec::new(),
     };
-    let (mut clean_seconds, mut done) = (0.0, 0);
-    let mut attack_pending = |pending: &mut Pending<B>,
-                              count: usize,
-                              robust: &mut Vec<bool>,
-                              labels: &[usize],
-                              broken_at: &mut Vec<Option<u8>>,
-                              tally: &mut ClassTally| {
-        let Some((images, batch_labels, positions)) = pending.take(count) else {
-            return 0;
-        };
-        let outcome = attack.attack(frozen, images, batch_labels);
-        let flags = host_flags::<B>(outcome.robust);
-        for (&position, &flag) in positions.iter().zip(&flags) {
-            robust[position] = flag;
-        }
-        let attacked: Vec<usize> = positions.iter().map(|&p| labels[p]).collect();
-        tally.add(&attacked, &flags);
-        if let Some(s) = outcome.stages {
-            for (&position, &stage) in positions.iter().zip(&s.broken_at) {
-                broken_at[position] = stage;
-            }
-            stages.get_or_insert_default().add(&s);
-        }
-        positions.len()
-    };
+    let mut clean_seconds = 0.0;
     for batch in loader.batches::<Inner<B>>(0, device) {
         let batch = batch?;
-        let first = robust.len();
-        let batch_labels = host_labels(batch.labels.clone());
+        let first = gathered.robust.len();
+        let labels = host_labels(batch.labels.clone());
         let start = Instant::now();
         let correct = host_flags::<B>(frozen.correct(batch.images.clone(), batch.labels.clone()));
         clean_seconds += start.elapsed().as_secs_f64();
-        let misclassified: Vec<usize> = batch_labels
+        let misclassified: Vec<usize> = labels
             .iter()
             .zip(&correct)
             .filter(|&(_, &c)| !c)
             .map(|(&l, _)| l)
             .collect();
-        tally.add(&misclassified, &vec![false; misclassified.len()]);
-        done += misclassified.len();
-        robust.extend(std::iter::repeat_n(false, correct.len()));
-        broken_at.extend(correct.iter().map(|&c| if c { None } else { Some(0) }));
-        labels.extend(batch_labels);
+        gathered.tally.add(&misclassified, &vec![false; misclassified.len()]);
+        gathered.done += misclassified.len();
+        gathered.robust.extend(std::iter::repeat_n(false, correct.len()));
+        gathered
+            .broken_at
+            .extend(correct.iter().map(|&c| if c { None } else { Some(0) }));
+        gathered.labels.extend(labels);
         let rows: Vec<usize> = (0..correct.len()).filter(|&r| correct[r]).collect();
         if !rows.is_empty() {
             let index = Tensor::<Inner<B>, 1, Int>::from_data(
@@ -319,28 +331,21 @@ fn attack_correct_points<B: AutodiffBackend, M: Classifier<B>>(
             );
         }
         while pending.positions.len() >= batch_size {
-            done += attack_pending(
-                &mut pending,
-                batch_size,
-                &mut robust,
-                &labels,
-                &mut broken_at,
-                &mut tally,
-            );
+            gathered.attack_pending(attack, frozen, &mut pending, batch_size);
         }
-        observer.on_batch(name, done, total, &tally);
+        observer.on_batch(name, gathered.done, total, &gathered.tally);
     }
     if !pending.positions.is_empty() {
-        done += attack_pending(
-            &mut pending,
-            batch_size,
-            &mut robust,
-            &labels,
-            &mut broken_at,
-            &mut tally,
-        );
-        observer.on_batch(name, done, total, &tally);
+        gathered.attack_pending(attack, frozen, &mut pending, batch_size);
+        observer.on_batch(name, gathered.done, total, &gathered.tally);
     }
+    let Gathered {
+        robust,
+        broken_at,
+        mut stages,
+        tally,
+        ..
+    } = gathered;
     if let Some(s) = &mut stages {
         // The stages' per-image record in the loader's order, and the clean pass that chose the points.
         s.broken_at = broken_at;
