@@ -47,6 +47,8 @@ fn main() {
         ("ResNet-18", 128, 256, 16, 2, 1),
         ("ResNet-18", 256, 512, 8, 2, 1),
         ("ResNet-18", 64, 128, 32, 2, 3),
+        ("ResNet-18", 128, 256, 16, 2, 3),
+        ("ResNet-18", 256, 512, 8, 2, 3),
     ];
     println!(
         "batch {batch}, {} rayon threads; milliseconds (GFLOP/s), best of five",
