@@ -3,7 +3,9 @@
 use burn::config::Config;
 use burn::module::{Module, Param, ParamId, RunningState};
 use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, backend::Backend};
+use tailguard_flex::batch_norm::batch_norm_on_batch;
 
 use crate::mode::Mode;
 
@@ -60,9 +62,21 @@ impl ModalBatchNormConfig {
 impl<B: Backend> ModalBatchNorm<B> {
     /// (N, C, H, W) -> (N, C, H, W)
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        self.forward_then(x, mode, false)
+    }
+
+    /// This BatchNorm followed by a ReLU, (N, C, H, W) -> (N, C, H, W). On the batch's statistics with
+    /// [`tailguard_flex::Flex`] (with or without autodiff) both are one fused operation (the same values to float
+    /// rounding; `batch_norm_on_batch`).
+    pub fn forward_relu(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        self.forward_then(x, mode, true)
+    }
+
+    fn forward_then(&self, x: Tensor<B, 4>, mode: Mode, then_relu: bool) -> Tensor<B, 4> {
         match mode {
-            Mode::Train => self.forward_train(x, true),
-            Mode::BatchStatistics => self.forward_train(x, false),
+            Mode::Train => self.forward_train(x, true, then_relu),
+            Mode::BatchStatistics => self.forward_train(x, false, then_relu),
+            Mode::Inference if then_relu => relu(self.forward_inference(x)),
             Mode::Inference => self.forward_inference(x),
         }
     }
@@ -75,6 +89,19 @@ impl<B: Backend> ModalBatchNorm<B> {
         if mode != Mode::Inference {
             return self.forward(conv.forward(x), mode);
         }
+        self.folded_into(conv, x)
+    }
+
+    /// [`Self::after_conv`] followed by a ReLU (fused with the BatchNorm where [`Self::forward_relu`] says).
+    pub fn after_conv_relu(&self, conv: &Conv2d<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        match mode {
+            Mode::Inference => relu(self.folded_into(conv, x)),
+            _ => self.forward_relu(conv.forward(x), mode),
+        }
+    }
+
+    /// `conv` with this BatchNorm's inference affine folded into its weights and bias, applied to `x`.
+    fn folded_into(&self, conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let (scale, shift) = self.inference_affine(&x.device());
         let channels = scale.dims()[0];
         let mut folded = conv.clone();
@@ -109,8 +136,30 @@ impl<B: Backend> ModalBatchNorm<B> {
         (x * per_row(scale, n) + per_row(shift, n)).reshape([n, channels, h, w])
     }
 
-    /// Normalises with the batch statistics; updates the running statistics when `track`.
-    fn forward_train(&self, x: Tensor<B, 4>, track: bool) -> Tensor<B, 4> {
+    /// Normalises with the batch statistics (then the ReLU when `then_relu`); updates the running statistics when
+    /// `track`. The fused operation where the backend has one, else the composition below.
+    fn forward_train(&self, x: Tensor<B, 4>, track: bool, then_relu: bool) -> Tensor<B, 4> {
+        let [n, _, h, w] = x.dims();
+        let count = (n * h * w) as f64;
+        match batch_norm_on_batch(x, self.gamma.val(), self.beta.val(), self.epsilon, then_relu) {
+            Ok(fused) => {
+                if track {
+                    self.track(fused.mean, fused.variance, count, &fused.output.device());
+                }
+                fused.output
+            }
+            Err(x) => {
+                let (y, mean, var) = self.normalise_composed(x);
+                if track {
+                    self.track(mean, var, count, &y.device());
+                }
+                if then_relu { relu(y) } else { y }
+            }
+        }
+    }
+
+    /// The BatchNorm on the batch's statistics from tensor operations: the output, the mean and the biased variance.
+    fn normalise_composed(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
         let [n, channels, h, w] = x.dims();
         let count = (n * h * w) as f64;
         // Statistics over (N, H, W): the contiguous inner reduction first, then the small one over N.
@@ -124,12 +173,9 @@ impl<B: Backend> ModalBatchNorm<B> {
             .sum_dim(0)
             .reshape([channels])
             .div_scalar(count); // biased
-
-        if track {
-            self.track(mean, var.clone(), count, &centered.device());
-        }
-        let scale = var.add_scalar(self.epsilon).sqrt().recip() * self.gamma.val();
-        (centered * per_row(scale, n) + per_row(self.beta.val(), n)).reshape([n, channels, h, w])
+        let scale = var.clone().add_scalar(self.epsilon).sqrt().recip() * self.gamma.val();
+        let y = (centered * per_row(scale, n) + per_row(self.beta.val(), n)).reshape([n, channels, h, w]);
+        (y, mean, var)
     }
 
     /// Moves the running statistics towards a batch's mean and biased variance over `count` values per channel.

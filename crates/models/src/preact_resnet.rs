@@ -3,7 +3,6 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -22,7 +21,6 @@ pub struct PreActBlock<B: Backend> {
     bn2: ModalBatchNorm<B>,
     conv2: Conv2d<B>,
     shortcut: Option<Conv2d<B>>,
-    relu: Relu,
     /// The projection reads the raw input instead of the pre-activated one.
     shortcut_from_input: bool,
 }
@@ -49,21 +47,20 @@ impl<B: Backend> PreActBlock<B> {
             bn2: ModalBatchNormConfig::new(out_channels).init(device),
             conv2: conv3x3(out_channels, out_channels, 1).init(device),
             shortcut: needs_projection.then(|| conv1x1(in_channels, out_channels, stride).init(device)),
-            relu: Relu::new(),
             shortcut_from_input,
         }
     }
 
     /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
     pub(crate) fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let pre = self.relu.forward(self.bn1.forward(x.clone(), mode));
+        let pre = self.bn1.forward_relu(x.clone(), mode);
         let identity = match &self.shortcut {
             Some(conv) if self.shortcut_from_input => conv.forward(x),
             Some(conv) => conv.forward(pre.clone()),
             None => x,
         };
         let out = self.conv1.forward(pre);
-        let out = self.conv2.forward(self.relu.forward(self.bn2.forward(out, mode)));
+        let out = self.conv2.forward(self.bn2.forward_relu(out, mode));
         out + identity
     }
 }
@@ -99,7 +96,6 @@ pub struct PreActResNet<B: Backend> {
     stages: Vec<PreActBlock<B>>,
     final_bn: Option<ModalBatchNorm<B>>,
     pub(crate) head: ClassifierHead<B>,
-    relu: Relu,
 }
 
 impl PreActResNetConfig {
@@ -130,7 +126,6 @@ impl<B: Backend> PreActResNet<B> {
             stages: PreActBlock::stack(plan, wong_variant, device),
             final_bn: (!wong_variant).then(|| ModalBatchNormConfig::new(features).init(device)),
             head: head.init(features, num_classes, device),
-            relu: Relu::new(),
         }
     }
 
@@ -146,7 +141,7 @@ impl<B: Backend> PreActResNet<B> {
             x = block.forward(x, mode);
         }
         let x = match &self.final_bn {
-            Some(bn) => self.relu.forward(bn.forward(x, mode)),
+            Some(bn) => bn.forward_relu(x, mode),
             None => x,
         };
         global_average_pool(x)

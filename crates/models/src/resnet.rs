@@ -59,7 +59,7 @@ impl<B: Backend> BasicBlock<B> {
 
     /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let out = self.relu.forward(self.bn1.after_conv(&self.conv1, x.clone(), mode));
+        let out = self.bn1.after_conv_relu(&self.conv1, x.clone(), mode);
         let out = self.bn2.after_conv(&self.conv2, out, mode);
         let identity = match &self.shortcut {
             Some(projection) => projection.forward(x, mode),
@@ -125,7 +125,7 @@ impl<B: Backend> ResNet<B> {
 
     /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
     pub fn features(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let mut x = self.relu.forward(self.stem_bn.after_conv(&self.stem, x, mode));
+        let mut x = self.stem_bn.after_conv_relu(&self.stem, x, mode);
         for block in &self.stages {
             x = block.forward(x, mode);
         }

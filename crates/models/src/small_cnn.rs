@@ -3,7 +3,6 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::Relu;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -35,7 +34,6 @@ pub struct SmallCnn<B: Backend> {
     convs: Vec<Conv2d<B>>,
     norms: Vec<ModalBatchNorm<B>>,
     pub(crate) head: ClassifierHead<B>,
-    relu: Relu,
 }
 
 impl SmallCnnConfig {
@@ -50,7 +48,6 @@ impl SmallCnnConfig {
                 .map(|&(_, o, _)| ModalBatchNormConfig::new(o).init(device))
                 .collect(),
             head: self.head.init(4 * w, self.num_classes, device),
-            relu: Relu::new(),
         }
     }
 }
@@ -64,7 +61,7 @@ impl<B: Backend> SmallCnn<B> {
     /// Penultimate features after global average pooling: (N, C, H, W) -> (N, D)
     pub fn features(&self, mut x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
-            x = self.relu.forward(norm.after_conv(conv, x, mode));
+            x = norm.after_conv_relu(conv, x, mode);
         }
         global_average_pool(x)
     }

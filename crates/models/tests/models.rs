@@ -122,6 +122,103 @@ fn batch_norm_training_matches_pytorch_arithmetic() {
     assert!((var[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-5, "{var:?}");
 }
 
+/// One BatchNorm pass (then a ReLU when `relu`) on backend `A` and a weighted sum's gradients: the output, the input,
+/// scale and shift gradients, and the running statistics after it.
+fn batch_norm_pass<A: burn::tensor::backend::AutodiffBackend>(
+    x: &TensorData,
+    weights: &TensorData,
+    mode: Mode,
+    relu: bool,
+) -> [Vec<f32>; 6] {
+    use burn::module::Param;
+    use tailguard_models::ModalBatchNormConfig;
+    let device = Default::default();
+    let channels = x.shape[1];
+    let mut bn = ModalBatchNormConfig::new(channels).init::<A>(&device);
+    let affine = |offset: f32| {
+        (0..channels)
+            .map(|c| offset + 0.37 * c as f32 - 0.5)
+            .collect::<Vec<f32>>()
+    };
+    bn.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(affine(1.2), [channels]), &device));
+    bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(affine(0.1), [channels]), &device));
+    let x = Tensor::<A, 4>::from_data(x.clone(), &device).require_grad();
+    let y = if relu {
+        bn.forward_relu(x.clone(), mode)
+    } else {
+        bn.forward(x.clone(), mode)
+    };
+    let grads = (y.clone() * Tensor::from_data(weights.clone(), &device))
+        .sum()
+        .backward();
+    let values = |data: TensorData| data.to_vec::<f32>().unwrap();
+    [
+        values(y.into_data()),
+        values(x.grad(&grads).unwrap().into_data()),
+        values(bn.gamma.grad(&grads).unwrap().into_data()),
+        values(bn.beta.grad(&grads).unwrap().into_data()),
+        values(bn.running_mean.value_sync().into_data()),
+        values(bn.running_var.value_sync().into_data()),
+    ]
+}
+
+#[test]
+fn fused_batch_norm_matches_its_composition_from_tensor_operations() {
+    use tailguard_flex::batch_norm::batch_norm_on_batch;
+    type Composed = Autodiff<burn_flex::Flex>;
+    let device = Default::default();
+    // The fused operation is taken on tailguard's backend and not on the published one.
+    let probe = |n: usize| Tensor::<B, 1>::ones([n], &device);
+    let x = Tensor::<B, 4>::ones([1, 2, 1, 1], &device);
+    assert!(batch_norm_on_batch(x, probe(2), probe(2), 1e-5, false).is_ok());
+    let x = Tensor::<Composed, 4>::ones([1, 2, 1, 1], &device);
+    let ones = Tensor::<Composed, 1>::ones([2], &device);
+    assert!(batch_norm_on_batch(x, ones.clone(), ones, 1e-5, false).is_err());
+
+    let mut seed = 11u64;
+    let mut values = |len: usize, offset: f32| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                offset + ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    };
+    // A plane under the 16 lanes, one over them with a remainder, and one pixel per plane.
+    for shape in [[3usize, 4, 3, 3], [2, 3, 6, 7], [5, 2, 1, 1]] {
+        let len = shape.iter().product();
+        let x = TensorData::new(values(len, 0.7), shape);
+        let weights = TensorData::new(values(len, 0.0), shape);
+        for mode in [Mode::Train, Mode::BatchStatistics] {
+            for relu in [false, true] {
+                let fused = batch_norm_pass::<B>(&x, &weights, mode, relu);
+                let composed = batch_norm_pass::<Composed>(&x, &weights, mode, relu);
+                let what = [
+                    "output",
+                    "input gradient",
+                    "scale gradient",
+                    "shift gradient",
+                    "mean",
+                    "variance",
+                ];
+                for ((a, b), what) in fused.iter().zip(&composed).zip(what) {
+                    assert_eq!(a.len(), b.len());
+                    for (u, v) in a.iter().zip(b) {
+                        assert!(
+                            (u - v).abs() <= 1e-6 * v.abs().max(1.0),
+                            "{what}: {u} vs {v} ({shape:?}, {mode:?}, relu {relu})"
+                        );
+                    }
+                }
+                // The ReLU cut something, and Train moved the statistics (BatchStatistics not).
+                let cut = fused[0].iter().filter(|&&v| v == 0.0).count();
+                assert_eq!(cut > 0, relu, "{shape:?}");
+                assert_eq!(fused[4].iter().any(|&m| m != 0.0), mode == Mode::Train);
+            }
+        }
+    }
+}
+
 #[test]
 fn batch_norm_folded_into_its_convolution_is_the_same_function_with_the_same_gradients() {
     use burn::module::Param;

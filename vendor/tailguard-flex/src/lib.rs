@@ -1,7 +1,8 @@
 //! Burn's CPU backend as tailguard runs it: every tensor operation of the published `burn-flex` 0.21.0, but for 2D
 //! convolutions and their gradients, which are batched im2col + gemm products here, or Winograd F(2x2, 3x3) for 3x3
-//! stride-1 layers where it pays (`conv2d.rs`), with gemm's AVX-512 kernels on. `tailguard-models` re-exports
-//! [`Flex`]; a Burn project that trains with tailguard names that type for the fast CPU path.
+//! stride-1 layers where it pays (`conv2d.rs`), with gemm's AVX-512 kernels on; and one operation Burn's backends
+//! lack, BatchNorm on a batch's statistics with its own backward pass ([`batch_norm`]). `tailguard-models`
+//! re-exports [`Flex`]; a Burn project that trains with tailguard names that type for the fast CPU path.
 //!
 //! ```
 //! use burn::tensor::Tensor;
@@ -14,6 +15,7 @@
 extern crate alloc;
 
 mod allocator;
+pub mod batch_norm;
 mod conv2d;
 mod conv2d_gemm;
 mod delegated;

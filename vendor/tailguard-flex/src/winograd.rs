@@ -251,6 +251,23 @@ fn input_tile_rows<T: WinogradElement, const J: usize>(top: [&[T]; 4], bottom: [
     }
 }
 
+/// Splits a padded input row (`2 tiles_w + 2` values) into the four patch columns of every tile: tile `k` reads
+/// columns `2k .. 2k + 4`. One pass over pairs (vector shuffles); a gather per kind ran element by element.
+#[inline(always)]
+fn split_tile_columns<T: WinogradElement>(padded: &[T], kinds: [&mut [T]; 4]) {
+    let [kind0, kind1, kind2, kind3] = kinds;
+    let tiles_w = kind0.len();
+    let (kind1, kind2, kind3) = (&mut kind1[..tiles_w], &mut kind2[..tiles_w], &mut kind3[..tiles_w]);
+    let pairs = padded.chunks_exact(2).zip(padded[2..].chunks_exact(2));
+    let kinds = kind0
+        .iter_mut()
+        .zip(kind1.iter_mut())
+        .zip(kind2.iter_mut().zip(kind3.iter_mut()));
+    for (((k0, k1), (k2, k3)), (left, right)) in kinds.zip(pairs) {
+        (*k0, *k1, *k2, *k3) = (left[0], left[1], right[0], right[1]);
+    }
+}
+
 /// `V[16, channels_in, n]` for the `rows` tile rows from global tile row `first_row` on (whole images from
 /// `first_image` on in `x`; `n = rows * tiles_w`): `B^T d B` of each tile's 4x4 input patch `d` (zeros outside the
 /// image), with `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
@@ -278,6 +295,8 @@ fn transform_input<T: WinogradElement>(
     let scratch = grow(scratch, width + 8 * kind_len);
     let (padded, columns) = scratch.split_at_mut(width);
     let (first_column, last_column) = (p.padding[1], (p.in_w + p.padding[1]).min(width));
+    padded[..first_column.min(width)].fill(T::ZERO);
+    padded[last_column.max(first_column).min(width)..].fill(T::ZERO);
     let mut planes: Vec<&mut [T]> = v[..16 * plane].chunks_exact_mut(plane).collect();
     for (image, top, count, offset) in image_segments(p, first_row, rows) {
         let len = count * tiles_w;
@@ -291,16 +310,15 @@ fn transform_input<T: WinogradElement>(
                 };
                 match (2 * top + i).checked_sub(p.padding[0]).filter(|&ih| ih < p.in_h) {
                     Some(ih) if first_column < last_column => {
-                        padded[..first_column].fill(T::ZERO);
+                        // The padding columns were zeroed once, above.
                         let from = base + ih * p.in_w;
                         padded[first_column..last_column].copy_from_slice(&x[from..from + last_column - first_column]);
-                        padded[last_column..].fill(T::ZERO);
-                        for kind in 0..4 {
-                            let out = &mut columns[row_columns(kind)];
-                            for (value, pair) in out.iter_mut().zip(padded[kind..].chunks(2)) {
-                                *value = pair[0];
-                            }
-                        }
+                        let start = row_columns(0).start;
+                        let kinds = &mut columns[start..start + 3 * kind_len + tiles_w];
+                        let (kind0, rest) = kinds.split_at_mut(kind_len);
+                        let (kind1, rest) = rest.split_at_mut(kind_len);
+                        let (kind2, kind3) = rest.split_at_mut(kind_len);
+                        split_tile_columns(padded, [kind0, kind1, kind2, kind3].map(|kind| &mut kind[..tiles_w]));
                     }
                     _ => (0..4).for_each(|kind| columns[row_columns(kind)].fill(T::ZERO)),
                 }
@@ -335,6 +353,19 @@ fn transform_input<T: WinogradElement>(
     }
 }
 
+/// `first = x_0 + x_1 + x_2 + shift` and `second = x_1 - x_2 - x_3 + shift`, element-wise: `A^T`'s two rows
+/// applied across four streams.
+#[inline(always)]
+fn tile_ends<T: WinogradElement>(x: [&[T]; 4], shift: T, first: &mut [T], second: &mut [T]) {
+    let len = first.len();
+    let (x0, x1, x2, x3) = (&x[0][..len], &x[1][..len], &x[2][..len], &x[3][..len]);
+    let second = &mut second[..len];
+    for k in 0..len {
+        first[k] = x0[k] + x1[k] + x2[k] + shift;
+        second[k] = x1[k] - x2[k] - x3[k] + shift;
+    }
+}
+
 /// Writes `A^T M A` of each tile of `M[16, channels_out, n]` (tile rows as in [`transform_input`]) plus the bias
 /// into `y` (whole images from `first_image` on), with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`; the row and column
 /// past an odd output edge are dropped. Per image segment and channel: the four outputs of every tile (top and
@@ -354,30 +385,32 @@ fn transform_output<T: WinogradElement>(
     let tiles_w = p.tiles_w();
     let n = rows * tiles_w;
     let plane = p.channels_out * n;
-    let scratch = grow(scratch, 4 * n + 2 * tiles_w);
-    let (outputs, interleaved) = scratch.split_at_mut(4 * n);
+    // [a_0..a_3, b_0..b_3, top even, top odd, bottom even, bottom odd][n].
+    let scratch = grow(scratch, 12 * n);
+    let (sums, outputs) = scratch.split_at_mut(8 * n);
     for (image, top, count, offset) in image_segments(p, first_row, rows) {
         let len = count * tiles_w;
         for channel in 0..p.channels_out {
             let shift = bias.map_or(T::ZERO, |bias| bias[channel]);
             let at = channel * n + offset;
             let ms: [&[T]; 16] = core::array::from_fn(|i| &m[i * plane + at..i * plane + at + len]);
+            // A^T M gives, per column j of the 4x4 tile, a_j = m_j + m_4+j + m_8+j (top output row) and
+            // b_j = m_4+j - m_8+j - m_12+j (bottom); then A gives even = x_0 + x_1 + x_2, odd = x_1 - x_2 - x_3.
+            // Two passes of four streams each: one pass over all sixteen kept the compiler from vectorising it.
+            let (a, b) = sums.split_at_mut(4 * n);
+            for j in 0..4 {
+                let (a_j, b_j) = (&mut a[j * n..j * n + len], &mut b[j * n..j * n + len]);
+                tile_ends([ms[j], ms[4 + j], ms[8 + j], ms[12 + j]], T::ZERO, a_j, b_j);
+            }
+            let a: [&[T]; 4] = core::array::from_fn(|j| &a[j * n..j * n + len]);
+            let b: [&[T]; 4] = core::array::from_fn(|j| &b[j * n..j * n + len]);
             let (top_even, rest) = outputs.split_at_mut(len);
             let (top_odd, rest) = rest.split_at_mut(len);
             let (bottom_even, rest) = rest.split_at_mut(len);
             let bottom_odd = &mut rest[..len];
-            // A^T M gives, per column j of the 4x4 tile, a_j = m_j + m_4+j + m_8+j (top output row) and
-            // b_j = m_4+j - m_8+j - m_12+j (bottom); then A gives even = x_0 + x_1 + x_2, odd = x_1 - x_2 - x_3.
-            for k in 0..len {
-                let a: [T; 4] = core::array::from_fn(|j| ms[j][k] + ms[4 + j][k] + ms[8 + j][k]);
-                let b: [T; 4] = core::array::from_fn(|j| ms[4 + j][k] - ms[8 + j][k] - ms[12 + j][k]);
-                top_even[k] = a[0] + a[1] + a[2] + shift;
-                top_odd[k] = a[1] - a[2] - a[3] + shift;
-                bottom_even[k] = b[0] + b[1] + b[2] + shift;
-                bottom_odd[k] = b[1] - b[2] - b[3] + shift;
-            }
+            tile_ends(a, shift, top_even, top_odd);
+            tile_ends(b, shift, bottom_even, bottom_odd);
             let base = ((image - first_image) * p.channels_out + channel) * p.out_h * p.out_w;
-            let interleaved = &mut interleaved[..2 * tiles_w];
             for t in 0..count {
                 let tile_row = t * tiles_w..(t + 1) * tiles_w;
                 for (i, (even, odd)) in [(&*top_even, &*top_odd), (&*bottom_even, &*bottom_odd)]
@@ -388,16 +421,16 @@ fn transform_output<T: WinogradElement>(
                     if out_row >= p.out_h {
                         break;
                     }
-                    for ((pair, e), o) in interleaved
-                        .chunks_exact_mut(2)
-                        .zip(&even[tile_row.clone()])
-                        .zip(&odd[tile_row.clone()])
-                    {
+                    let row = &mut y[base + out_row * p.out_w..][..p.out_w];
+                    // Whole pairs straight into the output row; past an odd edge the last even column alone.
+                    let (even, odd) = (&even[tile_row.clone()], &odd[tile_row.clone()]);
+                    for ((pair, e), o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
                         pair[0] = *e;
                         pair[1] = *o;
                     }
-                    let row = base + out_row * p.out_w;
-                    y[row..row + p.out_w].copy_from_slice(&interleaved[..p.out_w]);
+                    if p.out_w % 2 == 1 {
+                        row[p.out_w - 1] = even[p.out_w / 2];
+                    }
                 }
             }
         }
@@ -437,9 +470,14 @@ fn transform_output_gradient<T: WinogradElement>(
                     let odd = &mut odd[t * tiles_w..(t + 1) * tiles_w];
                     if out_row < p.out_h {
                         let row = &dy[base + out_row * p.out_w..base + (out_row + 1) * p.out_w];
-                        for ((pair, even), odd) in row.chunks(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+                        // Pairs (vector shuffles), then a last even column alone past an odd edge.
+                        for ((pair, even), odd) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
                             *even = pair[0];
-                            *odd = pair.get(1).copied().unwrap_or(T::ZERO);
+                            *odd = pair[1];
+                        }
+                        if p.out_w % 2 == 1 {
+                            even[p.out_w / 2] = row[p.out_w - 1];
+                            odd[p.out_w / 2] = T::ZERO;
                         }
                     } else {
                         even.fill(T::ZERO);
