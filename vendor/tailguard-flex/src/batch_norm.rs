@@ -24,6 +24,7 @@ use burn_tensor::Tensor;
 use burn_tensor::backend::Backend;
 
 use crate::Flex;
+use crate::simd::widest_vectors;
 
 /// What [`batch_norm_on_batch`] returns: the normalised activations and the statistics they were normalised with,
 /// for the running averages (not differentiated).
@@ -273,14 +274,7 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, options: Optio
             let scale = inverse_std[c] * gamma[c];
             let shift = beta[c] - mean[c] * scale;
             let out = &mut image[c * extent.plane..(c + 1) * extent.plane];
-            let input = &xs[extent.segment(n, c)];
-            if options.relu {
-                out.iter_mut()
-                    .zip(input)
-                    .for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
-            } else {
-                out.iter_mut().zip(input).for_each(|(o, &v)| *o = v * scale + shift);
-            }
+            normalise_plane(&xs[extent.segment(n, c)], out, scale, shift, options.relu);
         }
     });
     let shape = x.shape();
@@ -335,21 +329,14 @@ fn backward(state: &BatchNormState, dy: &FlexTensor) -> BatchNormGradients {
             let m = mean[c];
             let range = extent.segment(n, c);
             let out = &mut image[c * extent.plane..(c + 1) * extent.plane];
-            let (input, grad) = (&xs[range.clone()], &dys[range.clone()]);
-            match ys {
-                Some(ys) => {
-                    let kept = &ys[range];
-                    for (((o, &v), &g), &y) in out.iter_mut().zip(input).zip(grad).zip(kept) {
-                        let g = if y > 0.0 { g } else { 0.0 };
-                        *o = (g - (v - m) * slope - mean_g) * scale;
-                    }
-                }
-                None => {
-                    for ((o, &v), &g) in out.iter_mut().zip(input).zip(grad) {
-                        *o = (g - (v - m) * slope - mean_g) * scale;
-                    }
-                }
-            }
+            let kept = ys.map(|ys| &ys[range.clone()]);
+            let affine = PlaneGradient {
+                mean: m,
+                slope,
+                mean_gradient: mean_g,
+                scale,
+            };
+            gradient_plane(&xs[range.clone()], &dys[range], kept, out, affine);
         }
     });
     BatchNormGradients {
@@ -370,60 +357,126 @@ fn backward(state: &BatchNormState, dy: &FlexTensor) -> BatchNormGradients {
 /// Lanes of partial sums, so the loops vectorise (a single running sum is a chain the compiler must keep in order).
 const LANES: usize = 8;
 
-fn sum(values: &[f32]) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let rest: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
-    for chunk in chunks {
-        lanes.iter_mut().zip(chunk).for_each(|(lane, &v)| *lane += v as f64);
+widest_vectors! {
+    /// The sum of `values`, in f64.
+    fn sum(values: &[f32]) -> f64 {
+        let mut lanes = [0.0f64; LANES];
+        let chunks = values.chunks_exact(LANES);
+        let rest: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+        for chunk in chunks {
+            lanes.iter_mut().zip(chunk).for_each(|(lane, &v)| *lane += v as f64);
+        }
+        lanes.iter().sum::<f64>() + rest
     }
-    lanes.iter().sum::<f64>() + rest
 }
 
-fn sum_squares_around(values: &[f32], mean: f32) -> f64 {
-    let square = |v: f32| ((v - mean) * (v - mean)) as f64;
-    let mut lanes = [0.0f64; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let rest: f64 = chunks.remainder().iter().map(|&v| square(v)).sum();
-    for chunk in chunks {
-        lanes.iter_mut().zip(chunk).for_each(|(lane, &v)| *lane += square(v));
+widest_vectors! {
+    /// The sum of `(v - mean)^2` over `values`, in f64.
+    fn sum_squares_around(values: &[f32], mean: f32) -> f64 {
+        let square = |v: f32| ((v - mean) * (v - mean)) as f64;
+        let mut lanes = [0.0f64; LANES];
+        let chunks = values.chunks_exact(LANES);
+        let rest: f64 = chunks.remainder().iter().map(|&v| square(v)).sum();
+        for chunk in chunks {
+            lanes.iter_mut().zip(chunk).for_each(|(lane, &v)| *lane += square(v));
+        }
+        lanes.iter().sum::<f64>() + rest
     }
-    lanes.iter().sum::<f64>() + rest
 }
 
-/// `(sum g, sum g (x - mean))` over one plane, `g` zeroed where the ReLU's output `y` is not positive.
-fn gradient_sums(x: &[f32], dy: &[f32], y: Option<&[f32]>, mean: f32) -> (f64, f64) {
-    let mut total = [0.0f64; LANES];
-    let mut weighted = [0.0f64; LANES];
-    let mut add = |lane: usize, v: f32, g: f32| {
-        total[lane] += g as f64;
-        weighted[lane] += ((v - mean) * g) as f64;
-    };
-    let full = x.len() / LANES * LANES;
-    match y {
-        Some(y) => {
-            for start in (0..full).step_by(LANES) {
-                for lane in 0..LANES {
-                    let i = start + lane;
-                    add(lane, x[i], if y[i] > 0.0 { dy[i] } else { 0.0 });
-                }
-            }
-            for i in full..x.len() {
-                add(0, x[i], if y[i] > 0.0 { dy[i] } else { 0.0 });
-            }
+widest_vectors! {
+    /// `out = x * scale + shift`, then the ReLU when `relu`.
+    fn normalise_plane(x: &[f32], out: &mut [f32], scale: f32, shift: f32, relu: bool) {
+        let x = &x[..out.len()];
+        if relu {
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
+        } else {
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * scale + shift);
         }
-        None => {
-            for start in (0..full).step_by(LANES) {
-                for lane in 0..LANES {
-                    add(lane, x[start + lane], dy[start + lane]);
+    }
+}
+
+/// A channel's constants in the input gradient `(g - (x - mean) slope - mean_gradient) scale`.
+#[derive(Clone, Copy)]
+struct PlaneGradient {
+    mean: f32,
+    slope: f32,
+    mean_gradient: f32,
+    scale: f32,
+}
+
+/// The output gradient where the ReLU (whose output is `y`) let it through.
+#[inline(always)]
+fn kept(g: f32, y: f32) -> f32 {
+    if y > 0.0 { g } else { 0.0 }
+}
+
+widest_vectors! {
+    /// The input gradient over one plane, `g` zeroed where the ReLU's output `y` is not positive.
+    fn gradient_plane(x: &[f32], dy: &[f32], y: Option<&[f32]>, out: &mut [f32], c: PlaneGradient) {
+        let len = out.len();
+        let (x, dy) = (&x[..len], &dy[..len]);
+        let PlaneGradient { mean, slope, mean_gradient, scale } = c;
+        match y {
+            Some(y) => {
+                let y = &y[..len];
+                for (((o, &v), &g), &y) in out.iter_mut().zip(x).zip(dy).zip(y) {
+                    *o = (kept(g, y) - (v - mean) * slope - mean_gradient) * scale;
                 }
             }
-            for i in full..x.len() {
-                add(0, x[i], dy[i]);
+            None => {
+                for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+                    *o = (g - (v - mean) * slope - mean_gradient) * scale;
+                }
             }
         }
     }
-    (total.iter().sum(), weighted.iter().sum())
+}
+
+widest_vectors! {
+    /// `(sum g, sum g (x - mean))` over one plane, `g` zeroed where the ReLU's output `y` is not positive. Whole
+    /// blocks of [`LANES`] from slices of one length, so the loop has no bounds checks and vectorises.
+    fn gradient_sums(x: &[f32], dy: &[f32], y: Option<&[f32]>, mean: f32) -> (f64, f64) {
+        let mut total = [0.0f64; LANES];
+        let mut weighted = [0.0f64; LANES];
+        let len = x.len();
+        let (xs, dys) = (x.chunks_exact(LANES), dy[..len].chunks_exact(LANES));
+        let (x_rest, dy_rest) = (xs.remainder(), dys.remainder());
+        let (mut rest_total, mut rest_weighted) = (0.0f64, 0.0f64);
+        match y {
+            Some(y) => {
+                let ys = y[..len].chunks_exact(LANES);
+                let y_rest = ys.remainder();
+                for ((x, dy), y) in xs.zip(dys).zip(ys) {
+                    let lanes = total.iter_mut().zip(weighted.iter_mut());
+                    for (((t, w), &v), (&g, &y)) in lanes.zip(x).zip(dy.iter().zip(y)) {
+                        let g = kept(g, y);
+                        *t += g as f64;
+                        *w += ((v - mean) * g) as f64;
+                    }
+                }
+                for ((&v, &g), &y) in x_rest.iter().zip(dy_rest).zip(y_rest) {
+                    let g = kept(g, y);
+                    rest_total += g as f64;
+                    rest_weighted += ((v - mean) * g) as f64;
+                }
+            }
+            None => {
+                for (x, dy) in xs.zip(dys) {
+                    let lanes = total.iter_mut().zip(weighted.iter_mut());
+                    for (((t, w), &v), &g) in lanes.zip(x).zip(dy) {
+                        *t += g as f64;
+                        *w += ((v - mean) * g) as f64;
+                    }
+                }
+                for (&v, &g) in x_rest.iter().zip(dy_rest) {
+                    rest_total += g as f64;
+                    rest_weighted += ((v - mean) * g) as f64;
+                }
+            }
+        }
+        (total.iter().sum::<f64>() + rest_total, weighted.iter().sum::<f64>() + rest_weighted)
+    }
 }
 
 /// `f(c)` for every channel, channels spread over the threads.

@@ -30,6 +30,8 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use burn_flex::{FlexTensor, Layout};
 
+use crate::simd::widest_vectors;
+
 /// Column-buffer size a tile aims at; the product then streams its columns from cache.
 pub(crate) const TILE_BYTES: usize = 4 << 20;
 /// Fewest and most output columns per product.
@@ -315,55 +317,21 @@ impl Iterator for PatchRuns<'_> {
     }
 }
 
-/// `col[rows, end - start]` (row-major): the input patches of output columns `[start, end)` for `group`.
-/// `x` holds whole images from image `first_image` on.
-fn im2col<T: ConvElement>(
-    g: &Geometry,
-    x: &[T],
-    first_image: usize,
-    group: usize,
-    start: usize,
-    end: usize,
-    col: &mut [T],
-) {
-    // Compiled again for AVX-512 and AVX2, chosen at run time: the stride-2 gather's blocks then become one
-    // permute of two vectors instead of eight scalar copies.
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: ConvElement>(
-            g: &Geometry,
-            x: &[T],
-            image: usize,
-            group: usize,
-            start: usize,
-            end: usize,
-            col: &mut [T],
-        ) {
-            im2col_any(g, x, image, group, start, end, col)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2<T: ConvElement>(
-            g: &Geometry,
-            x: &[T],
-            image: usize,
-            group: usize,
-            start: usize,
-            end: usize,
-            col: &mut [T],
-        ) {
-            im2col_any(g, x, image, group, start, end, col)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            return unsafe { avx512(g, x, first_image, group, start, end, col) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked on the line above).
-            return unsafe { avx2(g, x, first_image, group, start, end, col) };
-        }
+widest_vectors! {
+    /// `col[rows, end - start]` (row-major): the input patches of output columns `[start, end)` for `group`.
+    /// `x` holds whole images from image `first_image` on. Compiled again for AVX-512 and AVX2, chosen at run
+    /// time: the stride-2 gather's blocks then become one permute of two vectors instead of eight scalar copies.
+    fn im2col<T: ConvElement>(
+        g: &Geometry,
+        x: &[T],
+        first_image: usize,
+        group: usize,
+        start: usize,
+        end: usize,
+        col: &mut [T],
+    ) {
+        im2col_any(g, x, first_image, group, start, end, col)
     }
-    im2col_any(g, x, first_image, group, start, end, col)
 }
 
 #[inline(always)]

@@ -20,6 +20,7 @@ mod conv2d;
 mod conv2d_gemm;
 mod delegated;
 mod direct;
+mod simd;
 mod winograd;
 
 use alloc::string::String;

@@ -31,6 +31,7 @@ use burn_flex::FlexTensor;
 use crate::conv2d_gemm::{
     ConvElement, Geometry, for_each_unit, grow, product, shape4, sum_in_order, tensor, threads, with_buffers,
 };
+use crate::simd::widest_vectors;
 
 /// Fewest and most 2x2 tiles per chunk of the 16 products.
 const MIN_CHUNK_TILES: usize = 64;
@@ -538,12 +539,10 @@ struct TileRows {
     rows: usize,
 }
 
-/// Runs a transform compiled for the widest vector unit the CPU has: the crate is built for baseline x86-64,
-/// whose 4-wide vectors would leave the transforms slower than the products they save on AVX-512 machines (gemm
-/// picks its kernels the same way, at run time).
-fn transform<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
-    #[inline(always)]
-    fn run<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
+widest_vectors! {
+    /// Runs a transform compiled for the widest vector unit the CPU has: the crate is built for baseline x86-64,
+    /// whose 4-wide vectors would leave the transforms slower than the products they save on AVX-512 machines.
+    fn transform<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
         let TileRows {
             first_image,
             first_row,
@@ -555,26 +554,6 @@ fn transform<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRo
             Transform::OutputGradient { dy, e } => transform_output_gradient(p, dy, first_row, rows, e, scratch),
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
-            run(p, step, tiles, scratch)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2<T: WinogradElement>(p: &Plan, step: Transform<'_, T>, tiles: TileRows, scratch: &mut Vec<T>) {
-            run(p, step, tiles, scratch)
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            return unsafe { avx512(p, step, tiles, scratch) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked on the line above).
-            return unsafe { avx2(p, step, tiles, scratch) };
-        }
-    }
-    run(p, step, tiles, scratch)
 }
 
 /// The convolution of `p` with transformed kernels `u[16, channels_out, channels_in]`.
