@@ -166,6 +166,7 @@ fn batch_norm_pass<A: burn::tensor::backend::AutodiffBackend>(
 fn fused_batch_norm_matches_its_composition_from_tensor_operations() {
     use tailguard_flex::batch_norm::batch_norm_on_batch;
     type Composed = Autodiff<burn_flex::Flex>;
+    type Checkpointed = Autodiff<Flex, burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing>;
     let device = Default::default();
     // The fused operation is taken on tailguard's backend and not on the published one.
     let probe = |n: usize| Tensor::<B, 1>::ones([n], &device);
@@ -174,6 +175,9 @@ fn fused_batch_norm_matches_its_composition_from_tensor_operations() {
     let x = Tensor::<Composed, 4>::ones([1, 2, 1, 1], &device);
     let ones = Tensor::<Composed, 1>::ones([2], &device);
     assert!(batch_norm_on_batch(x, ones.clone(), ones, 1e-5, false).is_err());
+    // Nor with one scale too few (the composition reports the shapes).
+    let x = Tensor::<B, 4>::ones([1, 2, 1, 1], &device);
+    assert!(batch_norm_on_batch(x, probe(1), probe(2), 1e-5, false).is_err());
 
     let mut seed = 11u64;
     let mut values = |len: usize, offset: f32| -> Vec<f32> {
@@ -193,6 +197,9 @@ fn fused_batch_norm_matches_its_composition_from_tensor_operations() {
             for relu in [false, true] {
                 let fused = batch_norm_pass::<B>(&x, &weights, mode, relu);
                 let composed = batch_norm_pass::<Composed>(&x, &weights, mode, relu);
+                // The same operation under burn-autodiff's checkpointing strategy, which stores its state differently.
+                let checkpointed = batch_norm_pass::<Checkpointed>(&x, &weights, mode, relu);
+                assert_eq!(checkpointed, fused, "{shape:?}, {mode:?}, relu {relu}");
                 let what = [
                     "output",
                     "input gradient",

@@ -41,7 +41,8 @@ pub struct BatchNormOnBatch<B: Backend> {
 /// BatchNorm of `x` (N, C, H, W) with its own statistics over (N, H, W), scale `gamma` (C) and shift `beta` (C),
 /// followed by a ReLU when `relu`, as one operation (one step on the autodiff tape, differentiable with respect to
 /// all three inputs). `Err(x)` when the backend is neither [`Flex`] nor `Autodiff<Flex>` (with or without
-/// checkpointing) or a tensor is not f32: compose the operation from tensor operations then.
+/// checkpointing), a tensor is not f32 or `gamma` and `beta` do not hold one value per channel: compose the operation
+/// from tensor operations then.
 pub fn batch_norm_on_batch<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
@@ -49,7 +50,12 @@ pub fn batch_norm_on_batch<B: Backend>(
     epsilon: f64,
     relu: bool,
 ) -> Result<BatchNormOnBatch<B>, Tensor<B, 4>> {
-    if [x.dtype(), gamma.dtype(), beta.dtype()] != [DType::F32; 3] {
+    let channels = x.dims()[1];
+    if [x.dtype(), gamma.dtype(), beta.dtype()] != [DType::F32; 3]
+        || gamma.dims() != [channels]
+        || beta.dims() != [channels]
+    {
+        // Other element types, and shapes the composition will report in Burn's words.
         return Err(x);
     }
     let options = Options { epsilon, relu };
