@@ -40,6 +40,14 @@ impl Activation {
             Activation::Silu => silu(x),
         }
     }
+
+    /// `bn` then the activation (a ReLU fused with the BatchNorm where [`ModalBatchNorm::forward_relu`] fuses it).
+    fn after<B: Backend>(&self, bn: &ModalBatchNorm<B>, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        match self {
+            Activation::Relu => bn.forward_relu(x, mode),
+            Activation::Silu => silu(bn.forward(x, mode)),
+        }
+    }
 }
 
 /// BN-act-conv-BN-act-conv; where the width changes, a 1x1 projection of the activated input is the shortcut (and
@@ -76,13 +84,13 @@ impl<B: Backend> DmBlock<B> {
 
     /// (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let pre = self.activation.forward(self.batchnorm_0.forward(x.clone(), mode));
+        let pre = self.activation.after(&self.batchnorm_0, x.clone(), mode);
         let identity = match &self.shortcut {
             Some(conv) => conv.forward(pre.clone()),
             None => x,
         };
         let out = self.conv_0.forward(pre);
-        let out = self.activation.forward(self.batchnorm_1.forward(out, mode));
+        let out = self.activation.after(&self.batchnorm_1, out, mode);
         identity + self.conv_1.forward(out)
     }
 }
@@ -160,6 +168,6 @@ impl<B: Backend> DmWideResNet<B> {
         for block in &self.blocks {
             x = block.forward(x, mode);
         }
-        global_average_pool(self.activation.forward(self.batchnorm.forward(x, mode)))
+        global_average_pool(self.activation.after(&self.batchnorm, x, mode))
     }
 }
