@@ -5,7 +5,7 @@ use burn::module::{Module, Param, ParamId, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, backend::Backend};
-use tailguard_flex::batch_norm::batch_norm_on_batch;
+use tailguard_flex::batch_norm::{batch_norm_on_batch, channel_affine};
 
 use crate::mode::Mode;
 
@@ -65,9 +65,9 @@ impl<B: Backend> ModalBatchNorm<B> {
         self.forward_then(x, mode, false)
     }
 
-    /// This BatchNorm followed by a ReLU, (N, C, H, W) -> (N, C, H, W). On the batch's statistics with
-    /// [`tailguard_flex::Flex`] (with or without autodiff) both are one fused operation (the same values to float
-    /// rounding; `batch_norm_on_batch`).
+    /// This BatchNorm followed by a ReLU, (N, C, H, W) -> (N, C, H, W). With [`tailguard_flex::Flex`] (with or
+    /// without autodiff) both are one fused operation, in every mode (`batch_norm_on_batch` and `channel_affine`:
+    /// the same values to float rounding).
     pub fn forward_relu(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         self.forward_then(x, mode, true)
     }
@@ -76,8 +76,7 @@ impl<B: Backend> ModalBatchNorm<B> {
         match mode {
             Mode::Train => self.forward_train(x, true, then_relu),
             Mode::BatchStatistics => self.forward_train(x, false, then_relu),
-            Mode::Inference if then_relu => relu(self.forward_inference(x)),
-            Mode::Inference => self.forward_inference(x),
+            Mode::Inference => self.forward_inference(x, then_relu),
         }
     }
 
@@ -128,12 +127,19 @@ impl<B: Backend> ModalBatchNorm<B> {
         (scale, shift)
     }
 
-    fn forward_inference(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, channels, h, w] = x.dims();
-        // Folded into one scale and one shift per channel: two element-wise passes over the activations.
+    /// The running statistics' scale and shift, then the ReLU when `then_relu`: one fused operation where the
+    /// backend has it, else two element-wise passes (and the ReLU's).
+    fn forward_inference(&self, x: Tensor<B, 4>, then_relu: bool) -> Tensor<B, 4> {
         let (scale, shift) = self.inference_affine(&x.device());
-        let x = x.reshape([n, channels, h * w]);
-        (x * per_row(scale, n) + per_row(shift, n)).reshape([n, channels, h, w])
+        match channel_affine(x, scale.clone(), shift.clone(), then_relu) {
+            Ok(y) => y,
+            Err(x) => {
+                let [n, channels, h, w] = x.dims();
+                let x = x.reshape([n, channels, h * w]);
+                let y = (x * per_row(scale, n) + per_row(shift, n)).reshape([n, channels, h, w]);
+                if then_relu { relu(y) } else { y }
+            }
+        }
     }
 
     /// Normalises with the batch statistics (then the ReLU when `then_relu`); updates the running statistics when

@@ -142,6 +142,10 @@ fn batch_norm_pass<A: burn::tensor::backend::AutodiffBackend>(
     };
     bn.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(affine(1.2), [channels]), &device));
     bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(affine(0.1), [channels]), &device));
+    // Running statistics away from (0, 1), so inference mode's folded scale and shift are not the affine alone.
+    let statistic = |offset: f32| TensorData::new(affine(offset).iter().map(|v| v.abs()).collect(), [channels]);
+    bn.running_mean = burn::module::RunningState::new(Tensor::from_data(statistic(0.3), &device));
+    bn.running_var = burn::module::RunningState::new(Tensor::from_data(statistic(0.8), &device));
     let x = Tensor::<A, 4>::from_data(x.clone(), &device).require_grad();
     let y = if relu {
         bn.forward_relu(x.clone(), mode)
@@ -193,7 +197,7 @@ fn fused_batch_norm_matches_its_composition_from_tensor_operations() {
         let len = shape.iter().product();
         let x = TensorData::new(values(len, 0.7), shape);
         let weights = TensorData::new(values(len, 0.0), shape);
-        for mode in [Mode::Train, Mode::BatchStatistics] {
+        for mode in [Mode::Train, Mode::BatchStatistics, Mode::Inference] {
             for relu in [false, true] {
                 let fused = batch_norm_pass::<B>(&x, &weights, mode, relu);
                 let composed = batch_norm_pass::<Composed>(&x, &weights, mode, relu);
@@ -217,10 +221,11 @@ fn fused_batch_norm_matches_its_composition_from_tensor_operations() {
                         );
                     }
                 }
-                // The ReLU cut something, and Train moved the statistics (BatchStatistics not).
+                // The ReLU cut something, and Train moved the statistics (the other modes not).
                 let cut = fused[0].iter().filter(|&&v| v == 0.0).count();
                 assert_eq!(cut > 0, relu, "{shape:?}");
-                assert_eq!(fused[4].iter().any(|&m| m != 0.0), mode == Mode::Train);
+                let initial: Vec<f32> = (0..shape[1]).map(|c| (0.3 + 0.37 * c as f32 - 0.5).abs()).collect();
+                assert_eq!(fused[4] != initial, mode == Mode::Train);
             }
         }
     }
