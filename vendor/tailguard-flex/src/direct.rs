@@ -10,7 +10,7 @@ use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
 use burn_flex::FlexTensor;
 
-use crate::conv2d_gemm::{Geometry, for_each_unit, grow, shape4, tensor};
+use crate::conv2d_gemm::{Geometry, for_each_unit, grow, shape4, split_pairs, tensor};
 
 /// Output channels accumulated together: each loaded input vector is multiplied by this many weights.
 const CO_BLOCK: usize = 8;
@@ -163,7 +163,7 @@ fn fill_planes(g: &Geometry, p: &Planes, image: &[f32], planes: &mut [f32]) {
                 1 => channel[r * p.width + pad..][..g.in_w].copy_from_slice(src),
                 2 => {
                     let (even, odd) = channel.split_at_mut(p.plane_len());
-                    split_row(
+                    split_pairs(
                         src,
                         pad,
                         &mut even[r * p.width..][..p.width],
@@ -183,29 +183,6 @@ fn fill_planes(g: &Geometry, p: &Planes, image: &[f32], planes: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-/// Stride 2: padded column `c + pad` of `src` goes to `even` or `odd` (by its parity) at column `(c + pad) / 2`,
-/// in one pass over pairs that the compiler turns into vector shuffles (an element-by-element strided copy was
-/// 15 % of Square's time on the small CNN).
-fn split_row(src: &[f32], pad: usize, even: &mut [f32], odd: &mut [f32]) {
-    let (mut src, mut column) = (src, pad);
-    if column % 2 == 1 {
-        let Some((&first, rest)) = src.split_first() else {
-            return;
-        };
-        odd[column / 2] = first;
-        (src, column) = (rest, column + 1);
-    }
-    let (base, pairs) = (column / 2, src.len() / 2);
-    let (even_part, odd_part) = (&mut even[base..base + pairs], &mut odd[base..base + pairs]);
-    for ((e, o), pair) in even_part.iter_mut().zip(odd_part.iter_mut()).zip(src.chunks_exact(2)) {
-        *e = pair[0];
-        *o = pair[1];
-    }
-    if src.len() % 2 == 1 {
-        even[base + pairs] = src[src.len() - 1];
     }
 }
 

@@ -29,7 +29,8 @@ use burn_backend::ops::ConvOptions;
 use burn_flex::FlexTensor;
 
 use crate::conv2d_gemm::{
-    ConvElement, Geometry, for_each_unit, grow, product, shape4, sum_in_order, tensor, threads, with_buffers,
+    ConvElement, Geometry, for_each_unit, grow, product, shape4, split_pairs, sum_in_order, tensor, threads,
+    with_buffers,
 };
 use crate::simd::widest_vectors;
 
@@ -471,13 +472,9 @@ fn transform_output_gradient<T: WinogradElement>(
                     let odd = &mut odd[t * tiles_w..(t + 1) * tiles_w];
                     if out_row < p.out_h {
                         let row = &dy[base + out_row * p.out_w..base + (out_row + 1) * p.out_w];
-                        // Pairs (vector shuffles), then a last even column alone past an odd edge.
-                        for ((pair, even), odd) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-                            *even = pair[0];
-                            *odd = pair[1];
-                        }
+                        split_pairs(row, 0, even, odd);
                         if p.out_w % 2 == 1 {
-                            even[p.out_w / 2] = row[p.out_w - 1];
+                            // Past an odd edge the last even column stands alone.
                             odd[p.out_w / 2] = T::ZERO;
                         }
                     } else {

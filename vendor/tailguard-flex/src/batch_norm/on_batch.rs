@@ -2,7 +2,7 @@
 
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy, NoCheckpointing};
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_backend::{AutodiffBackend, DType, TensorMetadata};
@@ -43,12 +43,14 @@ pub fn batch_norm_on_batch<B: Backend>(
     match Fused::of::<B>() {
         Some(_) if !fusable(&x, [&gamma, &beta]) => Err(x),
         Some(Fused::Flex) => Ok(cast_output(on_flex(cast(x), cast(gamma), cast(beta), options))),
-        Some(Fused::Autodiff) => Ok(cast_output(on_autodiff::<
-            burn_autodiff::checkpoint::strategy::NoCheckpointing,
-        >(cast(x), cast(gamma), cast(beta), options))),
-        Some(Fused::AutodiffCheckpointed) => Ok(cast_output(on_autodiff::<
-            burn_autodiff::checkpoint::strategy::BalancedCheckpointing,
-        >(cast(x), cast(gamma), cast(beta), options))),
+        Some(Fused::Autodiff) => {
+            let out = on_autodiff::<NoCheckpointing>(cast(x), cast(gamma), cast(beta), options);
+            Ok(cast_output(out))
+        }
+        Some(Fused::AutodiffCheckpointed) => {
+            let out = on_autodiff::<BalancedCheckpointing>(cast(x), cast(gamma), cast(beta), options);
+            Ok(cast_output(out))
+        }
         // Other backends, other element types, and shapes the composition will report in Burn's words.
         None => Err(x),
     }
